@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:
+#   make reproduce   regenerate every run, figure, table and notebook (PROFILE=cpu|paper|smoke)
+#   make test        the test suite, nbval over the committed notebooks included
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+SEEDS ?= 0
+WORKERS ?= 2
+export HTNET_DATA ?= $(if $(wildcard ../shared/htnet-data),$(abspath ../shared/htnet-data),data)
+
+.PHONY: venv test reproduce train lab clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(BIN)/python -m pytest
+
+train: venv
+	for s in $(SEEDS); do $(BIN)/htnet train --profile $(PROFILE) --seed $$s --workers $(WORKERS) || exit 1; done
+
+reproduce: train
+	$(BIN)/python -m htnetlib.reproduce --profile $(PROFILE)
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

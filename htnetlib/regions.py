@@ -1,0 +1,171 @@
+"""The four facial regions that HTNet sees (paper sections 3.1 and 4.2).
+
+MTCNN (facenet-pytorch) finds five landmarks on the apex face: left eye, right eye, nose,
+left mouth corner, right mouth corner, each as (x, y). Four half-size crops of the flow map
+around the eyes and the mouth corners are tiled into one mosaic of the flow map's size, which is
+the network's input. Two modes:
+
+``official``
+    Exactly what the official code does. MTCNN runs on the apex image *resized to 28x28* with
+    ``INTER_AREA`` and passed as OpenCV's BGR array; where it finds no face, fixed landmarks
+    are used (:data:`FALLBACK_LANDMARKS`); coordinates are clamped to [7, 21] and truncated to
+    int; crop k is ``flow[a-7:a+7, b-7:b+7]`` with (a, b) = landmark k as (x, y), so the x
+    coordinate indexes *rows*; the mosaic is [[left eye, right eye], [mouth left, mouth right]]
+    in MTCNN's order, i.e. landmarks 0, 1 over 3, 4.
+``corrected``
+    Landmarks found on the full-resolution RGB apex image and scaled to the flow map; crops
+    centred at (row = y, col = x), clamped to stay inside the map; the same mosaic order.
+``whole``
+    No regions: the whole flow map (the input of STSTNet-style models).
+
+Landmarks are cached on disk, keyed by the SHA-256 of the image file and the mode, so MTCNN
+runs once per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import Composite, read_image
+
+MODES = ("official", "corrected", "whole")
+# The official code's landmarks (x, y) on a 28x28 face where MTCNN finds none.
+FALLBACK_LANDMARKS = np.array([[9.528073, 11.062551], [21.396168, 10.919773],
+                               [15.380184, 17.380562], [10.255435, 22.121233],
+                               [20.583706, 22.25584]], dtype=np.float64)
+MOSAIC_ORDER = (0, 1, 3, 4)  # left eye, right eye, mouth left, mouth right
+
+
+def cache_dir() -> Path:
+    """``$HTNET_CACHE``, else ``~/.cache/htnetlib``."""
+    return Path(os.environ.get("HTNET_CACHE") or Path.home() / ".cache" / "htnetlib")
+
+
+_MTCNN = None
+
+
+def mtcnn():
+    """One shared MTCNN detector on the CPU, configured as the official code configures it."""
+    global _MTCNN
+    if _MTCNN is None:
+        from facenet_pytorch import MTCNN
+        _MTCNN = MTCNN(margin=0, image_size=28, select_largest=True, post_process=False,
+                       device="cpu")
+    return _MTCNN
+
+
+def detect_landmarks(image: np.ndarray) -> np.ndarray | None:
+    """MTCNN's five landmarks (x, y) of the largest face in ``image``, or None."""
+    _, _, landmarks = mtcnn().detect(image, landmarks=True)
+    if landmarks is None:
+        return None
+    return np.asarray(landmarks[0], dtype=np.float64)
+
+
+def _detector_input(path: Path, mode: str) -> np.ndarray:
+    bgr = read_image(path)
+    if mode == "official":
+        return cv2.resize(bgr, (28, 28), interpolation=cv2.INTER_AREA)  # BGR, as official
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class Landmarks:
+    """Landmarks per sample in the detector's pixel frame, and whether MTCNN found a face."""
+
+    points: np.ndarray  # (N, 5, 2) as (x, y); NaN where no face was found
+    image_size: np.ndarray  # (N, 2) width, height of the image MTCNN saw
+
+    @property
+    def found(self) -> np.ndarray:
+        return ~np.isnan(self.points).any(axis=(1, 2))
+
+
+def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = True,
+                   progress: bool = False) -> Landmarks:
+    """Landmarks of every apex image of ``data`` for ``mode``, read from or written to the cache."""
+    if mode not in ("official", "corrected"):
+        raise ValueError(f"landmarks are found in modes 'official' and 'corrected', not {mode!r}")
+    store = cache_dir() / f"landmarks-{mode}.json"
+    known = json.loads(store.read_text()) if cache and store.is_file() else {}
+    points, sizes, changed = [], [], False
+    paths = [data.root / p for p in data.table["apex_path"]]
+    if progress:
+        from tqdm.auto import tqdm
+        paths = tqdm(paths, desc=f"MTCNN ({mode})", unit="face")
+    for path in paths:
+        key = hashlib.sha256(path.read_bytes()).hexdigest()
+        if key not in known:
+            img = _detector_input(path, mode)
+            lm = detect_landmarks(img)
+            known[key] = {"points": None if lm is None else lm.tolist(),
+                          "size": [img.shape[1], img.shape[0]]}
+            changed = True
+        entry = known[key]
+        points.append(np.full((5, 2), np.nan) if entry["points"] is None else entry["points"])
+        sizes.append(entry["size"])
+    if cache and changed:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, store)
+    return Landmarks(np.asarray(points, dtype=np.float64).reshape(-1, 5, 2),
+                     np.asarray(sizes, dtype=np.float64).reshape(-1, 2))
+
+
+def crop_centres(landmarks: Landmarks, mode: str, size: int = 28) -> np.ndarray:
+    """(N, 4, 2) integer (row, col) centres of the four crops on a ``size`` x ``size`` map."""
+    half = size // 4
+    points = landmarks.points.copy()
+    if mode == "official":
+        fallback = FALLBACK_LANDMARKS * size / 28
+        points[~landmarks.found] = fallback
+        points = np.clip(points, half, size - half).astype(int)  # truncation, as official
+        centres = points  # (x, y) used as (row, col): the official code's indexing
+    elif mode == "corrected":
+        scale = size / landmarks.image_size  # (N, 2): x and y scale to the flow map
+        points = points * scale[:, None, :]
+        points[~landmarks.found] = FALLBACK_LANDMARKS * size / 28
+        points = np.clip(np.rint(points), half, size - half).astype(int)
+        centres = points[..., ::-1]  # (row = y, col = x)
+    else:
+        raise ValueError(f"unknown region mode {mode!r}; expected one of {MODES}")
+    return centres[:, MOSAIC_ORDER, :]
+
+
+def mosaic(flows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Tile four half-size crops per map into [[c0, c1], [c2, c3]]; (N, S, S, C) -> same shape."""
+    n, size = flows.shape[0], flows.shape[1]
+    half = size // 4
+    out = np.empty_like(flows)
+    for i in range(n):
+        crops = [flows[i, r - half:r + half, c - half:c + half] for r, c in centres[i]]
+        out[i] = np.concatenate([np.concatenate(crops[:2], axis=1),
+                                 np.concatenate(crops[2:], axis=1)], axis=0)
+    return out
+
+
+def region_inputs(data: Composite, mode: str = "official", *, size: int = 28,
+                  cache: bool = True) -> np.ndarray:
+    """The network inputs (N, size, size, 3) uint8 for ``mode``: the mosaic, or the whole map.
+
+    ``size`` other than the release's 28 resizes the flow maps first (INTER_AREA for smaller,
+    INTER_LINEAR for larger) and scales the crops with them (crops of size/2).
+    """
+    flows = data.flows
+    if size != flows.shape[1]:
+        interp = cv2.INTER_AREA if size < flows.shape[1] else cv2.INTER_LINEAR
+        flows = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in flows])
+    if mode == "whole":
+        return flows
+    if size % 4:
+        raise ValueError(f"region mosaics need a size divisible by 4, got {size}")
+    landmarks = find_landmarks(data, mode, cache=cache)
+    return mosaic(flows, crop_centres(landmarks, mode, size))

@@ -263,14 +263,15 @@ def extract_release(archive: Path | str | io.BytesIO, dest: Path | str,
     return sorted(members)
 
 
-def fetch(dest: Path | str | None = None, url: str = OFFICIAL_URL) -> Path:
+def fetch(dest: Path | str | None = None, url: str = OFFICIAL_URL,
+          manifest: Path = MANIFEST) -> Path:
     """Download the official repository archive and extract the verified release into ``dest``."""
     dest = Path(dest) if dest is not None else default_root()
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "release.zip"
         with urllib.request.urlopen(url) as resp, open(archive, "wb") as out:
             shutil.copyfileobj(resp, out)
-        extract_release(archive, dest)
+        extract_release(archive, dest, manifest)
     return dest
 
 

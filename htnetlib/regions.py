@@ -69,11 +69,21 @@ def detect_landmarks(image: np.ndarray) -> np.ndarray | None:
     return np.asarray(landmarks[0], dtype=np.float64)
 
 
-def _detector_input(path: Path, mode: str) -> np.ndarray:
-    bgr = read_image(path)
+def detector_input(bgr: np.ndarray, mode: str) -> np.ndarray:
+    """What MTCNN is shown: official = the BGR image at 28x28 (INTER_AREA); corrected = RGB."""
     if mode == "official":
-        return cv2.resize(bgr, (28, 28), interpolation=cv2.INTER_AREA)  # BGR, as official
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.resize(bgr, (28, 28), interpolation=cv2.INTER_AREA)
+    if mode == "corrected":
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"landmarks are found in modes 'official' and 'corrected', not {mode!r}")
+
+
+def image_landmarks(bgr: np.ndarray, mode: str) -> "Landmarks":
+    """Landmarks of one BGR image for ``mode`` (no cache)."""
+    img = detector_input(bgr, mode)
+    lm = detect_landmarks(img)
+    points = np.full((1, 5, 2), np.nan) if lm is None else lm[None]
+    return Landmarks(points, np.array([[img.shape[1], img.shape[0]]], dtype=np.float64))
 
 
 @dataclass
@@ -91,8 +101,7 @@ class Landmarks:
 def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = True,
                    progress: bool = False) -> Landmarks:
     """Landmarks of every apex image of ``data`` for ``mode``, read from or written to the cache."""
-    if mode not in ("official", "corrected"):
-        raise ValueError(f"landmarks are found in modes 'official' and 'corrected', not {mode!r}")
+    detector_input(np.zeros((28, 28, 3), np.uint8), mode)  # rejects an unknown mode early
     store = cache_dir() / f"landmarks-{mode}.json"
     known = json.loads(store.read_text()) if cache and store.is_file() else {}
     points, sizes, changed = [], [], False
@@ -103,7 +112,7 @@ def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = Tru
     for path in paths:
         key = hashlib.sha256(path.read_bytes()).hexdigest()
         if key not in known:
-            img = _detector_input(path, mode)
+            img = detector_input(read_image(path), mode)
             lm = detect_landmarks(img)
             known[key] = {"points": None if lm is None else lm.tolist(),
                           "size": [img.shape[1], img.shape[0]]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from . import metrics, paper
@@ -23,7 +25,8 @@ def table2_rows(run: Run, *, ci: bool = False, n_boot: int = 1000) -> pd.DataFra
     """
     rows = []
     for proto in metrics.PROTOCOLS:
-        row = {"approach": f"{run.meta['config']['model']} ({run.meta.get('profile')})",
+        name = {"htnet": "HTNet"}.get(run.meta["config"]["model"], run.meta["config"]["model"])
+        row = {"approach": f"{name} ({run.meta.get('profile')} profile, seed {run.meta['seed']})",
                "protocol": proto, "source": "measured"}
         _scores_row(row, run.metrics[proto])
         if ci:
@@ -33,6 +36,8 @@ def table2_rows(run: Run, *, ci: bool = False, n_boot: int = 1000) -> pd.DataFra
         rows.append(row)
     cited = {"approach": "HTNet (paper, Table 2)", "protocol": "oracle", "source": "cited"}
     _scores_row(cited, {g: {"uf1": f1, "uar": ar} for g, (f1, ar) in paper.TABLE2["HTNet"].items()})
+    if ci:
+        cited["Full UF1 95% CI"] = cited["Full UAR 95% CI"] = "-"
     rows.append(cited)
     return pd.DataFrame(rows)
 
@@ -44,3 +49,38 @@ def markdown(df: pd.DataFrame, digits: int = 4) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def provenance(item: str, *, profile: str | None = None, protocol: str | None = None,
+               device: str | None = None) -> str:
+    """The line every committed figure and table carries: what it reproduces and how."""
+    parts = [f"Reproduces {item}"]
+    if profile:
+        parts.append(f"profile {profile}")
+    if protocol:
+        parts.append(f"protocol {protocol}")
+    if device:
+        parts.append(f"device {device}")
+    return "; ".join(parts)
+
+
+def save_figure(fig, name: str, results_dir, **prov) -> Path:
+    """Write ``<results_dir>/figures/<name>.png`` at 150 dpi with its provenance line."""
+    from .train import atomic_write
+
+    fig.text(0.005, 0.005, provenance(**prov), fontsize=6.5, color="0.35", ha="left", va="bottom")
+    path = Path(results_dir) / "figures" / f"{name}.png"
+    atomic_write(path, lambda p: fig.savefig(p, dpi=150, bbox_inches="tight", format="png",
+                                             metadata={"Software": None}))
+    return path
+
+
+def save_table(df: pd.DataFrame, name: str, results_dir, **prov) -> Path:
+    """Write ``<results_dir>/tables/<name>.csv`` and ``.md`` (the latter with its provenance)."""
+    from .train import atomic_write
+
+    base = Path(results_dir) / "tables" / name
+    atomic_write(base.with_suffix(".csv"), lambda p: df.to_csv(p, index=False))
+    text = f"{provenance(**prov)}\n\n{markdown(df)}"
+    atomic_write(base.with_suffix(".md"), lambda p: p.write_text(text))
+    return base.with_suffix(".md")

@@ -260,7 +260,7 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"{device.type} ({platform.processor() or platform.machine()}, "\
-           f"{torch.get_num_threads()} threads)"
+           f"{os.cpu_count()} cores)"
 
 
 def is_complete(run_dir: Path) -> bool:

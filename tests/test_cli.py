@@ -1,0 +1,35 @@
+import pytest
+
+from htnetlib.cli import main
+
+
+def test_data_check_fails_on_a_small_release(synthetic_root, capsys):
+    assert main(["data", "check", "--data", str(synthetic_root)]) == 1
+    out = capsys.readouterr().out
+    assert "24 samples, expected 442" in out
+
+
+def test_data_check_missing_root_is_a_clear_error(tmp_path, capsys):
+    assert main(["data", "check", "--data", str(tmp_path / "none")]) == 1
+    assert "does not exist" in capsys.readouterr().out
+
+
+def test_train_and_evaluate(synthetic_root, tmp_path, capsys):
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root),
+                 "--out", str(tmp_path)]) == 0
+    run_dir = next(tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| honest | measured |" in out and "| oracle | measured |" in out
+    assert "HTNet (paper, Table 2) | oracle | cited | 0.8603 | 0.8475" in out
+
+
+def test_unknown_override_is_refused(synthetic_root):
+    with pytest.raises(SystemExit, match="unknown config key"):
+        main(["train", "--data", str(synthetic_root), "--set", "colour=blue"])
+
+
+def test_real_data_check(real_root, capsys):
+    assert main(["data", "check", "--data", str(real_root)]) == 0
+    assert "442 samples, 68 subjects" in capsys.readouterr().out

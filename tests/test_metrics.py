@@ -1,0 +1,86 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from htnetlib import metrics
+
+
+def test_uf1_uar_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    # class 0: tp 2 fp 0 fn 1 -> f1 0.8, recall 2/3; class 1: tp1 fp1 fn1 -> 0.5, 0.5;
+    # class 2: tp1 fp1 fn0 -> 2/3, 1
+    assert metrics.uf1(y, p) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert metrics.uar(y, p) == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+
+
+def test_classes_absent_from_truth_are_not_averaged():
+    y = np.array([0, 0, 1])
+    p = np.array([0, 2, 1])
+    assert metrics.uar(y, p) == pytest.approx((0.5 + 1) / 2)
+    assert metrics.uf1(y, p) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_confusion_rows_are_truth():
+    c = metrics.confusion([0, 0, 2], [0, 1, 2])
+    assert c.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1]]
+    assert metrics.confusion([0, 0, 2], [0, 1, 2], normalize="true")[0].tolist() == [0.5, 0.5, 0]
+
+
+def test_protocols():
+    pred = np.array([[0, 1, 1, 1],   # epoch 1: subject a 1/2, subject b 1/2
+                     [1, 0, 1, 2],   # epoch 2: a 1/2 (ties with epoch 1 -> later), b 2/2
+                     [1, 1, 0, 0]])  # epoch 3 (final): a 0/2, b 0/2
+    y = np.array([0, 0, 1, 2])
+    subjects = np.array(["a", "a", "b", "b"])
+    assert metrics.honest_predictions(pred).tolist() == [1, 1, 0, 0]
+    assert metrics.oracle_epochs(pred, y, subjects) == {"a": 1, "b": 1}
+    assert metrics.oracle_predictions(pred, y, subjects).tolist() == [1, 0, 1, 2]
+
+
+def test_oracle_is_never_below_honest_per_subject():
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 3, (20, 40))
+    y = rng.integers(0, 3, 40)
+    subjects = np.repeat(np.arange(8), 5)
+    o = metrics.oracle_predictions(pred, y, subjects)
+    h = metrics.honest_predictions(pred)
+    for s in range(8):
+        idx = subjects == s
+        assert (o[idx] == y[idx]).sum() >= (h[idx] == y[idx]).sum()
+
+
+def table(n_sub=10, seed=0, acc=0.7):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sub):
+        for j in range(4):
+            y = int(rng.integers(0, 3))
+            rows.append({"dataset": ["smic", "casme2", "samm"][s % 3], "subject": f"s{s}",
+                         "sample": f"x{j}", "label": y,
+                         "pred": y if rng.random() < acc else int(rng.integers(0, 3))})
+    return pd.DataFrame(rows)
+
+
+def test_scores_per_group():
+    t = table()
+    s = metrics.scores(t, "pred")
+    assert set(s) == {"full", "smic", "casme2", "samm"}
+    assert s["full"]["n"] == 40
+    assert s["smic"]["uf1"] == pytest.approx(metrics.uf1(t[t.dataset == "smic"].label,
+                                                         t[t.dataset == "smic"].pred))
+
+
+def test_bootstrap_interval_contains_estimate():
+    t = table(30)
+    ci = metrics.bootstrap_ci(t, "pred", n_boot=300)
+    point = metrics.uf1(t.label, t.pred)
+    assert ci["uf1"][0] < point < ci["uf1"][1]
+    assert ci["uf1"][1] - ci["uf1"][0] < 0.5
+
+
+def test_paired_bootstrap_sees_a_better_run():
+    good, bad = table(30, acc=0.95), table(30, acc=0.95)
+    bad["pred"] = (bad["label"] + 1) % 3
+    res = metrics.paired_bootstrap(good, "pred", bad, "pred", n_boot=200)
+    assert res["diff"] > 0.5 and res["ci"][0] > 0 and res["p_le_zero"] == 0

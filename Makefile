@@ -21,13 +21,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 
 train: venv
 	for s in $(SEEDS); do $(BIN)/htnet train --profile $(PROFILE) --seed $$s --workers $(WORKERS) || exit 1; done
 
-reproduce: train
+reproduce: venv
 	$(BIN)/python -m htnetlib.reproduce --profile $(PROFILE)
 
 lab: venv

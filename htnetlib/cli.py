@@ -68,7 +68,8 @@ def _train(args) -> int:
     composite = data_mod.load_composite(args.data)
     run_dir = train.run_loso(composite, config, seed=args.seed, runs_dir=args.out,
                              profile=args.profile, device=args.device, retrain=args.retrain,
-                             workers=args.workers, threads=args.threads or None)
+                             workers=args.workers, threads=args.threads or None,
+                             trainer=args.trainer)
     print(run_dir)
     return _print_evaluation(run_dir)
 
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="fold processes (CPU)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per fold process (default 1; 0 keeps torch's default)")
+    p.add_argument("--trainer", choices=("auto", "loop", "grouped"), default="auto",
+                   help="loop: fold after fold in --workers processes; grouped: many folds as "
+                        "one batched computation (default on a GPU)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set epochs=50 --set regions=corrected")

@@ -159,6 +159,7 @@ class FoldResult:
     train_acc: np.ndarray  # (epochs,)
     test_acc: np.ndarray  # (epochs,)
     seconds: float = 0.0
+    logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -211,7 +212,10 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
         with torch.no_grad():
             pred[epoch] = model(xte).argmax(1).cpu().numpy()
         test_acc[epoch] = float((pred[epoch] == yte).mean())
-    return FoldResult(pred, train_loss, train_acc, test_acc, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        logits = model(xte).float().cpu().numpy()
+    return FoldResult(pred, train_loss, train_acc, test_acc, seconds, logits)
 
 
 # --------------------------------------------------------------------------- run store
@@ -270,13 +274,23 @@ def is_complete(run_dir: Path) -> bool:
 
 def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path | str = "results/runs",
              profile: str | None = None, device: str | None = None, retrain: bool = False,
-             workers: int = 1, threads: int | None = 1, progress: bool = True) -> Path:
+             workers: int = 1, threads: int | None = 1, trainer: str = "auto",
+             progress: bool = True) -> Path:
     """Train (or resume, or reuse) one LOSO run and return its folder.
 
-    ``workers`` > 1 trains folds in that many processes (CPU only); every fold is seeded on its
-    own, so the order folds finish in does not matter. ``threads`` is torch's intra-op thread
-    count per fold (None keeps torch's default): HTNet's small tensors run fastest with one
-    thread per core, and several threads per process slow to a crawl when cores are shared.
+    Two trainers compute the same thing (tested):
+
+    ``loop``
+        one fold after another, in ``workers`` processes; ``threads`` is torch's intra-op
+        thread count per process (None keeps torch's default). HTNet's small tensors run
+        fastest with one thread per core on a CPU, and several threads per process slow to a
+        crawl when cores are shared.
+    ``grouped``
+        many folds as one batched computation (:mod:`htnetlib.parallel`), as many as fit in
+        memory; the fast path on a GPU.
+
+    ``auto`` picks ``grouped`` for HTNet on CUDA and ``loop`` otherwise. Every fold is seeded on
+    its own, so neither the trainer nor the order folds finish in changes what a fold computes.
     """
     fingerprint = data_fingerprint(data)
     rid = run_id(config, seed, fingerprint, profile)
@@ -286,49 +300,78 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
     if is_complete(run_dir):
         return run_dir
     dev = pick_device(device)
+    if trainer == "auto":
+        trainer = "grouped" if dev.type == "cuda" and config.model == "htnet" else "loop"
+    if trainer not in ("loop", "grouped"):
+        raise ValueError(f"unknown trainer {trainer!r}; expected auto, loop or grouped")
     meta = {"run_id": rid, "profile": profile, "seed": seed, "config": config.to_dict(),
             "data_fingerprint": fingerprint, "data_root": str(data.root),
             "git_commit": git_commit(), "device": device_name(dev), "versions": versions(),
-            "command": " ".join(sys.argv), "workers": workers, "threads": threads}
+            "command": " ".join(sys.argv), "trainer": trainer, "workers": workers,
+            "threads": threads}
     write_json(run_dir / "config.json", meta)
 
     x = model_inputs(data, config)
     y = data.table["label"].to_numpy()
     subjects = data.table["subject"].to_numpy()
     folds = fold_subjects(data, config)
-    fold_dir = run_dir / "folds"
     jobs = []
     for k, subject in enumerate(folds):
-        path = fold_dir / f"{k:02d}.npz"
+        path = run_dir / "folds" / f"{k:02d}.npz"
         if not path.is_file():  # finished folds of an interrupted run are kept
             test = subjects == subject
             jobs.append(dict(config=config, x_train=x[~test], y_train=y[~test], x_test=x[test],
                              y_test=y[test], seed=fold_seed(seed, k), device=str(dev),
                              name=f"fold {k + 1}/{len(folds)} (subject {subject})",
                              subject=subject, path=path))
-    workers = max(1, min(workers, len(jobs)))
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(folds), initial=len(folds) - len(jobs), desc=f"LOSO {rid}",
                    unit="fold")
-    if workers == 1:
-        for job in jobs:
-            _fold_job(job, threads, progress=progress)
-            bar is not None and bar.update()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for fut in as_completed([pool.submit(_fold_job, job, threads) for job in jobs]):
-                fut.result()
-                bar is not None and bar.update()
+    for done in _train_jobs(jobs, trainer, dev, workers, threads, progress):
+        if bar is not None:
+            bar.update(done)
     if bar is not None:
         bar.close()
     assemble(run_dir, data, folds)
     return run_dir
+
+
+def _save_fold(path: Path, subject: str, res: FoldResult) -> None:
+    atomic_write(path, lambda p: np.savez(p, subject=subject, **dataclasses.asdict(res)))
+
+
+def _train_jobs(jobs: list[dict], trainer: str, dev: torch.device, workers: int,
+                threads: int | None, progress: bool):
+    """Train and store every job; yield the number of folds finished at each step."""
+    if trainer == "grouped":
+        from .parallel import group_size, train_group
+
+        if threads and dev.type == "cpu":
+            torch.set_num_threads(threads)
+        size = group_size(jobs[0]["config"], dev, len(jobs)) if jobs else 1
+        for lo in range(0, len(jobs), size):
+            group = jobs[lo:lo + size]
+            for job, res in zip(group, train_group(group[0]["config"], group, device=dev,
+                                                   progress=progress)):
+                _save_fold(job["path"], job["subject"], res)
+            yield len(group)
+        return
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            _fold_job(job, threads, progress=progress)
+            yield 1
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        for fut in as_completed([pool.submit(_fold_job, job, threads) for job in jobs]):
+            fut.result()
+            yield 1
 
 
 def _fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
@@ -338,8 +381,7 @@ def _fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
     res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"], job["y_test"],
                      seed=job["seed"], device=torch.device(job["device"]), name=job["name"],
                      progress=progress)
-    atomic_write(job["path"], lambda p: np.savez(p, subject=job["subject"],
-                                                  **dataclasses.asdict(res)))
+    _save_fold(job["path"], job["subject"], res)
 
 
 def assemble(run_dir: Path, data: Composite, folds: list[str]) -> None:

@@ -133,12 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("preprocess", help="flow maps in the release layout from raw frames")
-    try:
-        from . import preprocess
-        preprocess.add_arguments(p)
-    except ImportError as exc:  # pragma: no cover - only without optional modules
-        p.set_defaults(error=str(exc))
+    from . import preprocess
+
+    p = sub.add_parser("preprocess", help="flow maps in the release layout from raw frames",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    preprocess.add_arguments(p)
     p.set_defaults(func=_preprocess)
     return parser
 

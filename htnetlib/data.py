@@ -8,7 +8,7 @@ writes)::
     datasets/combined_datasets_whole/<imagename>                224x224 apex face (JPEG)
 
 Flow maps are kept as ``cv2.imread`` returns them, which is the array the official code trains
-on. ``load_composite`` validates everything it reads and raises :class:`DataError` with the
+on: the PNGs hold (u, v, strain) as RGB, so the channels in memory are (strain, v, u). ``load_composite`` validates everything it reads and raises :class:`DataError` with the
 file or value at fault; ``check_release`` compares a folder against the published counts and the
 SHA-256 manifest shipped in this package; ``fetch`` downloads the release from GitHub.
 """

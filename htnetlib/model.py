@@ -94,8 +94,11 @@ class Attention(nn.Module):
     """Multi-head scaled dot-product self-attention inside one block (eq. 5).
 
     The head width is ``dim // heads`` (so 256 with 3 heads uses 3 x 85 = 255 channels),
-    as in the official code.
+    as in the official code. ``one_token_shortcut`` skips queries and keys where a block holds
+    a single token (exact; switch it off to time or check the full computation).
     """
+
+    one_token_shortcut = True
 
     def __init__(self, dim: int, heads: int = 8, dropout: float = 0.0):
         super().__init__()
@@ -110,7 +113,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape  # (B*blocks, C, h, w)
-        if h * w == 1 and (self.dropout.p == 0 or not self.training):
+        if self.one_token_shortcut and h * w == 1 and (self.dropout.p == 0 or not self.training):
             # One token per block: the softmax over a single key is exactly 1, so the output
             # is the values alone; queries and keys need not be computed.
             inner = self.to_qkv.weight.shape[0] // 3

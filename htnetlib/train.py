@@ -95,6 +95,14 @@ PROFILES: dict[str, Config] = {
     "smoke": Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=3, lr=1e-3, max_folds=3),
 }
 
+# Baselines of Table 2 on the same folds (htnetlib.baselines): STSTNet with its paper's schedule
+# on the whole flow map scaled to 0..1, and logistic regression (one fit per fold).
+BASELINES: dict[str, Config] = {
+    "ststnet": Config(model="ststnet", regions="whole", epochs=500, lr=5e-5,
+                      input_scale=1 / 255),
+    "logreg": Config(model="logreg", regions="whole", epochs=1),
+}
+
 
 def build_model(config: Config) -> nn.Module:
     """The network a configuration names."""
@@ -103,7 +111,10 @@ def build_model(config: Config) -> nn.Module:
                      dim=config.dim, heads=config.heads, num_hierarchies=config.num_hierarchies,
                      block_repeats=config.block_repeats, mlp_mult=config.mlp_mult,
                      dropout=config.dropout)
-    raise ValueError(f"unknown model {config.model!r}")
+    if config.model == "ststnet":
+        from .baselines import STSTNet
+        return STSTNet(dropout=0.5 if config.dropout == 0 else config.dropout)
+    raise ValueError(f"unknown model {config.model!r} (htnet, ststnet or logreg)")
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
@@ -170,6 +181,9 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
                y_test: np.ndarray, *, seed: int, device: torch.device, name: str = "fold",
                progress: bool = False) -> FoldResult:
     """Train a fresh model on one fold and predict the test samples after every epoch."""
+    if config.model == "logreg":
+        from .baselines import logreg_fold
+        return logreg_fold(x_train, y_train, x_test, y_test, seed=seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if config.permute_labels:
@@ -334,7 +348,10 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
             bar.update(done)
     if bar is not None:
         bar.close()
-    assemble(run_dir, data, folds)
+    extra = {}
+    if dev.type == "cuda":
+        extra["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+    assemble(run_dir, data, folds, extra)
     return run_dir
 
 
@@ -384,7 +401,7 @@ def _fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
     _save_fold(job["path"], job["subject"], res)
 
 
-def assemble(run_dir: Path, data: Composite, folds: list[str]) -> None:
+def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | None = None) -> None:
     """Join the finished folds into predictions.csv, epochs.npz and metrics.json."""
     run_dir = Path(run_dir)
     table = data.table
@@ -416,6 +433,7 @@ def assemble(run_dir: Path, data: Composite, folds: list[str]) -> None:
     meta = json.loads((run_dir / "config.json").read_text())
     meta["train_seconds"] = round(seconds, 1)
     meta["n_samples"], meta["n_folds"], meta["epochs"] = len(out), len(folds), n_epochs
+    meta.update(extra or {})
     write_json(run_dir / "config.json", meta)
     shutil.rmtree(run_dir / "folds")
 

@@ -48,21 +48,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HTNET_CACHE") or Path.home() / ".cache" / "htnetlib")
 
 
-_MTCNN = None
-
-
 def mtcnn():
-    """One shared MTCNN detector on the CPU, configured as the official code configures it."""
-    global _MTCNN
-    if _MTCNN is None:
-        from facenet_pytorch import MTCNN
-        _MTCNN = MTCNN(margin=0, image_size=28, select_largest=True, post_process=False,
-                       device="cpu")
-    return _MTCNN
+    """The process-wide MTCNN detector (:func:`htnetlib.flow.face_detector`).
+
+    The official code also sets ``image_size=28, margin=0``; those only shape the face crops
+    MTCNN can return, not the boxes and landmarks of ``detect``, which is all that is used.
+    """
+    from .flow import face_detector
+
+    return face_detector()
 
 
 def detect_landmarks(image: np.ndarray) -> np.ndarray | None:
-    """MTCNN's five landmarks (x, y) of the largest face in ``image``, or None."""
+    """MTCNN's five landmarks (x, y) of the largest face in ``image``, or None.
+
+    The array goes to MTCNN as given (MTCNN expects RGB; the official mode passes BGR).
+    """
     _, _, landmarks = mtcnn().detect(image, landmarks=True)
     if landmarks is None:
         return None

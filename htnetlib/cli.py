@@ -56,7 +56,7 @@ def _train(args) -> int:
 
     from . import train
 
-    config = train.PROFILES[args.profile]
+    config = train.profile_config(args.profile, args.model)
     overrides = dict(_parse_override(s) for s in args.set or [])
     fields = {f.name for f in dataclasses.fields(train.Config)}
     unknown = set(overrides) - fields
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="LOSO training of one profile and seed")
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    p.add_argument("--model", choices=("htnet", "ststnet", "logreg"), default="htnet",
+                   help="HTNet, or a Table 2 baseline trained on the same folds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")

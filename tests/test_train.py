@@ -120,3 +120,31 @@ def test_load_run_reports_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="missing predictions.csv, epochs.npz"):
         load_run(tmp_path)
+
+
+@pytest.mark.parametrize("model", ["ststnet", "logreg"])
+def test_baselines_train_on_the_same_folds(synthetic, tmp_path, model):
+    cfg = train.profile_config("smoke", model)
+    run = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, profile="smoke", progress=False))
+    ref = load_run(run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False))
+    pd.testing.assert_frame_equal(run.predictions[["dataset", "subject", "sample", "label"]],
+                                  ref.predictions[["dataset", "subject", "sample", "label"]])
+    assert run.epochs["pred"].shape[0] == cfg.epochs
+
+
+def test_ststnet_shape_and_size():
+    import torch
+
+    from htnetlib.baselines import STSTNet
+    from htnetlib.model import count_parameters
+
+    net = STSTNet()
+    assert count_parameters(net) == 1683
+    assert net(torch.rand(4, 3, 28, 28)).shape == (4, 3)
+
+
+def test_logreg_learns_the_synthetic_task(synthetic, tmp_path):
+    cfg = dataclasses.replace(train.profile_config("cpu", "logreg"))
+    run = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, progress=False))
+    assert run.metrics["honest"]["full"]["uf1"] > 0.8
+    np.testing.assert_array_equal(run.predictions.honest, run.predictions.oracle)

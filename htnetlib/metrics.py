@@ -76,44 +76,85 @@ def scores(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
-def bootstrap_ci(table: pd.DataFrame, column: str, *, n_boot: int = 1000, seed: int = 0,
+def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
-    """Percentile intervals of UF1 and UAR, resampling subjects with replacement."""
+    """Percentile intervals of UF1 and UAR, resampling subjects with replacement.
+
+    ``tables`` is one predictions table or a list of them over the same samples (runs with
+    different seeds); with several, each resample's metric is the mean over the runs, so the
+    interval is that of the seed-averaged score.
+    """
+    tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
     rng = np.random.default_rng(seed)
-    subjects = table["subject"].to_numpy()
+    subjects = tables[0]["subject"].to_numpy()
     ids = pd.unique(subjects)
     rows = {s: np.flatnonzero(subjects == s) for s in ids}
-    y, p = table["label"].to_numpy(), table[column].to_numpy()
+    y = tables[0]["label"].to_numpy()
+    preds = [t[column].to_numpy() for t in tables]
     stats = np.empty((n_boot, 2))
     for b in range(n_boot):
         idx = np.concatenate([rows[s] for s in rng.choice(ids, size=len(ids), replace=True)])
-        stats[b] = uf1(y[idx], p[idx]), uar(y[idx], p[idx])
+        stats[b] = (np.mean([uf1(y[idx], p[idx]) for p in preds]),
+                    np.mean([uar(y[idx], p[idx]) for p in preds]))
     lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return {"uf1": (float(lo[0]), float(hi[0])), "uar": (float(lo[1]), float(hi[1]))}
 
 
-def paired_bootstrap(table_a: pd.DataFrame, col_a: str, table_b: pd.DataFrame, col_b: str, *,
-                     metric: str = "uf1", n_boot: int = 1000, seed: int = 0) -> dict:
-    """Difference a - b of a metric between two runs on the same samples, subject-resampled.
+def protocol_curve(pred: np.ndarray, y_true, subjects, epochs) -> pd.DataFrame:
+    """UF1 and UAR of both protocols had training stopped after each of ``epochs`` epochs.
 
-    Returns the observed difference, its 95 % interval and the fraction of resamples where the
-    difference is <= 0 (a one-sided bootstrap p-value for "a is better").
+    Honest: the predictions after epoch E. Oracle: each subject's best epoch among 1..E.
     """
+    rows = []
+    for e in epochs:
+        part = np.asarray(pred)[:e]
+        h = honest_predictions(part)
+        o = oracle_predictions(part, y_true, subjects)
+        rows.append({"epochs": e, "honest_uf1": uf1(y_true, h), "oracle_uf1": uf1(y_true, o),
+                     "honest_uar": uar(y_true, h), "oracle_uar": uar(y_true, o)})
+    return pd.DataFrame(rows)
+
+
+def subject_accuracy(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per subject: number of test samples and the fraction ``column`` gets right."""
+    ok = (table[column] == table["label"]).rename("correct")
+    return (table.assign(correct=ok).groupby("subject")
+            .agg(dataset=("dataset", "first"), samples=("label", "size"),
+                 accuracy=("correct", "mean")).reset_index())
+
+
+def paired_bootstrap(tables_a, col_a: str, tables_b, col_b: str, *, metric: str = "uf1",
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """Difference a - b of a metric between two models on the same samples, subject-resampled.
+
+    ``tables_a`` and ``tables_b`` are predictions tables or lists of them (seeds; the metric is
+    averaged over each list). Returns the observed difference, its 95 % interval and the
+    fraction of resamples where the difference is <= 0 (a one-sided bootstrap p-value for
+    "a is better").
+    """
+    as_list = lambda t: [t] if isinstance(t, pd.DataFrame) else list(t)  # noqa: E731
+    tables_a, tables_b = as_list(tables_a), as_list(tables_b)
     key = ["dataset", "subject", "sample"]
-    merged = table_a[key + ["label", col_a]].merge(
-        table_b[key + [col_b]].rename(columns={col_b: "_b"}), on=key, validate="one_to_one")
-    if len(merged) != len(table_a):
-        raise ValueError("the two runs do not hold the same samples")
+    base = tables_a[0][key + ["label"]].reset_index(drop=True)
+    aligned = []
+    for t, col in [(t, col_a) for t in tables_a] + [(t, col_b) for t in tables_b]:
+        m = base.merge(t[key + [col]], on=key, how="left", validate="one_to_one")
+        if m[col].isna().any() or len(t) != len(base):
+            raise ValueError("the runs compared do not hold the same samples")
+        aligned.append(m[col].to_numpy())
+    pa, pb = aligned[:len(tables_a)], aligned[len(tables_a):]
     fn = {"uf1": uf1, "uar": uar}[metric]
-    subjects = merged["subject"].to_numpy()
+    y = base["label"].to_numpy()
+    subjects = base["subject"].to_numpy()
     ids = pd.unique(subjects)
     rows = {s: np.flatnonzero(subjects == s) for s in ids}
-    y, a, b = merged["label"].to_numpy(), merged[col_a].to_numpy(), merged["_b"].to_numpy()
+    score = lambda preds, idx: np.mean([fn(y[idx], p[idx]) for p in preds])  # noqa: E731
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         idx = np.concatenate([rows[s] for s in rng.choice(ids, size=len(ids), replace=True)])
-        diffs[i] = fn(y[idx], a[idx]) - fn(y[idx], b[idx])
+        diffs[i] = score(pa, idx) - score(pb, idx)
+    every = np.arange(len(y))
     lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return {"diff": fn(y, a) - fn(y, b), "ci": (float(lo), float(hi)),
+    return {"diff": float(score(pa, every) - score(pb, every)), "ci": (float(lo), float(hi)),
             "p_le_zero": float((diffs <= 0).mean())}

@@ -1,14 +1,24 @@
-"""Tables of stored runs beside the paper's values (the rows of Table 2)."""
+"""Tables of stored runs beside the paper's values (Table 2), and figure/table provenance."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from . import metrics, paper
+from . import metrics, paper, train
 from .data import DATASET_NAMES
 from .train import Run
+
+# The measured rows of Table 2: (model, changes to the profile's configuration).
+VARIANTS = {
+    "HTNet": ("htnet", {}),
+    "HTNet without regions (whole map)": ("htnet", {"regions": "whole"}),
+    "STSTNet": ("ststnet", {}),
+    "Logistic regression": ("logreg", {}),
+}
 
 
 def _scores_row(row: dict, scores: dict) -> dict:
@@ -39,6 +49,55 @@ def table2_rows(run: Run, *, ci: bool = False, n_boot: int = 1000) -> pd.DataFra
     if ci:
         cited["Full UF1 95% CI"] = cited["Full UAR 95% CI"] = "-"
     rows.append(cited)
+    return pd.DataFrame(rows)
+
+
+def variant_config(name: str, profile: str) -> train.Config:
+    model, changes = VARIANTS[name]
+    return dataclasses.replace(train.profile_config(profile, model), **changes)
+
+
+def variant_runs(data, profile: str, seeds, *, runs_dir, retrain: bool = False, workers: int = 1,
+                 names=None) -> dict[str, list[Run]]:
+    """Every variant's runs for ``seeds``, read back or trained where missing.
+
+    Logistic regression is deterministic and fitted once (seed 0).
+    """
+    out = {}
+    for name in names or VARIANTS:
+        cfg = variant_config(name, profile)
+        out[name] = [train.load_run(train.run_loso(
+            data, cfg, seed=s, runs_dir=runs_dir, profile=profile, retrain=retrain,
+            workers=workers, progress=False)) for s in ([0] if cfg.model == "logreg" else seeds)]
+    return out
+
+
+def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFrame:
+    """The whole Table 2: every cited row of the paper and our measured rows.
+
+    Measured rows give the mean over seeds per group, the spread (sd over seeds) of the
+    composite UF1, and 95 % subject-bootstrap intervals of the seed-averaged composite scores.
+    """
+    rows = []
+    for name, scores in paper.TABLE2.items():
+        row = {"approach": name, "source": "cited (paper, Table 2)",
+               "protocol": "oracle" if name == "HTNet" else "as published", "profile": "-",
+               "seeds": "-"}
+        rows.append(_scores_row(row, {g: {"uf1": f, "uar": a} for g, (f, a) in scores.items()}))
+    for name, rs in runs.items():
+        protocols = ("honest",) if rs[0].meta["config"]["model"] == "logreg" else metrics.PROTOCOLS
+        for proto in protocols:
+            row = {"approach": name, "source": "measured", "protocol": proto,
+                   "profile": rs[0].meta.get("profile"), "seeds": len(rs)}
+            mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in rs]))
+                        for m in ("uf1", "uar")} for g in rs[0].metrics[proto]}
+            _scores_row(row, mean)
+            f1 = [r.metrics[proto]["full"]["uf1"] for r in rs]
+            row["Full UF1 sd"] = float(np.std(f1, ddof=1)) if len(rs) > 1 else float("nan")
+            ci = metrics.bootstrap_ci([r.predictions for r in rs], proto, n_boot=n_boot)
+            row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
+            row["Full UAR 95% CI"] = "%.3f-%.3f" % ci["uar"]
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

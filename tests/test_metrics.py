@@ -84,3 +84,17 @@ def test_paired_bootstrap_sees_a_better_run():
     bad["pred"] = (bad["label"] + 1) % 3
     res = metrics.paired_bootstrap(good, "pred", bad, "pred", n_boot=200)
     assert res["diff"] > 0.5 and res["ci"][0] > 0 and res["p_le_zero"] == 0
+
+
+def test_bootstrap_over_seeds_and_paired_lists():
+    a, b = table(20, seed=1), table(20, seed=1)
+    b["pred"] = np.where(np.arange(len(b)) % 2 == 0, b["label"], (b["label"] + 1) % 3)
+    ci1 = metrics.bootstrap_ci([a], "pred", n_boot=200)
+    assert ci1 == metrics.bootstrap_ci(a, "pred", n_boot=200)
+    ci2 = metrics.bootstrap_ci([a, b], "pred", n_boot=200)
+    mean = (metrics.uf1(a.label, a.pred) + metrics.uf1(b.label, b.pred)) / 2
+    assert ci2["uf1"][0] < mean < ci2["uf1"][1]
+    res = metrics.paired_bootstrap([a, a], "pred", [b], "pred", n_boot=100)
+    assert res["diff"] == pytest.approx(metrics.uf1(a.label, a.pred) - metrics.uf1(b.label, b.pred))
+    with pytest.raises(ValueError, match="same samples"):
+        metrics.paired_bootstrap(a, "pred", b.iloc[:-1], "pred", n_boot=10)

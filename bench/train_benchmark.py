@@ -35,23 +35,9 @@ from torch import nn
 
 from htnetlib import model as model_mod
 from htnetlib.data import load_composite
-from htnetlib.train import (PROFILES, _train_jobs, fold_seed, fold_subjects, model_inputs,
-                            train_fold, versions)
+from htnetlib.train import PROFILES, _train_jobs, fold_jobs, train_fold, versions
 
 HERE = Path(__file__).resolve().parent
-
-
-def jobs_for(data, config, n_folds, tmp):
-    x = model_inputs(data, config)
-    y = data.table["label"].to_numpy()
-    s = data.table["subject"].to_numpy()
-    out = []
-    for k, subject in enumerate(fold_subjects(data, config)[:n_folds]):
-        t = s == subject
-        out.append(dict(config=config, x_train=x[~t], y_train=y[~t], x_test=x[t], y_test=y[t],
-                        seed=fold_seed(0, k), device="cpu", name=f"fold {k}", subject=subject,
-                        path=Path(tmp) / f"{k:02d}.npz"))
-    return out
 
 
 def straightforward(jobs):
@@ -110,7 +96,7 @@ def main():
     config = dataclasses.replace(PROFILES["cpu"], epochs=args.epochs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = jobs_for(data, config, args.folds, tmp)
+        jobs = fold_jobs(data, config, 0, tmp)[:args.folds]
         samples = sum(len(j["x_train"]) for j in jobs) * args.epochs
         base = straightforward(jobs)
         rows.append(("straightforward loop (official kernels, 1 process, "

@@ -338,19 +338,10 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
             "threads": threads}
     write_json(run_dir / "config.json", meta)
 
-    x = model_inputs(data, config)
-    y = data.table["label"].to_numpy()
-    subjects = data.table["subject"].to_numpy()
     folds = fold_subjects(data, config)
-    jobs = []
-    for k, subject in enumerate(folds):
-        path = run_dir / "folds" / f"{k:02d}.npz"
-        if not path.is_file():  # finished folds of an interrupted run are kept
-            test = subjects == subject
-            jobs.append(dict(config=config, x_train=x[~test], y_train=y[~test], x_test=x[test],
-                             y_test=y[test], seed=fold_seed(seed, k), device=str(dev),
-                             name=f"fold {k + 1}/{len(folds)} (subject {subject})",
-                             subject=subject, path=path))
+    # finished folds of an interrupted run are kept
+    jobs = [j for j in fold_jobs(data, config, seed, run_dir / "folds", dev)
+            if not j["path"].is_file()]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -366,6 +357,23 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
         extra["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
     assemble(run_dir, data, folds, extra)
     return run_dir
+
+
+def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
+              device: torch.device | str = "cpu") -> list[dict]:
+    """One job per held-out subject: its training and test arrays, seed, name and output file."""
+    x = model_inputs(data, config)
+    y = data.table["label"].to_numpy()
+    subjects = data.table["subject"].to_numpy()
+    folds = fold_subjects(data, config)
+    jobs = []
+    for k, subject in enumerate(folds):
+        test = subjects == subject
+        jobs.append(dict(config=config, x_train=x[~test], y_train=y[~test], x_test=x[test],
+                         y_test=y[test], seed=fold_seed(seed, k), device=str(device),
+                         name=f"fold {k + 1}/{len(folds)} (subject {subject})", subject=subject,
+                         path=Path(fold_dir) / f"{k:02d}.npz"))
+    return jobs
 
 
 def _save_fold(path: Path, subject: str, res: FoldResult) -> None:

@@ -5,21 +5,13 @@ import pytest
 import torch
 
 from htnetlib.parallel import train_group
-from htnetlib.train import Config, fold_seed, fold_subjects, model_inputs, train_fold
+from htnetlib.train import Config, fold_jobs, train_fold
 
 CFG = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=5, lr=1e-3, batch_size=8)
 
 
 def folds(data, config, n=4):
-    x = model_inputs(data, config)
-    y = data.table["label"].to_numpy()
-    s = data.table["subject"].to_numpy()
-    out = []
-    for k, subject in enumerate(fold_subjects(data, config)[:n]):
-        t = s == subject
-        out.append(dict(x_train=x[~t], y_train=y[~t], x_test=x[t], y_test=y[t],
-                        seed=fold_seed(0, k), name=f"fold {k + 1}"))
-    return out
+    return fold_jobs(data, config, 0, "unused")[:n]
 
 
 @pytest.mark.parametrize("config", [CFG, dataclasses.replace(CFG, shuffle=True,

@@ -207,7 +207,7 @@ def _read_table(path: Path, required: tuple, optional: tuple = ()) -> list[dict]
     """
     rows = _read_rows(path)
     wanted = {name.lower(): name for name in required + optional}
-    for index, row in enumerate(rows[:30]):
+    for index, row in enumerate(rows[:30]):  # noqa: B007 (index is used after the loop)
         lowered = [cell.lower() for cell in row]
         if all(name.lower() in lowered for name in required):
             header = [wanted.get(cell, None) for cell in lowered]

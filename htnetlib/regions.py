@@ -102,7 +102,8 @@ class Landmarks:
 def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = True,
                    progress: bool = False) -> Landmarks:
     """Landmarks of every apex image of ``data`` for ``mode``, read from or written to the cache."""
-    detector_input(np.zeros((28, 28, 3), np.uint8), mode)  # rejects an unknown mode early
+    if mode not in ("official", "corrected"):
+        raise ValueError(f"landmarks are found in modes 'official' and 'corrected', not {mode!r}")
     store = cache_dir() / f"landmarks-{mode}.json"
     known = json.loads(store.read_text()) if cache and store.is_file() else {}
     points, sizes, changed = [], [], False

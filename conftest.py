@@ -8,6 +8,9 @@ import pytest
 
 # Landmark caches of a test session go to a private folder unless the caller chose one.
 os.environ.setdefault("HTNET_CACHE", tempfile.mkdtemp(prefix="htnet-cache-"))
+# Tests train only tiny runs: a committed notebook whose stored run is missing fails at once
+# instead of training the cpu profile for minutes (notebook kernels inherit this).
+os.environ.setdefault("HTNET_TRAIN_PROFILES", "smoke,custom")
 
 
 def has_release() -> bool:

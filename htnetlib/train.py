@@ -326,6 +326,11 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
         shutil.rmtree(run_dir)
     if is_complete(run_dir):
         return run_dir
+    allowed = os.environ.get("HTNET_TRAIN_PROFILES")
+    if allowed and (profile or "custom") not in allowed.split(","):
+        raise TrainingError(f"run {rid} is not stored under {runs_dir}, and training the "
+                            f"{profile!r} profile is switched off here "
+                            f"(HTNET_TRAIN_PROFILES={allowed})")
     dev = pick_device(device)
     if trainer == "auto":
         trainer = "grouped" if dev.type == "cuda" and config.model == "htnet" else "loop"

@@ -148,3 +148,10 @@ def test_logreg_learns_the_synthetic_task(synthetic, tmp_path):
     run = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, progress=False))
     assert run.metrics["honest"]["full"]["uf1"] > 0.8
     np.testing.assert_array_equal(run.predictions.honest, run.predictions.oracle)
+
+
+def test_training_can_be_switched_off_per_profile(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("HTNET_TRAIN_PROFILES", "smoke")
+    with pytest.raises(TrainingError, match="training the 'cpu' profile is switched off"):
+        run_loso(synthetic, TINY, runs_dir=tmp_path, profile="cpu", progress=False)
+    assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)

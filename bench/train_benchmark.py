@@ -1,6 +1,6 @@
 """Training throughput of the LOSO trainer against the straightforward loop, on this machine.
 
-    python bench/train_benchmark.py [--folds 8] [--epochs 10] [--full]
+    python bench/train_benchmark.py [--folds 8] [--epochs 40] [--full]
 
 In one run, on the same data and the `cpu` profile's model:
 
@@ -84,7 +84,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HTNET_DATA", "data"))
     ap.add_argument("--folds", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--full", action="store_true", help="also time the whole cpu profile")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))

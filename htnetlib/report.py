@@ -28,27 +28,16 @@ def _scores_row(row: dict, scores: dict) -> dict:
     return row
 
 
-def table2_rows(run: Run, *, ci: bool = False, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per protocol of ``run`` plus the paper's HTNet row: UF1 and UAR per group.
-
-    With ``ci=True`` a 95 % subject-bootstrap interval of the composite UF1 and UAR is added.
-    """
-    rows = []
-    for proto in metrics.PROTOCOLS:
-        name = {"htnet": "HTNet"}.get(run.meta["config"]["model"], run.meta["config"]["model"])
-        row = {"approach": f"{name} ({run.meta.get('profile')} profile, seed {run.meta['seed']})",
-               "protocol": proto, "source": "measured"}
-        _scores_row(row, run.metrics[proto])
-        if ci:
-            b = metrics.bootstrap_ci(run.predictions, proto, n_boot=n_boot)
-            row["Full UF1 95% CI"] = "%.3f-%.3f" % b["uf1"]
-            row["Full UAR 95% CI"] = "%.3f-%.3f" % b["uar"]
-        rows.append(row)
+def table2_rows(run: Run) -> pd.DataFrame:
+    """One row per protocol of ``run`` plus the paper's HTNet row: UF1 and UAR per group."""
+    name = {"htnet": "HTNet"}.get(run.meta["config"]["model"], run.meta["config"]["model"])
+    rows = [_scores_row({"approach": f"{name} ({run.meta.get('profile')} profile, "
+                                     f"seed {run.meta['seed']})",
+                         "protocol": proto, "source": "measured"}, run.metrics[proto])
+            for proto in metrics.PROTOCOLS]
     cited = {"approach": "HTNet (paper, Table 2)", "protocol": "oracle", "source": "cited"}
-    _scores_row(cited, {g: {"uf1": f1, "uar": ar} for g, (f1, ar) in paper.TABLE2["HTNet"].items()})
-    if ci:
-        cited["Full UF1 95% CI"] = cited["Full UAR 95% CI"] = "-"
-    rows.append(cited)
+    rows.append(_scores_row(cited, {g: {"uf1": f1, "uar": ar}
+                                    for g, (f1, ar) in paper.TABLE2["HTNet"].items()}))
     return pd.DataFrame(rows)
 
 

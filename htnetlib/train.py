@@ -494,14 +494,3 @@ def load_run(run_dir: Path | str) -> Run:
     return Run(run_dir, json.loads((run_dir / "config.json").read_text()),
                pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str, "sample": str}),
                epochs, json.loads((run_dir / "metrics.json").read_text()))
-
-
-def find_runs(runs_dir: Path | str = "results/runs", **match) -> list[Run]:
-    """Finished runs under ``runs_dir`` whose metadata match ``match`` (e.g. profile="cpu")."""
-    found = []
-    for d in sorted(Path(runs_dir).glob("*/")):
-        if is_complete(d):
-            run = load_run(d)
-            if all(run.meta.get(k) == v for k, v in match.items()):
-                found.append(run)
-    return found

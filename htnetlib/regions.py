@@ -114,10 +114,9 @@ def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = Tru
     for path in paths:
         key = hashlib.sha256(path.read_bytes()).hexdigest()
         if key not in known:
-            img = detector_input(read_image(path), mode)
-            lm = detect_landmarks(img)
-            known[key] = {"points": None if lm is None else lm.tolist(),
-                          "size": [img.shape[1], img.shape[0]]}
+            lm = image_landmarks(read_image(path), mode)
+            known[key] = {"points": lm.points[0].tolist() if lm.found[0] else None,
+                          "size": lm.image_size[0].tolist()}
             changed = True
         entry = known[key]
         points.append(np.full((5, 2), np.nan) if entry["points"] is None else entry["points"])

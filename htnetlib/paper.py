@@ -36,3 +36,31 @@ def _parse(text: str) -> dict:
 TABLE2 = _parse(_T2)  # Table 2: composite benchmark, LOSO, UF1 and UAR
 TABLE3 = {"AlexNet": (0.257, 0.2634), "STSTNet": (0.3795, 0.3792), "RCN": (0.3928, 0.3893),
           "FeatRef": (0.3493, 0.3413), "HTNet": (0.5767, 0.5415)}  # CAS(ME)^3 part A
+
+# Section 4.4 ablations. Tables 4 and 5 list, per grid point, Full UF1, Full UAR, SMIC, SAMM and
+# CASME II (UF1, UAR); stored here in the order of GROUPS (full, smic, casme2, samm).
+_T4 = """
+5   0.837  0.8213 0.7556 0.7469 0.9422 0.9308 0.8237 0.8033
+6   0.8271 0.8037 0.7394 0.7214 0.9482 0.9317 0.7903 0.775
+7   0.8603 0.8475 0.8049 0.7905 0.9532 0.9516 0.8131 0.8124
+8   0.85   0.846  0.7833 0.7792 0.964  0.962  0.7909 0.79
+9   0.8511 0.8445 0.7753 0.7708 0.9722 0.9658 0.8168 0.8088
+10  0.8546 0.8383 0.8008 0.7892 0.957  0.945  0.8068 0.7812
+"""
+_T5 = """
+2   0.8105 0.7848 0.748  0.7363 0.8845 0.8588 0.7984 0.75
+4   0.8297 0.8029 0.7247 0.7065 0.9647 0.9554 0.8137 0.7849
+6   0.8316 0.8183 0.744  0.734  0.9722 0.9658 0.7732 0.7742
+8   0.8603 0.8475 0.8049 0.7905 0.9532 0.9516 0.8131 0.8124
+10  0.8464 0.8376 0.76   0.756  0.9492 0.9346 0.8571 0.8453
+12  0.8499 0.8207 0.7561 0.7345 0.95   0.9412 0.8682 0.8419
+"""
+TABLE4 = {int(k): v for k, v in _parse(_T4).items()}  # bottom-level block size P -> scores
+TABLE5 = {int(k): v for k, v in _parse(_T5).items()}  # top-level layers L of (2, 2, L) -> scores
+# Table 5's "#Params (millions)" row; the values match float32 megabytes (MiB) of the model, not
+# the parameter count (notebook 09 computes both), and its training time in seconds.
+TABLE5_PARAMS = {2: 149.57, 4: 245.88, 6: 342.20, 8: 438.51, 10: 534.82, 12: 631.13}
+TABLE5_SECONDS = {2: 3767, 4: 4836, 6: 5906, 8: 6942, 10: 8085, 12: 9147}
+# Figures 5 and 6 give their values only as plots; the text states the best settings.
+FIG5_BEST_DIM = 256  # "hidden dimension 256 has the best performance, around 0.86"
+FIG6_BEST_HEADS = 3  # "three heads in transformer layers will have the best performance"

@@ -1,0 +1,408 @@
+"""Ablations of section 4.4: Table 4 (block size), Figure 5 (hidden dimension), Figure 6 (heads)
+and Table 5 (transformer layers).
+
+Each ablation changes one setting of a profile's default model and keeps the rest. The paper's
+grids are those of the ``paper`` profile; smaller profiles scale a grid the way they scale the
+default model (:data:`ABLATIONS` says how for each), so the profile's own default is one grid
+point. One grid point is one LOSO run of :mod:`htnetlib.train` with one seed; the seed spread
+of the default configuration, measured over several seeds, is what a reader compares the
+differences between grid points with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics, paper, train
+from .data import DATASET_NAMES, Composite
+from .train import Config, Run
+
+PAPER_DEFAULT = train.PROFILES["paper"]
+
+
+def _block_size(p: int, base: Config) -> dict:
+    return {"patch_size": p, "image_size": 4 * p}
+
+
+def _dim(d: int, base: Config) -> dict:
+    scaled, rest = divmod(d * base.dim, PAPER_DEFAULT.dim)
+    if rest or scaled < 1:
+        raise ValueError(f"hidden dimension {d} does not scale to an integer width for a "
+                         f"default width of {base.dim} (the paper's is {PAPER_DEFAULT.dim})")
+    return {"dim": scaled}
+
+
+def _heads(h: int, base: Config) -> dict:
+    return {"heads": h}
+
+
+def _layers(n: int, base: Config) -> dict:
+    if base.block_repeats == PAPER_DEFAULT.block_repeats:
+        return {"block_repeats": (2, 2, n)}
+    return {"block_repeats": (*base.block_repeats[:2], n // 2)}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row of section 4.4: a setting, its grid, and what the paper reports for it."""
+
+    key: str
+    item: str  # what it reproduces, for provenance lines
+    setting: str  # the varied setting, as a column header
+    values: tuple  # the paper's grid
+    paper_default: int
+    changes: Callable[[int, Config], dict]
+    label: Callable[[int], str]
+    cited: dict  # grid value -> {group: (UF1, UAR)}; only what the paper states in numbers
+    scaling: str  # how a smaller profile maps the grid
+
+    def config(self, value: int, profile: str) -> Config:
+        """The configuration of grid point ``value`` under ``profile``."""
+        base = train.profile_config(profile)
+        return dataclasses.replace(base, **self.changes(value, base))
+
+    def grid(self, profile: str) -> pd.DataFrame:
+        """Grid value, the paper's setting, the profile's setting and whether it is the default."""
+        base = train.profile_config(profile)
+        rows = []
+        for v in self.values:
+            cfg = self.config(v, profile)
+            rows.append({self.setting: self.label(v), "paper setting": _describe(
+                self.config(v, "paper"), self.key), f"{profile} setting": _describe(cfg, self.key),
+                "default": cfg == base})
+        return pd.DataFrame(rows)
+
+
+def _describe(cfg: Config, key: str) -> str:
+    if key == "block_size":
+        p = cfg.patch_size
+        return f"blocks {p}/{2 * p}/{4 * p}, image {cfg.image_size}"
+    if key == "dim":
+        return f"dim {cfg.dim}"
+    if key == "heads":
+        return f"heads {cfg.heads} (width {cfg.dim // cfg.heads} at dim {cfg.dim})"
+    return "layers (%d, %d, %d)" % tuple(cfg.block_repeats)
+
+
+ABLATIONS: dict[str, Ablation] = {
+    "block_size": Ablation(
+        key="block_size", item="Table 4 (block size)", setting="block size (bottom level)",
+        values=(5, 6, 7, 8, 9, 10), paper_default=7, changes=_block_size,
+        label=lambda p: f"{p}x{p}", cited=paper.TABLE4,
+        scaling="Every profile uses the paper's block sizes P and image size 4P. The release holds "
+                "28x28 flow maps only, so the maps are resized to 4P x 4P and the four region "
+                "crops (2P x 2P around the landmarks) scale with them; P = 7 is the release's "
+                "own size."),
+    "dim": Ablation(
+        key="dim", item="Figure 5 (hidden dimension)", setting="hidden dimension (paper grid)",
+        values=(64, 128, 192, 256, 384, 512), paper_default=256, changes=_dim,
+        label=str, cited={256: paper.TABLE2["HTNet"]},
+        scaling="A profile scales the hidden dimension by its default width over the paper's "
+                "256: the cpu profile (dim 32) divides the grid by 8 (8, 16, 24, 32, 48, 64)."),
+    "heads": Ablation(
+        key="heads", item="Figure 6 (heads)", setting="heads (bottom level)",
+        values=(1, 2, 3, 4, 6, 8), paper_default=3, changes=_heads,
+        label=str, cited={3: paper.TABLE2["HTNet"]},
+        scaling="Head counts are not scaled: every profile tries 1 to 8 heads at its own width "
+                "(level i has heads x 2^i, each head dim/heads wide). The cpu profile's default "
+                "is 1 head, so its default is the first grid point, not the paper's 3."),
+    "layers": Ablation(
+        key="layers", item="Table 5 (transformer layers)",
+        setting="transformer layers (paper grid)",
+        values=(2, 4, 6, 8, 10, 12), paper_default=8, changes=_layers,
+        label=lambda n: f"(2, 2, {n})", cited=paper.TABLE5,
+        scaling="The cpu profile's default (1, 1, 2) divides the paper's (2, 2, 8) by (2, 2, 4), "
+                "but L/4 is no whole number for L = 2, 6, 10. Smaller profiles therefore keep "
+                "their first two levels and use L/2 top-level layers: (1, 1, 1) to (1, 1, 6), the "
+                "same six-fold range as the paper's 2 to 12. The cpu default (1, 1, 2) is the "
+                "L = 4 grid point."),
+}
+
+
+def parameter_count(config: Config) -> int:
+    """Trainable parameters of ``config``'s network, counted without allocating its weights."""
+    with torch.device("meta"):
+        model = train.build_model(config)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, runs_dir,
+              train_missing: bool = True, retrain: bool = False, workers: int = 1) -> dict:
+    """``{grid value: Run or None}`` for one seed.
+
+    With ``train_missing`` a missing run is trained (as ``make reproduce`` does for the
+    profile it regenerates); without it, a missing run is ``None`` (a profile that needs a
+    GPU, looked up but never trained here).
+    """
+    out = {}
+    for v in ablation.values:
+        cfg = ablation.config(v, profile)
+        if train_missing:
+            out[v] = train.load_run(train.run_loso(
+                data, cfg, seed=seed, runs_dir=runs_dir, profile=profile, retrain=retrain,
+                workers=workers, progress=False))
+        else:
+            out[v] = stored_run(data, cfg, seed, profile, runs_dir)
+    return out
+
+
+def stored_run(data: Composite, config: Config, seed: int, profile: str, runs_dir) -> Run | None:
+    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None."""
+    rid = train.run_id(config, seed, train.data_fingerprint(data), profile)
+    path = Path(runs_dir) / rid
+    return train.load_run(path) if train.is_complete(path) else None
+
+
+def default_spread(runs: list[Run]) -> dict:
+    """Standard deviation over seeds of each score: ``{protocol: {group: {uf1, uar}}}``."""
+    if len(runs) < 2:
+        nan = {"uf1": float("nan"), "uar": float("nan")}
+        return {p: {g: dict(nan) for g in metrics.GROUPS} for p in metrics.PROTOCOLS}
+    return {p: {g: {m: float(np.std([r.metrics[p][g][m] for r in runs], ddof=1))
+                    for m in ("uf1", "uar")} for g in runs[0].metrics[p]}
+            for p in metrics.PROTOCOLS}
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _scores(row: dict, scores: dict) -> dict:
+    for g in metrics.GROUPS:
+        f1, ar = (scores[g]["uf1"], scores[g]["uar"]) if g in scores else (float("nan"),) * 2
+        row[f"{DATASET_NAMES[g]} UF1"], row[f"{DATASET_NAMES[g]} UAR"] = f1, ar
+    return row
+
+
+def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> pd.DataFrame:
+    """The ablation beside the paper: one row per grid point, source and protocol.
+
+    ``runs`` maps a profile to ``{grid value: Run or None}``. Rows: the paper's value where it
+    states one (oracle protocol, the official code's), then per profile the honest and oracle
+    scores with a 95 % subject-bootstrap interval of the composite UF1, or one row saying that
+    no run of the grid point is stored.
+    """
+    rows = []
+    for v in ablation.values:
+        label = ablation.label(v)
+        if v in ablation.cited:
+            rows.append(_scores({ablation.setting: label, "source": "cited (paper)",
+                                 "profile": "paper", "protocol": "oracle", "config": _describe(
+                                     ablation.config(v, "paper"), ablation.key)},
+                                {g: {"uf1": f, "uar": a} for g, (f, a) in ablation.cited[v].items()}))
+        for profile, by_value in runs.items():
+            cfg = ablation.config(v, profile)
+            base = {ablation.setting: label, "profile": profile,
+                    "config": _describe(cfg, ablation.key)}
+            run = by_value.get(v)
+            if run is None:
+                rows.append(_scores({**base, "source": "not run (no stored run)",
+                                     "protocol": "-"}, {}))
+                continue
+            default = " (profile default)" if cfg == train.profile_config(profile) else ""
+            for proto in metrics.PROTOCOLS:
+                row = _scores({**base, "source": f"measured, seed {run.meta['seed']}{default}",
+                               "protocol": proto}, run.metrics[proto])
+                ci = metrics.bootstrap_ci(run.predictions, proto, n_boot=n_boot)
+                row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
+                row["run"] = run.path.name
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def spread_table(profile: str, runs: list[Run]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of the profile default's scores."""
+    sd = default_spread(runs)
+    rows = []
+    for proto in metrics.PROTOCOLS:
+        mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in runs]))
+                    for m in ("uf1", "uar")} for g in runs[0].metrics[proto]}
+        rows.append(_scores({"profile": profile, "protocol": proto, "statistic": "mean",
+                             "seeds": len(runs)}, mean))
+        rows.append(_scores({"profile": profile, "protocol": proto, "statistic": "sd",
+                             "seeds": len(runs)}, sd[proto]))
+    return pd.DataFrame(rows)
+
+
+def compact(df: pd.DataFrame, ablation: Ablation, group: str = "Full") -> pd.DataFrame:
+    """Paper-style view: grid points as columns, one row per source, protocol and metric."""
+    d = df[df["protocol"] != "-"].copy()
+    d["row"] = d["profile"] + ", " + d["protocol"] + np.where(
+        d["source"].str.startswith("cited"), " (paper)", "")
+    out = []
+    for metric in ("UF1", "UAR"):
+        p = d.pivot_table(index="row", columns=ablation.setting, values=f"{group} {metric}",
+                          sort=False)
+        p.index = [f"{group} {metric}: {i}" for i in p.index]
+        out.append(p[[ablation.label(v) for v in ablation.values if ablation.label(v) in p]])
+    return pd.concat(out)
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None = None):
+    """UF1 and UAR against the grid: one colour per dataset, solid honest, dashed oracle, and
+    the paper's stated values as open markers; a band of +-1 sd over seeds around the default's
+    composite honest score where ``spread`` is given."""
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(ablation.values))
+    labels = [ablation.label(v) for v in ablation.values]
+    ticks = [lab if ablation.config(v, profile) == ablation.config(v, "paper") else
+             f"{lab}\n{profile}: {_describe(ablation.config(v, profile), ablation.key).split(',')[0]}"
+             for v, lab in zip(ablation.values, labels)]
+    colours = dict(zip(metrics.GROUPS, ("black", "tab:blue", "tab:green", "tab:red")))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), sharey=True)
+    for ax, metric in zip(axes, ("UF1", "UAR")):
+        for g in metrics.GROUPS:
+            col = f"{DATASET_NAMES[g]} {metric}"
+            for proto, style in (("honest", "-"), ("oracle", "--")):
+                sel = df[(df["profile"] == profile) & (df["protocol"] == proto)
+                         & df["source"].str.startswith("measured")].set_index(ablation.setting)
+                y = [sel[col].get(lab, np.nan) for lab in labels]
+                ax.plot(x, y, style, marker="o", ms=3.5, color=colours[g],
+                        label=f"{DATASET_NAMES[g]}, {proto}")
+            cited = df[df["source"].str.startswith("cited")].set_index(ablation.setting)
+            y = [cited[col].get(lab, np.nan) for lab in labels]
+            if np.isfinite(y).any():
+                ax.plot(x, y, ":", marker="s", mfc="none", ms=6, color=colours[g],
+                        label=f"{DATASET_NAMES[g]}, paper (oracle)")
+        if spread is not None:
+            dflt = df[df["source"].str.contains("profile default") & (df["profile"] == profile)
+                      & (df["protocol"] == "honest")]
+            if len(dflt):
+                i = labels.index(dflt[ablation.setting].iloc[0])
+                m, s = dflt[f"Full {metric}"].iloc[0], spread["honest"]["full"][metric.lower()]
+                if np.isfinite(s):
+                    ax.errorbar([i], [m], yerr=[s], color="black", capsize=5, lw=2,
+                                label="Full honest, default +-1 sd over seeds")
+        ax.set(xticks=x, xticklabels=ticks, xlabel=ablation.setting, ylabel=metric,
+               title=f"{metric} ({profile} profile, measured; paper where stated)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- timing (Table 5)
+
+
+def time_epochs(data: Composite, configs: dict, *, epochs: int = 2, repeats: int = 3,
+                threads: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Seconds per training epoch over all samples for each configuration.
+
+    The configurations are timed in turn, ``repeats`` rounds over all of them, so a change in
+    machine load touches every configuration alike; the median round counts. In each round a
+    configuration's model is built afresh and takes one untimed warm-up step (which allocates
+    Adam's state), then ``epochs`` passes of the official schedule (batches of ``batch_size``,
+    Adam) are timed, on the CPU with ``threads`` torch threads, as the LOSO runs train a fold.
+    Only one model is alive at a time, so the paper profile's largest fits in memory.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    y = torch.tensor(data.table["label"].to_numpy(), dtype=torch.long)
+    inputs = {name: torch.from_numpy(train.model_inputs(data, cfg)) for name, cfg in configs.items()}
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = {name: [] for name in configs}
+    try:
+        for _ in range(repeats):
+            for name, cfg in configs.items():
+                torch.manual_seed(seed)
+                model = train.build_model(cfg).train()
+                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+                x, bs = inputs[name], cfg.batch_size
+
+                def step(lo):
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(model(x[lo:lo + bs]), y[lo:lo + bs]).backward()
+                    opt.step()
+
+                step(0)
+                start = time.perf_counter()
+                for _ in range(epochs):
+                    for lo in range(0, len(x), bs):
+                        step(lo)
+                times[name].append((time.perf_counter() - start) / epochs)
+                del model, opt
+    finally:
+        torch.set_num_threads(old)
+    return pd.DataFrame([{"config": name, "seconds per epoch": float(np.median(t)),
+                          "rounds": ", ".join(f"{s:.4f}" for s in t)} for name, t in times.items()])
+
+
+def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False,
+                 epochs: int = 2, repeats: int = 3, threads: int = 1) -> pd.DataFrame:
+    """Table 5's training time measured here, read from ``<results_dir>/timing/`` if stored.
+
+    Every layer configuration of every profile in ``profiles`` is timed in one process
+    (:func:`time_epochs`) and stored with the machine, commit and library versions beside it,
+    so the ratios between configurations are what to compare with the paper's column.
+    """
+    import json
+
+    ab = ABLATIONS["layers"]
+    name = "table5_layers_" + "_".join(profiles)
+    path = Path(results_dir) / "timing" / f"{name}.json"
+    configs = {f"{p} {ab.label(v)}": ab.config(v, p) for p in profiles for v in ab.values}
+    fingerprint = train.data_fingerprint(data)
+    if path.is_file() and not retime:
+        stored = json.loads(path.read_text())
+        want = {k: c.to_dict() for k, c in configs.items()}
+        if stored["configs"] == want and stored["data_fingerprint"] == fingerprint:
+            return pd.DataFrame(stored["timing"])
+    df = time_epochs(data, configs, epochs=epochs, repeats=repeats, threads=threads)
+    meta = {"what": "seconds per training epoch over all samples (median of the rounds)",
+            "configs": {k: c.to_dict() for k, c in configs.items()},
+            "data_fingerprint": fingerprint, "epochs": epochs, "repeats": repeats,
+            "threads": threads, "device": train.device_name(torch.device("cpu")),
+            "git_commit": train.git_commit(), "versions": train.versions(),
+            "timing": df.to_dict(orient="records")}
+    train.write_json(path, meta)
+    return df
+
+
+def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Table 5's cost rows: parameters and training time, the paper's beside ours.
+
+    Parameters are counted for the paper profile (the paper's column matches float32 MiB
+    rather than a count) and for ``profile``; times are relative to the paper's default
+    (2, 2, 8), the only comparison that survives a change of machine.
+    """
+    ab = ABLATIONS["layers"]
+    sec = timing.set_index("config")["seconds per epoch"]
+    ref = f"paper {ab.label(PAPER_DEFAULT.block_repeats[2])}"
+    rows = []
+    for v in ab.values:
+        n = parameter_count(ab.config(v, "paper"))
+        row = {ab.setting: ab.label(v),
+               "paper: params column (Table 5)": paper.TABLE5_PARAMS[v],
+               "paper profile: params (M)": n / 1e6,
+               "paper profile: float32 MiB": n * 4 / 2**20,
+               f"{profile} setting": _describe(ab.config(v, profile), "layers"),
+               f"{profile}: params": parameter_count(ab.config(v, profile)),
+               "paper: training time (s, Table 5)": paper.TABLE5_SECONDS[v],
+               "paper: time / time of (2, 2, 8)": paper.TABLE5_SECONDS[v] / paper.TABLE5_SECONDS[8]}
+        key = f"paper {ab.label(v)}"
+        if key in sec and ref in sec:
+            row["paper profile here: s per epoch"] = sec[key]
+            row["paper profile here: time / time of (2, 2, 8)"] = sec[key] / sec[ref]
+        key = f"{profile} {ab.label(v)}"
+        own = [f"{profile} {ab.label(u)}" for u in ab.values
+               if ab.config(u, profile) == train.profile_config(profile)]
+        if key in sec:
+            row[f"{profile} here: s per epoch"] = sec[key]
+            if own and own[0] in sec:
+                row[f"{profile} here: time / time of its default"] = sec[key] / sec[own[0]]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -144,3 +144,25 @@ def test_block_size_inputs_scale_with_the_image(synthetic):
         assert x.shape[1:] == (3, 4 * v, 4 * v)
         out = train.build_model(cfg)(__import__("torch").from_numpy(x[:2]))
         assert tuple(out.shape) == (2, 3)
+
+
+def test_readme_ablation_block(smoke_runs, tmp_path):
+    from htnetlib.reproduce import ABL_END, ABL_START, update_readme
+
+    ab, _, runs = smoke_runs
+    df = ablation.table(ab, {"smoke": runs, "paper": {v: None for v in ab.values}}, n_boot=20)
+    (tmp_path / "tables").mkdir()
+    df.to_csv(tmp_path / "tables" / "table5_layers_smoke.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{ABL_START}\nold\n{ABL_END}\noutro\n")
+    assert update_readme(readme, tmp_path, "smoke")
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("outro\n")
+    lines = [line for line in text.splitlines() if line.startswith("| Table 5")]
+    assert len(lines) == 6
+    honest = runs[2].metrics["honest"]["full"]["uf1"]
+    assert lines[0].startswith("| Table 5 (transformer layers) ([09_table5_layers]"
+                               "(notebooks/09_table5_layers.ipynb)) | (2, 2, 2) | "
+                               "layers (1, 1, 1) (default) | %.4f |" % honest)
+    assert lines[3].split(" | ")[1] == "(2, 2, 8) (paper default)"
+    assert lines[3].rstrip(" |").endswith("0.8603")

@@ -6,7 +6,10 @@
 #   bash bench/gpu.sh run [ARGS]     there: train with the grouped trainer (bf16 autocast, float32
 #                                    master weights, fused Adam, folds grouped to fit memory);
 #                                    the run and a timing log go to $OUT (default ./gpu-out).
-#                                    ARGS pass to `htnet train`, e.g. --set epochs=2 for a dry run.
+#                                    ARGS pass to `htnet train`, e.g. --set epochs=2 for a dry run,
+#                                    or --ablation layers=2 for a grid point of notebooks 06-09
+#                                    (Table 5 first: it also reports time); copy $OUT/runs/* into
+#                                    results/runs/ and the notebooks show it beside the cpu rows.
 #
 # The GPU machine needs torch, einops, opencv, pandas, scikit-learn, scikit-image and tqdm;
 # facenet-pytorch is not needed there because the landmarks come from the carried cache.
@@ -43,5 +46,5 @@ for mode in ('official', 'corrected'):
     } 2>&1 | tee "$OUT/gpu_timing.log"
     ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,16p' "$0"; exit 2 ;;
 esac

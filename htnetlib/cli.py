@@ -51,12 +51,34 @@ def _parse_override(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _ablation_config(text: str, profile: str, model: str):
+    from .ablation import ABLATIONS
+
+    key, sep, value = text.partition("=")
+    if model != "htnet":
+        raise SystemExit("--ablation applies to HTNet only (section 4.4)")
+    if not sep or key not in ABLATIONS:
+        raise SystemExit(f"--ablation expects NAME=VALUE with NAME one of {sorted(ABLATIONS)}, "
+                         f"got {text!r}")
+    ab = ABLATIONS[key]
+    try:
+        v = int(value)
+    except ValueError:
+        v = None
+    if v not in ab.values:
+        raise SystemExit(f"--ablation {key}: {value!r} is not a grid point of {ab.item}; "
+                         f"choose one of {list(ab.values)} (the paper's grid; the profile scales it)")
+    return ab.config(v, profile)
+
+
 def _train(args) -> int:
     import dataclasses
 
     from . import train
 
     config = train.profile_config(args.profile, args.model)
+    if args.ablation:
+        config = _ablation_config(args.ablation, args.profile, args.model)
     overrides = dict(_parse_override(s) for s in args.set or [])
     fields = {f.name for f in dataclasses.fields(train.Config)}
     unknown = set(overrides) - fields
@@ -129,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set epochs=50 --set regions=corrected")
+    p.add_argument("--ablation", metavar="NAME=VALUE",
+                   help="a section 4.4 grid point in the paper's units, scaled by the profile as "
+                        "notebooks 06-09 do: block_size=5..10, dim=64..512, heads=1..8, "
+                        "layers=2..12 (e.g. --ablation layers=2)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="print a run's Table 2 row for both protocols")

@@ -33,3 +33,23 @@ def test_unknown_override_is_refused(synthetic_root):
 def test_real_data_check(real_root, capsys):
     assert main(["data", "check", "--data", str(real_root)]) == 0
     assert "442 samples, 68 subjects" in capsys.readouterr().out
+
+
+def test_train_an_ablation_grid_point_stores_the_notebooks_run(synthetic, synthetic_root, tmp_path):
+    from htnetlib import ablation, train
+
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
+                 str(tmp_path), "--ablation", "layers=6"]) == 0
+    ab = ablation.ABLATIONS["layers"]
+    run = ablation.stored_run(synthetic, ab.config(6, "smoke"), 0, "smoke", tmp_path)
+    assert run is not None and run.meta["config"]["block_repeats"] == [1, 1, 3]
+    assert [p.name for p in tmp_path.iterdir()] == [run.path.name]
+    assert train.profile_config("smoke").block_repeats == (1, 1, 1)
+
+
+@pytest.mark.parametrize("arg, message", [("layers=7", "not a grid point of Table 5"),
+                                          ("width=3", "NAME=VALUE with NAME one of"),
+                                          ("dim", "NAME=VALUE")])
+def test_bad_ablation_is_refused(synthetic_root, arg, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--ablation", arg])

@@ -46,5 +46,5 @@ for mode in ('official', 'corrected'):
     } 2>&1 | tee "$OUT/gpu_timing.log"
     ;;
   *)
-    sed -n '2,16p' "$0"; exit 2 ;;
+    sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -76,6 +76,41 @@ def scores(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
+def _resample_counts(subjects, n_boot: int, seed: int):
+    """Subject ids, and how often each is drawn in each of ``n_boot`` resamples (n_boot, S).
+
+    The draws are those of ``rng.choice(ids, len(ids))`` once per resample."""
+    ids = pd.unique(np.asarray(subjects))
+    rng = np.random.default_rng(seed)
+    draws = np.stack([rng.choice(len(ids), size=len(ids), replace=True) for _ in range(n_boot)])
+    counts = np.zeros((n_boot, len(ids)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1)
+    return ids, counts
+
+
+def _resampled_scores(y, pred, subjects, ids, counts) -> dict:
+    """UF1 and UAR of every resample at once, from per-subject confusion counts.
+
+    A resample's confusion matrix is the sum of its subjects' (with multiplicity), and both
+    metrics follow from it exactly as :func:`uf1` and :func:`uar` compute them (macro average
+    over the classes present in the resample's labels)."""
+    y, pred = np.asarray(y).astype(np.int64), np.asarray(pred).astype(np.int64)
+    subjects = np.asarray(subjects)
+    k = int(max(y.max(), pred.max())) + 1
+    index = {s: i for i, s in enumerate(ids)}
+    per_subject = np.zeros((len(ids), k * k))
+    np.add.at(per_subject, (np.array([index[s] for s in subjects]), y * k + pred), 1)
+    cm = (counts @ per_subject).reshape(-1, k, k)  # (n_boot, true, predicted)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support, predicted = cm.sum(2), cm.sum(1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(present, 2 * tp / (support + predicted), 0.0)
+        recall = np.where(present, tp / np.where(present, support, 1), 0.0)
+    n = present.sum(1)
+    return {"uf1": f1.sum(1) / n, "uar": recall.sum(1) / n}
+
+
 def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
     """Percentile intervals of UF1 and UAR, resampling subjects with replacement.
@@ -85,19 +120,16 @@ def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
     interval is that of the seed-averaged score.
     """
     tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
-    rng = np.random.default_rng(seed)
     subjects = tables[0]["subject"].to_numpy()
-    ids = pd.unique(subjects)
-    rows = {s: np.flatnonzero(subjects == s) for s in ids}
+    ids, counts = _resample_counts(subjects, n_boot, seed)
     y = tables[0]["label"].to_numpy()
-    preds = [t[column].to_numpy() for t in tables]
-    stats = np.empty((n_boot, 2))
-    for b in range(n_boot):
-        idx = np.concatenate([rows[s] for s in rng.choice(ids, size=len(ids), replace=True)])
-        stats[b] = (np.mean([uf1(y[idx], p[idx]) for p in preds]),
-                    np.mean([uar(y[idx], p[idx]) for p in preds]))
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {"uf1": (float(lo[0]), float(hi[0])), "uar": (float(lo[1]), float(hi[1]))}
+    per_run = [_resampled_scores(y, t[column].to_numpy(), subjects, ids, counts) for t in tables]
+    out = {}
+    for m in ("uf1", "uar"):
+        stats = np.mean([r[m] for r in per_run], axis=0)
+        lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+        out[m] = (float(lo), float(hi))
+    return out
 
 
 def protocol_curve(pred: np.ndarray, y_true, subjects, epochs) -> pd.DataFrame:
@@ -146,14 +178,11 @@ def paired_bootstrap(tables_a, col_a: str, tables_b, col_b: str, *, metric: str 
     fn = {"uf1": uf1, "uar": uar}[metric]
     y = base["label"].to_numpy()
     subjects = base["subject"].to_numpy()
-    ids = pd.unique(subjects)
-    rows = {s: np.flatnonzero(subjects == s) for s in ids}
+    ids, counts = _resample_counts(subjects, n_boot, seed)
+    boot = lambda preds: np.mean([_resampled_scores(y, p, subjects, ids, counts)[metric]  # noqa: E731
+                                  for p in preds], axis=0)
     score = lambda preds, idx: np.mean([fn(y[idx], p[idx]) for p in preds])  # noqa: E731
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.concatenate([rows[s] for s in rng.choice(ids, size=len(ids), replace=True)])
-        diffs[i] = score(pa, idx) - score(pb, idx)
+    diffs = boot(pa) - boot(pb)
     every = np.arange(len(y))
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return {"diff": float(score(pa, every) - score(pb, every)), "ci": (float(lo), float(hi)),

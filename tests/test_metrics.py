@@ -98,3 +98,20 @@ def test_bootstrap_over_seeds_and_paired_lists():
     assert res["diff"] == pytest.approx(metrics.uf1(a.label, a.pred) - metrics.uf1(b.label, b.pred))
     with pytest.raises(ValueError, match="same samples"):
         metrics.paired_bootstrap(a, "pred", b.iloc[:-1], "pred", n_boot=10)
+
+
+def test_vectorised_bootstrap_equals_resampling_with_sklearn():
+    # few subjects and an unbalanced class, so some resamples lack a class entirely
+    rng = np.random.default_rng(3)
+    subjects = np.repeat([f"s{i}" for i in range(7)], [1, 2, 5, 1, 3, 2, 6])
+    y = rng.choice(3, size=len(subjects), p=[0.6, 0.3, 0.1])
+    pred = np.where(rng.random(len(y)) < 0.6, y, rng.choice(3, size=len(y)))
+    ids, counts = metrics._resample_counts(subjects, 200, seed=5)
+    fast = metrics._resampled_scores(y, pred, subjects, ids, counts)
+    draws = np.random.default_rng(5)
+    for b in range(200):
+        picked = draws.choice(ids, size=len(ids), replace=True)
+        idx = np.concatenate([np.flatnonzero(subjects == s) for s in picked])
+        assert counts[b].sum() == len(ids)
+        assert fast["uf1"][b] == pytest.approx(metrics.uf1(y[idx], pred[idx]), abs=1e-12)
+        assert fast["uar"][b] == pytest.approx(metrics.uar(y[idx], pred[idx]), abs=1e-12)

@@ -23,6 +23,7 @@ import torch
 
 from . import metrics, paper, train
 from .data import DATASET_NAMES, Composite
+from .report import scores_row
 from .train import Config, Run
 
 PAPER_DEFAULT = train.PROFILES["paper"]
@@ -177,13 +178,6 @@ def default_spread(runs: list[Run]) -> dict:
 # --------------------------------------------------------------------------- tables
 
 
-def _scores(row: dict, scores: dict) -> dict:
-    for g in metrics.GROUPS:
-        f1, ar = (scores[g]["uf1"], scores[g]["uar"]) if g in scores else (float("nan"),) * 2
-        row[f"{DATASET_NAMES[g]} UF1"], row[f"{DATASET_NAMES[g]} UAR"] = f1, ar
-    return row
-
-
 def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> pd.DataFrame:
     """The ablation beside the paper: one row per grid point, source and protocol.
 
@@ -196,7 +190,7 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
     for v in ablation.values:
         label = ablation.label(v)
         if v in ablation.cited:
-            rows.append(_scores({ablation.setting: label, "source": "cited (paper)",
+            rows.append(scores_row({ablation.setting: label, "source": "cited (paper)",
                                  "profile": "paper", "protocol": "oracle", "config": _describe(
                                      ablation.config(v, "paper"), ablation.key)},
                                 {g: {"uf1": f, "uar": a} for g, (f, a) in ablation.cited[v].items()}))
@@ -206,12 +200,12 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
                     "config": _describe(cfg, ablation.key)}
             run = by_value.get(v)
             if run is None:
-                rows.append(_scores({**base, "source": "not run (no stored run)",
+                rows.append(scores_row({**base, "source": "not run (no stored run)",
                                      "protocol": "-"}, {}))
                 continue
             default = " (profile default)" if cfg == train.profile_config(profile) else ""
             for proto in metrics.PROTOCOLS:
-                row = _scores({**base, "source": f"measured, seed {run.meta['seed']}{default}",
+                row = scores_row({**base, "source": f"measured, seed {run.meta['seed']}{default}",
                                "protocol": proto}, run.metrics[proto])
                 ci = metrics.bootstrap_ci(run.predictions, proto, n_boot=n_boot)
                 row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
@@ -227,9 +221,9 @@ def spread_table(profile: str, runs: list[Run]) -> pd.DataFrame:
     for proto in metrics.PROTOCOLS:
         mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in runs]))
                     for m in ("uf1", "uar")} for g in runs[0].metrics[proto]}
-        rows.append(_scores({"profile": profile, "protocol": proto, "statistic": "mean",
+        rows.append(scores_row({"profile": profile, "protocol": proto, "statistic": "mean",
                              "seeds": len(runs)}, mean))
-        rows.append(_scores({"profile": profile, "protocol": proto, "statistic": "sd",
+        rows.append(scores_row({"profile": profile, "protocol": proto, "statistic": "sd",
                              "seeds": len(runs)}, sd[proto]))
     return pd.DataFrame(rows)
 

@@ -21,7 +21,8 @@ VARIANTS = {
 }
 
 
-def _scores_row(row: dict, scores: dict) -> dict:
+def scores_row(row: dict, scores: dict) -> dict:
+    """``row`` with UF1 and UAR columns per group from ``{group: {uf1, uar}}`` (NaN if absent)."""
     for g in metrics.GROUPS:
         f1, ar = (scores[g]["uf1"], scores[g]["uar"]) if g in scores else (float("nan"),) * 2
         row[f"{DATASET_NAMES[g]} UF1"], row[f"{DATASET_NAMES[g]} UAR"] = f1, ar
@@ -31,12 +32,12 @@ def _scores_row(row: dict, scores: dict) -> dict:
 def table2_rows(run: Run) -> pd.DataFrame:
     """One row per protocol of ``run`` plus the paper's HTNet row: UF1 and UAR per group."""
     name = {"htnet": "HTNet"}.get(run.meta["config"]["model"], run.meta["config"]["model"])
-    rows = [_scores_row({"approach": f"{name} ({run.meta.get('profile')} profile, "
+    rows = [scores_row({"approach": f"{name} ({run.meta.get('profile')} profile, "
                                      f"seed {run.meta['seed']})",
                          "protocol": proto, "source": "measured"}, run.metrics[proto])
             for proto in metrics.PROTOCOLS]
     cited = {"approach": "HTNet (paper, Table 2)", "protocol": "oracle", "source": "cited"}
-    rows.append(_scores_row(cited, {g: {"uf1": f1, "uar": ar}
+    rows.append(scores_row(cited, {g: {"uf1": f1, "uar": ar}
                                     for g, (f1, ar) in paper.TABLE2["HTNet"].items()}))
     return pd.DataFrame(rows)
 
@@ -72,7 +73,7 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFra
         row = {"approach": name, "source": "cited (paper, Table 2)",
                "protocol": "oracle" if name == "HTNet" else "as published", "profile": "-",
                "seeds": "-"}
-        rows.append(_scores_row(row, {g: {"uf1": f, "uar": a} for g, (f, a) in scores.items()}))
+        rows.append(scores_row(row, {g: {"uf1": f, "uar": a} for g, (f, a) in scores.items()}))
     for name, rs in runs.items():
         protocols = ("honest",) if rs[0].meta["config"]["model"] == "logreg" else metrics.PROTOCOLS
         for proto in protocols:
@@ -80,7 +81,7 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFra
                    "profile": rs[0].meta.get("profile"), "seeds": len(rs)}
             mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in rs]))
                         for m in ("uf1", "uar")} for g in rs[0].metrics[proto]}
-            _scores_row(row, mean)
+            scores_row(row, mean)
             f1 = [r.metrics[proto]["full"]["uf1"] for r in rs]
             row["Full UF1 sd"] = float(np.std(f1, ddof=1)) if len(rs) > 1 else float("nan")
             ci = metrics.bootstrap_ci([r.predictions for r in rs], proto, n_boot=n_boot)

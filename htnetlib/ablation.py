@@ -245,46 +245,56 @@ def compact(df: pd.DataFrame, ablation: Ablation, group: str = "Full") -> pd.Dat
 # --------------------------------------------------------------------------- figure
 
 
+def _short(cfg: Config, key: str) -> str:
+    return {"block_size": f"{cfg.patch_size}x{cfg.patch_size}", "dim": str(cfg.dim),
+            "heads": str(cfg.heads), "layers": "(%d, %d, %d)" % tuple(cfg.block_repeats)}[key]
+
+
 def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None = None):
-    """UF1 and UAR against the grid: one colour per dataset, solid honest, dashed oracle, and
-    the paper's stated values as open markers; a band of +-1 sd over seeds around the default's
-    composite honest score where ``spread`` is given."""
+    """UF1 (left) and UAR (right) against the grid; top: the composite, bottom: each dataset.
+
+    Solid lines are honest, dashed oracle, open squares the paper's stated values (oracle).
+    Where ``spread`` is given, a bar of +-1 sd over seeds marks the profile default's composite
+    honest score. Where the profile scales the grid, its own setting is under each paper value.
+    """
     import matplotlib.pyplot as plt
 
     x = np.arange(len(ablation.values))
     labels = [ablation.label(v) for v in ablation.values]
-    ticks = [lab if ablation.config(v, profile) == ablation.config(v, "paper") else
-             f"{lab}\n{profile}: {_describe(ablation.config(v, profile), ablation.key).split(',')[0]}"
+    scaled = any(ablation.config(v, profile) != ablation.config(v, "paper") for v in ablation.values)
+    ticks = [f"{lab}\n{_short(ablation.config(v, profile), ablation.key)}" if scaled else lab
              for v, lab in zip(ablation.values, labels)]
     colours = dict(zip(metrics.GROUPS, ("black", "tab:blue", "tab:green", "tab:red")))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), sharey=True)
-    for ax, metric in zip(axes, ("UF1", "UAR")):
-        for g in metrics.GROUPS:
-            col = f"{DATASET_NAMES[g]} {metric}"
-            for proto, style in (("honest", "-"), ("oracle", "--")):
-                sel = df[(df["profile"] == profile) & (df["protocol"] == proto)
-                         & df["source"].str.startswith("measured")].set_index(ablation.setting)
-                y = [sel[col].get(lab, np.nan) for lab in labels]
-                ax.plot(x, y, style, marker="o", ms=3.5, color=colours[g],
-                        label=f"{DATASET_NAMES[g]}, {proto}")
-            cited = df[df["source"].str.startswith("cited")].set_index(ablation.setting)
-            y = [cited[col].get(lab, np.nan) for lab in labels]
-            if np.isfinite(y).any():
-                ax.plot(x, y, ":", marker="s", mfc="none", ms=6, color=colours[g],
-                        label=f"{DATASET_NAMES[g]}, paper (oracle)")
-        if spread is not None:
-            dflt = df[df["source"].str.contains("profile default") & (df["profile"] == profile)
-                      & (df["protocol"] == "honest")]
-            if len(dflt):
-                i = labels.index(dflt[ablation.setting].iloc[0])
-                m, s = dflt[f"Full {metric}"].iloc[0], spread["honest"]["full"][metric.lower()]
-                if np.isfinite(s):
-                    ax.errorbar([i], [m], yerr=[s], color="black", capsize=5, lw=2,
-                                label="Full honest, default +-1 sd over seeds")
-        ax.set(xticks=x, xticklabels=ticks, xlabel=ablation.setting, ylabel=metric,
-               title=f"{metric} ({profile} profile, measured; paper where stated)")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="lower right")
+    measured = df[(df["profile"] == profile) & df["source"].str.startswith("measured")]
+    cited = df[df["source"].str.startswith("cited")].set_index(ablation.setting)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    for col, metric in enumerate(("UF1", "UAR")):
+        for row, groups in enumerate((metrics.GROUPS[:1], metrics.GROUPS[1:])):
+            ax = axes[row, col]
+            for g in groups:
+                name = f"{DATASET_NAMES[g]} {metric}"
+                for proto, style in (("honest", "-"), ("oracle", "--")):
+                    sel = measured[measured["protocol"] == proto].set_index(ablation.setting)
+                    ax.plot(x, [sel[name].get(lab, np.nan) for lab in labels], style, marker="o",
+                            ms=3.5, color=colours[g], label=f"{DATASET_NAMES[g]}, {proto}")
+                y = [cited[name].get(lab, np.nan) for lab in labels]
+                if np.isfinite(y).any():
+                    ax.plot(x, y, ":", marker="s", mfc="none", ms=7, color=colours[g],
+                            label=f"{DATASET_NAMES[g]}, paper (oracle)")
+            if row == 0 and spread is not None:
+                dflt = measured[measured["source"].str.contains("profile default")
+                                & (measured["protocol"] == "honest")]
+                s = spread["honest"]["full"][metric.lower()]
+                if len(dflt) and np.isfinite(s):
+                    i = labels.index(dflt[ablation.setting].iloc[0])
+                    ax.errorbar([i], [dflt[f"Full {metric}"].iloc[0]], yerr=[s], color="0.4",
+                                capsize=6, lw=2, label="default, honest: +-1 sd over seeds")
+            ax.set(ylabel=f"{'composite' if row == 0 else 'per dataset'} {metric}")
+            ax.grid(alpha=0.3)
+            if col == 1:
+                ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        axes[1, col].set(xticks=x, xticklabels=ticks,
+                         xlabel=ablation.setting + (f"; {profile} profile below" if scaled else ""))
     fig.tight_layout()
     return fig
 

@@ -103,7 +103,7 @@ def test_table_rows_name_source_protocol_and_missing_runs(synthetic, smoke_runs)
     assert list(comp.columns) == [ab.label(v) for v in ab.values]
     assert comp.loc["Full UF1: paper, oracle (paper)", "(2, 2, 8)"] == 0.8603
     fig = ablation.plot(df, ab, "smoke", ablation.default_spread([runs[2], runs[4]]))
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 4
 
 
 def test_spread_of_the_default_over_seeds(smoke_runs):

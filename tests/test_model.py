@@ -114,3 +114,23 @@ def test_one_token_shortcut_is_exact():
     # the full computation, forced by a 1x2 map whose two tokens are identical copies
     full = attn(torch.cat([x, x], dim=-1))[..., :1]
     torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_head_count_changes_nothing_but_the_head_width(shortcut, monkeypatch):
+    """Every block holds one token, so attention returns its values whatever the head count:
+    models whose heads give the same total width (dim // heads * heads) are the same function
+    with the same parameters after the same seed (Figure 6's grid at dim 16: 1, 2, 4, 8 heads
+    use 16 channels, 3 heads 15 and 6 heads 12)."""
+    from htnetlib.model import Attention
+
+    monkeypatch.setattr(Attention, "one_token_shortcut", shortcut)
+    x = torch.rand(6, 3, 28, 28) * 255
+    out = {}
+    for heads in (1, 2, 3, 4, 6, 8):
+        torch.manual_seed(0)
+        out[heads] = small(heads=heads).eval()(x)
+    for heads in (2, 4, 8):
+        torch.testing.assert_close(out[heads], out[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[3], out[1], rtol=1e-3, atol=1e-3)  # 15 channels, not 16
+    assert not torch.allclose(out[6], out[3], rtol=1e-3, atol=1e-3)  # 12 channels, not 15

@@ -89,7 +89,7 @@ def _describe(cfg: Config, key: str) -> str:
     if key == "dim":
         return f"dim {cfg.dim}"
     if key == "heads":
-        return f"heads {cfg.heads} (width {cfg.dim // cfg.heads} at dim {cfg.dim})"
+        return f"heads {cfg.heads} x {cfg.dim // cfg.heads} channels (dim {cfg.dim})"
     return "layers (%d, %d, %d)" % tuple(cfg.block_repeats)
 
 
@@ -261,7 +261,8 @@ def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None
 
     x = np.arange(len(ablation.values))
     labels = [ablation.label(v) for v in ablation.values]
-    scaled = any(ablation.config(v, profile) != ablation.config(v, "paper") for v in ablation.values)
+    scaled = any(_short(ablation.config(v, profile), ablation.key)
+                 != _short(ablation.config(v, "paper"), ablation.key) for v in ablation.values)
     ticks = [f"{lab}\n{_short(ablation.config(v, profile), ablation.key)}" if scaled else lab
              for v, lab in zip(ablation.values, labels)]
     colours = dict(zip(metrics.GROUPS, ("black", "tab:blue", "tab:green", "tab:red")))

@@ -158,11 +158,26 @@ def test_readme_ablation_block(smoke_runs, tmp_path):
     assert update_readme(readme, tmp_path, "smoke")
     text = readme.read_text()
     assert "old" not in text and text.endswith("outro\n")
-    lines = [line for line in text.splitlines() if line.startswith("| Table 5")]
-    assert len(lines) == 6
+    lines = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert len(lines) == 6 and lines[0].startswith("| Table 5") and lines[1].startswith("|  |")
     honest = runs[2].metrics["honest"]["full"]["uf1"]
     assert lines[0].startswith("| Table 5 (transformer layers) ([09_table5_layers]"
                                "(notebooks/09_table5_layers.ipynb)) | (2, 2, 2) | "
                                "layers (1, 1, 1) (default) | %.4f |" % honest)
     assert lines[3].split(" | ")[1] == "(2, 2, 8) (paper default)"
     assert lines[3].rstrip(" |").endswith("0.8603")
+
+
+def test_readme_ablation_block_reads_numeric_grid_labels(synthetic, tmp_path):
+    from htnetlib.reproduce import ablation_block
+
+    ab = ABLATIONS["heads"]
+    runs = ablation.grid_runs(synthetic, ab, "smoke", 0, runs_dir=tmp_path / "runs")
+    (tmp_path / "tables").mkdir()
+    ablation.table(ab, {"smoke": runs}, n_boot=20).to_csv(
+        tmp_path / "tables" / "fig6_heads_smoke.csv", index=False)
+    block = ablation_block(tmp_path, "smoke")
+    rows = [line.split(" | ") for line in block.splitlines() if line.startswith("| ")][1:]
+    assert [r[1] for r in rows] == ["1", "2", "3 (paper default)", "4", "6", "8"]
+    assert float(rows[0][3]) == pytest.approx(runs[1].metrics["honest"]["full"]["uf1"], abs=1e-4)
+    assert rows[2][-1].rstrip(" |") == "0.8603"  # the paper's default point

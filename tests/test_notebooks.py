@@ -19,7 +19,9 @@ def test_the_walkthrough_is_there():
     names = [nb.name for nb in ALL]
     for expected in ("01_optical_flow.ipynb", "02_region_cropping.ipynb", "03_model.ipynb",
                      "04_training_loso.ipynb", "05_table2_confusion.ipynb",
-                     "10_table3_casme3.ipynb", "11_protocol_audit.ipynb"):
+                     "06_table4_block_size.ipynb", "07_fig5_dim.ipynb", "08_fig6_heads.ipynb",
+                     "09_table5_layers.ipynb", "10_table3_casme3.ipynb",
+                     "11_protocol_audit.ipynb"):
         assert expected in names
 
 
@@ -50,6 +52,8 @@ def test_papermill_smoke(nb, tmp_path, synthetic_root):
         params["workers"] = 1
     if "seeds = " in source:
         params["seeds"] = [0]
+    if "timing_profiles = " in source:  # never time the paper profile's models in a smoke run
+        params["timing_profiles"] = ["smoke"]
     out = tmp_path / nb.name
     execute(nb, out, params, cwd=NOTEBOOKS)
     assert not any(o["output_type"] == "error" for c in cells(out) for o in c.get("outputs", []))

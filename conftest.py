@@ -27,7 +27,8 @@ def pytest_collectstart(collector):
 def pytest_collection_modifyitems(config, items):
     if has_release():
         return
-    skip = pytest.mark.skip(reason="HTNET_DATA does not point at the official release, which this notebook reads")
+    skip = pytest.mark.skip(
+        reason="HTNET_DATA does not point at the official release, which this notebook reads")
     for item in items:
         path = Path(str(item.fspath))
         if path.suffix == ".ipynb" and "load_composite(data_dir" in path.read_text():

@@ -193,7 +193,8 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
             rows.append(scores_row({ablation.setting: label, "source": "cited (paper)",
                                  "profile": "paper", "protocol": "oracle", "config": _describe(
                                      ablation.config(v, "paper"), ablation.key)},
-                                {g: {"uf1": f, "uar": a} for g, (f, a) in ablation.cited[v].items()}))
+                                {g: {"uf1": f, "uar": a}
+                                 for g, (f, a) in ablation.cited[v].items()}))
         for profile, by_value in runs.items():
             cfg = ablation.config(v, profile)
             base = {ablation.setting: label, "profile": profile,
@@ -317,7 +318,8 @@ def time_epochs(data: Composite, configs: dict, *, epochs: int = 2, repeats: int
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     y = torch.tensor(data.table["label"].to_numpy(), dtype=torch.long)
-    inputs = {name: torch.from_numpy(train.model_inputs(data, cfg)) for name, cfg in configs.items()}
+    inputs = {name: torch.from_numpy(train.model_inputs(data, cfg))
+              for name, cfg in configs.items()}
     loss_fn = torch.nn.CrossEntropyLoss()
     times = {name: [] for name in configs}
     try:

@@ -67,7 +67,8 @@ def _ablation_config(text: str, profile: str, model: str):
         v = None
     if v not in ab.values:
         raise SystemExit(f"--ablation {key}: {value!r} is not a grid point of {ab.item}; "
-                         f"choose one of {list(ab.values)} (the paper's grid; the profile scales it)")
+                         f"choose one of {list(ab.values)} (the paper's grid; the profile "
+                         "scales it)")
     return ab.config(v, profile)
 
 

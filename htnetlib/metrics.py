@@ -179,8 +179,11 @@ def paired_bootstrap(tables_a, col_a: str, tables_b, col_b: str, *, metric: str 
     y = base["label"].to_numpy()
     subjects = base["subject"].to_numpy()
     ids, counts = _resample_counts(subjects, n_boot, seed)
-    boot = lambda preds: np.mean([_resampled_scores(y, p, subjects, ids, counts)[metric]  # noqa: E731
-                                  for p in preds], axis=0)
+
+    def boot(preds):
+        return np.mean([_resampled_scores(y, p, subjects, ids, counts)[metric] for p in preds],
+                       axis=0)
+
     score = lambda preds, idx: np.mean([fn(y[idx], p[idx]) for p in preds])  # noqa: E731
     diffs = boot(pa) - boot(pb)
     every = np.arange(len(y))

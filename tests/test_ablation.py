@@ -60,7 +60,8 @@ def test_parameter_counts_of_table_5():
     assert np.all(cited / (np.array(counts) / 1e6) > 3.8)
     # the count on the meta device is the count of the real model
     cfg = ab.config(2, "smoke")
-    assert ablation.parameter_count(cfg) == sum(p.numel() for p in train.build_model(cfg).parameters())
+    built = train.build_model(cfg)
+    assert ablation.parameter_count(cfg) == sum(p.numel() for p in built.parameters())
 
 
 def test_cited_values_are_the_paper_default_at_the_default_point():

@@ -388,7 +388,8 @@ def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
     """
     ab = ABLATIONS["layers"]
     sec = timing.set_index("config")["seconds per epoch"]
-    ref = f"paper {ab.label(PAPER_DEFAULT.block_repeats[2])}"
+    ref = f"paper {ab.label(ab.paper_default)}"
+    paper_ref = paper.TABLE5_SECONDS[ab.paper_default]
     rows = []
     for v in ab.values:
         n = parameter_count(ab.config(v, "paper"))
@@ -399,7 +400,7 @@ def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
                f"{profile} setting": _describe(ab.config(v, profile), "layers"),
                f"{profile}: params": parameter_count(ab.config(v, profile)),
                "paper: training time (s, Table 5)": paper.TABLE5_SECONDS[v],
-               "paper: time / time of (2, 2, 8)": paper.TABLE5_SECONDS[v] / paper.TABLE5_SECONDS[8]}
+               "paper: time / time of (2, 2, 8)": paper.TABLE5_SECONDS[v] / paper_ref}
         key = f"paper {ab.label(v)}"
         if key in sec and ref in sec:
             row["paper profile here: s per epoch"] = sec[key]

@@ -61,6 +61,3 @@ TABLE5 = {int(k): v for k, v in _parse(_T5).items()}  # top-level layers L of (2
 # the parameter count (notebook 09 computes both), and its training time in seconds.
 TABLE5_PARAMS = {2: 149.57, 4: 245.88, 6: 342.20, 8: 438.51, 10: 534.82, 12: 631.13}
 TABLE5_SECONDS = {2: 3767, 4: 4836, 6: 5906, 8: 6942, 10: 8085, 12: 9147}
-# Figures 5 and 6 give their values only as plots; the text states the best settings.
-FIG5_BEST_DIM = 256  # "hidden dimension 256 has the best performance, around 0.86"
-FIG6_BEST_HEADS = 3  # "three heads in transformer layers will have the best performance"

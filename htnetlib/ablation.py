@@ -23,7 +23,7 @@ import torch
 
 from . import metrics, paper, train
 from .data import DATASET_NAMES, Composite
-from .report import scores_row
+from .report import scores_row, seed_statistic
 from .train import Config, Run
 
 PAPER_DEFAULT = train.PROFILES["paper"]
@@ -147,6 +147,7 @@ def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, r
     GPU, looked up but never trained here).
     """
     out = {}
+    fingerprint = None if train_missing else train.data_fingerprint(data)
     for v in ablation.values:
         cfg = ablation.config(v, profile)
         if train_missing:
@@ -154,13 +155,15 @@ def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, r
                 data, cfg, seed=seed, runs_dir=runs_dir, profile=profile, retrain=retrain,
                 workers=workers, progress=False))
         else:
-            out[v] = stored_run(data, cfg, seed, profile, runs_dir)
+            out[v] = stored_run(data, cfg, seed, profile, runs_dir, fingerprint)
     return out
 
 
-def stored_run(data: Composite, config: Config, seed: int, profile: str, runs_dir) -> Run | None:
-    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None."""
-    rid = train.run_id(config, seed, train.data_fingerprint(data), profile)
+def stored_run(data: Composite, config: Config, seed: int, profile: str, runs_dir,
+               fingerprint: str | None = None) -> Run | None:
+    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None (``fingerprint``:
+    :func:`train.data_fingerprint` of ``data``, if already computed)."""
+    rid = train.run_id(config, seed, fingerprint or train.data_fingerprint(data), profile)
     path = Path(runs_dir) / rid
     return train.load_run(path) if train.is_complete(path) else None
 
@@ -170,9 +173,7 @@ def default_spread(runs: list[Run]) -> dict:
     if len(runs) < 2:
         nan = {"uf1": float("nan"), "uar": float("nan")}
         return {p: {g: dict(nan) for g in metrics.GROUPS} for p in metrics.PROTOCOLS}
-    return {p: {g: {m: float(np.std([r.metrics[p][g][m] for r in runs], ddof=1))
-                    for m in ("uf1", "uar")} for g in runs[0].metrics[p]}
-            for p in metrics.PROTOCOLS}
+    return {p: seed_statistic(runs, p, lambda x: np.std(x, ddof=1)) for p in metrics.PROTOCOLS}
 
 
 # --------------------------------------------------------------------------- tables
@@ -190,11 +191,11 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
     for v in ablation.values:
         label = ablation.label(v)
         if v in ablation.cited:
+            cited = {g: {"uf1": f, "uar": a} for g, (f, a) in ablation.cited[v].items()}
             rows.append(scores_row({ablation.setting: label, "source": "cited (paper)",
-                                 "profile": "paper", "protocol": "oracle", "config": _describe(
-                                     ablation.config(v, "paper"), ablation.key)},
-                                {g: {"uf1": f, "uar": a}
-                                 for g, (f, a) in ablation.cited[v].items()}))
+                                    "profile": "paper", "protocol": "oracle",
+                                    "config": _describe(ablation.config(v, "paper"), ablation.key)},
+                                   cited))
         for profile, by_value in runs.items():
             cfg = ablation.config(v, profile)
             base = {ablation.setting: label, "profile": profile,
@@ -202,12 +203,12 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
             run = by_value.get(v)
             if run is None:
                 rows.append(scores_row({**base, "source": "not run (no stored run)",
-                                     "protocol": "-"}, {}))
+                                        "protocol": "-"}, {}))
                 continue
             default = " (profile default)" if cfg == train.profile_config(profile) else ""
             for proto in metrics.PROTOCOLS:
                 row = scores_row({**base, "source": f"measured, seed {run.meta['seed']}{default}",
-                               "protocol": proto}, run.metrics[proto])
+                                  "protocol": proto}, run.metrics[proto])
                 ci = metrics.bootstrap_ci(run.predictions, proto, n_boot=n_boot)
                 row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
                 row["run"] = run.path.name
@@ -220,12 +221,9 @@ def spread_table(profile: str, runs: list[Run]) -> pd.DataFrame:
     sd = default_spread(runs)
     rows = []
     for proto in metrics.PROTOCOLS:
-        mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in runs]))
-                    for m in ("uf1", "uar")} for g in runs[0].metrics[proto]}
-        rows.append(scores_row({"profile": profile, "protocol": proto, "statistic": "mean",
-                             "seeds": len(runs)}, mean))
-        rows.append(scores_row({"profile": profile, "protocol": proto, "statistic": "sd",
-                             "seeds": len(runs)}, sd[proto]))
+        for statistic, scores in (("mean", seed_statistic(runs, proto)), ("sd", sd[proto])):
+            rows.append(scores_row({"profile": profile, "protocol": proto,
+                                    "statistic": statistic, "seeds": len(runs)}, scores))
     return pd.DataFrame(rows)
 
 

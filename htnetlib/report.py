@@ -42,6 +42,12 @@ def table2_rows(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_statistic(runs: list[Run], protocol: str, stat=np.mean) -> dict:
+    """``{group: {uf1, uar}}``: ``stat`` over the runs (seeds) of each score of ``protocol``."""
+    return {g: {m: float(stat([r.metrics[protocol][g][m] for r in runs])) for m in ("uf1", "uar")}
+            for g in runs[0].metrics[protocol]}
+
+
 def variant_config(name: str, profile: str) -> train.Config:
     model, changes = VARIANTS[name]
     return dataclasses.replace(train.profile_config(profile, model), **changes)
@@ -79,9 +85,7 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFra
         for proto in protocols:
             row = {"approach": name, "source": "measured", "protocol": proto,
                    "profile": rs[0].meta.get("profile"), "seeds": len(rs)}
-            mean = {g: {m: float(np.mean([r.metrics[proto][g][m] for r in rs]))
-                        for m in ("uf1", "uar")} for g in rs[0].metrics[proto]}
-            scores_row(row, mean)
+            scores_row(row, seed_statistic(rs, proto))
             f1 = [r.metrics[proto]["full"]["uf1"] for r in rs]
             row["Full UF1 sd"] = float(np.std(f1, ddof=1)) if len(rs) > 1 else float("nan")
             ci = metrics.bootstrap_ci([r.predictions for r in rs], proto, n_boot=n_boot)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import FoldResult
+
 
 class STSTNet(nn.Module):
     """Shallow triple-stream three-dimensional CNN of Liong et al. (FG 2019)."""
@@ -48,8 +50,6 @@ def logreg_fold(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from .train import FoldResult
 
     start = time.perf_counter()
     model = make_pipeline(StandardScaler(), LogisticRegression(

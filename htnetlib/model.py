@@ -28,6 +28,8 @@ from einops.layers.torch import Rearrange, Reduce
 import torch.nn.functional as F
 from torch import nn
 
+from .baselines import STSTNet
+
 
 class LayerNorm(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) map (eq. 6), biased variance."""
@@ -227,3 +229,15 @@ class HTNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(config) -> nn.Module:
+    """The network a :class:`htnetlib.config.Config` names: HTNet or STSTNet."""
+    if config.model == "htnet":
+        return HTNet(image_size=config.image_size, patch_size=config.patch_size, num_classes=3,
+                     dim=config.dim, heads=config.heads, num_hierarchies=config.num_hierarchies,
+                     block_repeats=config.block_repeats, mlp_mult=config.mlp_mult,
+                     dropout=config.dropout)
+    if config.model == "ststnet":
+        return STSTNet(dropout=0.5 if config.dropout == 0 else config.dropout)
+    raise ValueError(f"unknown model {config.model!r} (htnet or ststnet; logreg has no network)")

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .train import Config, FoldResult, TrainingError, build_model
+from .config import Config, FoldResult, TrainingError
+from .model import build_model
 
 
 def _pad(arrays: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,92 +42,10 @@ import torch
 from torch import nn
 
 from . import metrics
+from .config import (BASELINES, PROFILES, Config, ConfigError, FoldResult,  # noqa: F401
+                     TrainingError, profile_config)
 from .data import Composite
-from .model import HTNet
-
-
-class TrainingError(RuntimeError):
-    """Training went wrong (for example a NaN loss); the message names the fold and epoch."""
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything that determines a run's predictions, apart from the data and the seed."""
-
-    model: str = "htnet"
-    regions: str = "official"  # official | corrected | whole  (see htnetlib.regions)
-    image_size: int = 28
-    patch_size: int = 7
-    dim: int = 256
-    heads: int = 3
-    num_hierarchies: int = 3
-    block_repeats: tuple = (2, 2, 8)
-    mlp_mult: int = 4
-    dropout: float = 0.0
-    epochs: int = 800
-    lr: float = 5e-5
-    batch_size: int = 256
-    shuffle: bool = False  # the official DataLoader keeps the sample order
-    input_scale: float = 1.0  # the official code feeds raw 0..255 values
-    max_folds: int | None = None  # hold out only the first k subjects (smoke tests)
-    permute_labels: bool = False  # null model: training labels permuted within each fold
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["block_repeats"] = list(self.block_repeats)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        d = dict(d)
-        d["block_repeats"] = tuple(d["block_repeats"])
-        return cls(**d)
-
-
-PROFILES: dict[str, Config] = {
-    # The paper's settings exactly (section 4.2, Table 5's default): for a GPU.
-    "paper": Config(),
-    # All 68 folds on 2 CPU cores in about 15 minutes: a narrower, shallower HTNet of the same
-    # shape (3 levels, one token per block, official regions) with a larger learning rate and
-    # fewer epochs. The README explains the scaling.
-    "cpu": Config(dim=32, heads=1, block_repeats=(1, 1, 2), epochs=100, lr=1e-3),
-    # A few folds, a tiny model, a few epochs: for tests and the notebooks' smoke run.
-    "smoke": Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=3, lr=1e-3, max_folds=3),
-}
-
-# Baselines of Table 2 on the same folds (htnetlib.baselines), per profile. STSTNet sees the
-# whole flow map scaled to 0..1: on a GPU with its paper's schedule (Adam 5e-5, 500 epochs); on
-# a CPU with a 5x shorter schedule at a 5x larger step. Logistic regression is one fit per fold.
-BASELINES: dict[str, dict[str, Config]] = {
-    "ststnet": {
-        "paper": Config(model="ststnet", regions="whole", epochs=500, lr=5e-5, input_scale=1 / 255),
-        "cpu": Config(model="ststnet", regions="whole", epochs=100, lr=2.5e-4, input_scale=1 / 255),
-        "smoke": Config(model="ststnet", regions="whole", epochs=3, lr=1e-3, input_scale=1 / 255,
-                        max_folds=3),
-    },
-    "logreg": {p: Config(model="logreg", regions="whole", epochs=1,
-                         max_folds=3 if p == "smoke" else None) for p in PROFILES},
-}
-
-
-def profile_config(profile: str, model: str = "htnet") -> Config:
-    """The configuration a profile trains for ``model`` (htnet, ststnet or logreg)."""
-    if model == "htnet":
-        return PROFILES[profile]
-    return BASELINES[model][profile]
-
-
-def build_model(config: Config) -> nn.Module:
-    """The network a configuration names."""
-    if config.model == "htnet":
-        return HTNet(image_size=config.image_size, patch_size=config.patch_size, num_classes=3,
-                     dim=config.dim, heads=config.heads, num_hierarchies=config.num_hierarchies,
-                     block_repeats=config.block_repeats, mlp_mult=config.mlp_mult,
-                     dropout=config.dropout)
-    if config.model == "ststnet":
-        from .baselines import STSTNet
-        return STSTNet(dropout=0.5 if config.dropout == 0 else config.dropout)
-    raise ValueError(f"unknown model {config.model!r} (htnet, ststnet or logreg)")
+from .model import build_model
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
@@ -174,16 +92,6 @@ def run_id(config: Config, seed: int, fingerprint: str, profile: str | None = No
 
 
 # --------------------------------------------------------------------------- one fold
-
-
-@dataclass
-class FoldResult:
-    pred: np.ndarray  # (epochs, n_test) predicted class after each epoch
-    train_loss: np.ndarray  # (epochs,)
-    train_acc: np.ndarray  # (epochs,)
-    test_acc: np.ndarray  # (epochs,)
-    seconds: float = 0.0
-    logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
 
 
 def fold_seed(seed: int, fold: int) -> int:

@@ -23,7 +23,7 @@ import torch
 
 from . import metrics, paper, train
 from .data import DATASET_NAMES, Composite
-from .report import scores_row, seed_statistic
+from .report import scores_row, seed_statistic, stored_run
 from .train import Config, Run
 
 PAPER_DEFAULT = train.PROFILES["paper"]
@@ -159,15 +159,6 @@ def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, r
     return out
 
 
-def stored_run(data: Composite, config: Config, seed: int, profile: str, runs_dir,
-               fingerprint: str | None = None) -> Run | None:
-    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None (``fingerprint``:
-    :func:`train.data_fingerprint` of ``data``, if already computed)."""
-    rid = train.run_id(config, seed, fingerprint or train.data_fingerprint(data), profile)
-    path = Path(runs_dir) / rid
-    return train.load_run(path) if train.is_complete(path) else None
-
-
 def default_spread(runs: list[Run]) -> dict:
     """Standard deviation over seeds of each score: ``{protocol: {group: {uf1, uar}}}``."""
     if len(runs) < 2:
@@ -281,6 +272,8 @@ def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None
                 if np.isfinite(y).any():
                     ax.plot(x, y, ":", marker="s", mfc="none", ms=7, color=colours[g],
                             label=f"{DATASET_NAMES[g]}, paper (oracle)")
+            if row == 0:
+                _plot_other_profiles(ax, df, ablation, profile, labels, f"Full {metric}")
             if row == 0 and spread is not None:
                 dflt = measured[measured["source"].str.contains("profile default")
                                 & (measured["protocol"] == "honest")]
@@ -297,6 +290,19 @@ def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None
                          xlabel=ablation.setting + (f"; {profile} profile below" if scaled else ""))
     fig.tight_layout()
     return fig
+
+
+def _plot_other_profiles(ax, df: pd.DataFrame, ablation: Ablation, profile: str, labels: list,
+                         column: str) -> None:
+    """Stars at the grid points that another profile (the paper's) has stored runs for:
+    filled for honest, open for oracle."""
+    other = df[(df["profile"] != profile) & df["source"].str.startswith("measured")]
+    for p in other["profile"].unique():
+        for proto, fill in (("honest", "tab:purple"), ("oracle", "none")):
+            sel = other[(other["profile"] == p) & (other["protocol"] == proto)]
+            xs = [labels.index(v) for v in sel[ablation.setting]]
+            ax.plot(xs, sel[column], "*", ms=13, mfc=fill, color="tab:purple", ls="none",
+                    label=f"composite, {proto}, {p} profile")
 
 
 # --------------------------------------------------------------------------- timing (Table 5)

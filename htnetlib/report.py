@@ -21,6 +21,25 @@ VARIANTS = {
 }
 
 
+def check_parameters(profile: str, *, seeds=None, seed=None) -> None:
+    """Check a notebook's papermill parameters: a known profile, whole-number seeds.
+
+    Raises :class:`htnetlib.config.ConfigError` with one line naming the value and the choices.
+    """
+    from .config import PROFILES, ConfigError, check_seed
+
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r} is not a profile; choose one of "
+                          f"{', '.join(sorted(PROFILES))}")
+    if seed is not None:
+        check_seed(seed)
+    if seeds is not None:
+        if isinstance(seeds, (str, bytes, int)) or not list(seeds):
+            raise ConfigError(f"seeds={seeds!r} must be a non-empty list of whole numbers")
+        for s in seeds:
+            check_seed(s)
+
+
 def scores_row(row: dict, scores: dict) -> dict:
     """``row`` with UF1 and UAR columns per group from ``{group: {uf1, uar}}`` (NaN if absent)."""
     for g in metrics.GROUPS:
@@ -68,11 +87,45 @@ def variant_runs(data, profile: str, seeds, *, runs_dir, retrain: bool = False, 
     return out
 
 
-def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFrame:
+def stored_run(data, config: train.Config, seed: int, profile: str, runs_dir,
+               fingerprint: str | None = None) -> Run | None:
+    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None; never trains
+    (``fingerprint``: :func:`train.data_fingerprint` of ``data``, if already computed)."""
+    rid = train.run_id(config, seed, fingerprint or train.data_fingerprint(data), profile)
+    path = Path(runs_dir) / rid
+    return train.load_run(path) if train.is_complete(path) else None
+
+
+def other_profiles(profile: str) -> list[str]:
+    """The measured profiles shown beside ``profile``'s rows where their runs are stored: the
+    ``cpu`` rows beside the ``paper`` rows and the other way round (none beside ``smoke``)."""
+    return [p for p in ("cpu", "paper") if p != profile] if profile in ("cpu", "paper") else []
+
+
+def stored_variant_runs(data, profile: str, seeds, *, runs_dir, names=None
+                        ) -> dict[str, list[Run]]:
+    """Like :func:`variant_runs`, but only the runs already stored: a variant without any
+    stored seed is left out. For the profiles of :func:`other_profiles`, never trained here."""
+    fingerprint = train.data_fingerprint(data)
+    out = {}
+    for name in names or VARIANTS:
+        cfg = variant_config(name, profile)
+        found = [stored_run(data, cfg, s, profile, runs_dir, fingerprint)
+                 for s in ([0] if cfg.model == "logreg" else seeds)]
+        found = [r for r in found if r is not None]
+        if found:
+            out[name] = found
+    return out
+
+
+def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000,
+                others: dict[str, dict[str, list[Run]]] | None = None) -> pd.DataFrame:
     """The whole Table 2: every cited row of the paper and our measured rows.
 
     Measured rows give the mean over seeds per group, the spread (sd over seeds) of the
     composite UF1, and 95 % subject-bootstrap intervals of the seed-averaged composite scores.
+    ``others`` maps another profile to its stored runs (:func:`stored_variant_runs`); their
+    rows follow each approach's rows, labelled with their profile and seed count.
     """
     rows = []
     for name, scores in paper.TABLE2.items():
@@ -80,7 +133,10 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFra
                "protocol": "oracle" if name == "HTNet" else "as published", "profile": "-",
                "seeds": "-"}
         rows.append(scores_row(row, {g: {"uf1": f, "uar": a} for g, (f, a) in scores.items()}))
-    for name, rs in runs.items():
+    groups = [(name, rs) for key, base in runs.items()
+              for name, rs in [(key, base)] + [(key, o[key]) for o in (others or {}).values()
+                                               if key in o]]
+    for name, rs in groups:
         protocols = ("honest",) if rs[0].meta["config"]["model"] == "logreg" else metrics.PROTOCOLS
         for proto in protocols:
             row = {"approach": name, "source": "measured", "protocol": proto,

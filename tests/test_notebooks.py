@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from htnetlib.reproduce import NOTEBOOKS, execute, notebooks
+from htnetlib.reproduce import NOTEBOOKS, execute, notebooks, parameters_for
 
 ALL = notebooks()
 
@@ -44,16 +44,26 @@ def test_papermill_smoke(nb, tmp_path, synthetic_root):
     data_dir = os.environ.get("HTNET_DATA")
     if not data_dir or not Path(data_dir, "combined_3_class2_for_optical_flow.csv").is_file():
         data_dir = str(synthetic_root)
-    params = {"profile": "smoke", "results_dir": str(tmp_path / "results"), "retrain": True}
-    source = nb.read_text()
-    if "data_dir" in source:
-        params["data_dir"] = data_dir
-    if "workers" in source:
-        params["workers"] = 1
-    if "seeds = " in source:
-        params["seeds"] = [0]
-    if "timing_profiles = " in source:  # never time the paper profile's models in a smoke run
-        params["timing_profiles"] = ["smoke"]
+    wanted = {"profile": "smoke", "results_dir": str(tmp_path / "results"), "retrain": True,
+              "data_dir": data_dir, "workers": 1, "seeds": [0],
+              # never time the paper profile's models in a smoke run
+              "timing_profiles": ["smoke"]}
+    params = parameters_for(nb, wanted)
     out = tmp_path / nb.name
     execute(nb, out, params, cwd=NOTEBOOKS)
     assert not any(o["output_type"] == "error" for c in cells(out) for o in c.get("outputs", []))
+
+
+def test_a_bad_profile_parameter_names_the_profiles(tmp_path):
+    """A notebook given an unknown profile stops at once with the valid choices in the error."""
+    import papermill as pm
+
+    nb = NOTEBOOKS / "03_model.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="paper.*smoke|cpu, paper, smoke"):
+        execute(nb, tmp_path / nb.name, {"profile": "gpu", "results_dir": str(tmp_path)},
+                cwd=NOTEBOOKS)
+
+
+def test_only_declared_parameters_are_passed():
+    nb = NOTEBOOKS / "01_optical_flow.ipynb"
+    assert parameters_for(nb, {"profile": "cpu", "results_dir": "x"}) == {"results_dir": "x"}

@@ -29,8 +29,9 @@ test: venv
 train: venv
 	for s in $(SEEDS); do $(BIN)/htnet train --profile $(PROFILE) --seed $$s --workers $(WORKERS) || exit 1; done
 
+# ARGS pass to htnetlib.reproduce: --plan, --stored-only, --allow-slow, --budget-hours H, --only 04 05
 reproduce: venv
-	$(BIN)/python -m htnetlib.reproduce --profile $(PROFILE)
+	$(BIN)/python -m htnetlib.reproduce --profile $(PROFILE) $(ARGS)
 
 lab: venv
 	$(BIN)/jupyter lab notebooks/

@@ -8,21 +8,29 @@ writes)::
     datasets/combined_datasets_whole/<imagename>                224x224 apex face (JPEG)
 
 Flow maps are kept as ``cv2.imread`` returns them, which is the array the official code trains
-on: the PNGs hold (u, v, strain) as RGB, so the channels in memory are (strain, v, u). ``load_composite`` validates everything it reads and raises :class:`DataError` with the
-file or value at fault; ``check_release`` compares a folder against the published counts and the
-SHA-256 manifest shipped in this package; ``fetch`` downloads the release from GitHub.
+on: the PNGs hold (u, v, strain) as RGB, so the channels in memory are (strain, v, u).
+``load_composite`` validates everything it reads and raises :class:`DataError` with the
+file or value at fault, and records in ``Composite.manifest_status`` whether the files match
+the SHA-256 manifest shipped in this package (:data:`MANIFEST`, the reference for every
+check); ``check_release`` compares a folder against the published counts and that manifest,
+and checks the folder's own ``SHA256SUMS`` for consistency with both; ``fetch`` downloads
+the release from GitHub.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import shutil
 import stat
 import tempfile
+import urllib.error
 import urllib.request
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +41,10 @@ import pandas as pd
 
 class DataError(ValueError):
     """Bad input data; the message names the file or value and what is wrong."""
+
+
+class ReleaseWarning(UserWarning):
+    """The folder has the official release's files, but some differ from the manifest."""
 
 
 CSV_NAME = "combined_3_class2_for_optical_flow.csv"
@@ -52,15 +64,25 @@ OFFICIAL_REPO = "wangzhifengharrison/HTNet"
 OFFICIAL_COMMIT = "91cf4bda0a2db50d638d46c04c5d7cf3b602d446"
 OFFICIAL_URL = f"https://github.com/{OFFICIAL_REPO}/archive/{OFFICIAL_COMMIT}.zip"
 MANIFEST = Path(__file__).with_name("release_manifest.sha256")
+FOLDER_SUMS = "SHA256SUMS"  # a release folder's own checksum list (checked, never trusted)
+FLOW_SIZE = 28  # the release's flow maps are FLOW_SIZE x FLOW_SIZE x 3 uint8
 
 
 @dataclass
 class Composite:
-    """A loaded release: one table row and one flow map per sample, in the CSV's order."""
+    """A loaded release: one table row and one flow map per sample, in the CSV's order.
+
+    ``manifest_status`` says how the files read compare with the package manifest:
+    "matches the manifest", "differs from the manifest in N file(s): <first>", or, for data
+    that is not the official release, "no manifest entry (not the official release)" or
+    "not the official release: N of M files have no manifest entry, e.g. <first>";
+    "not checked" where the object was built by hand rather than by :func:`load_composite`.
+    """
 
     root: Path
     table: pd.DataFrame
     flows: np.ndarray = field(repr=False)  # (N, H, W, 3) uint8
+    manifest_status: str = "not checked"
 
     def __len__(self) -> int:
         return len(self.table)
@@ -71,8 +93,11 @@ def default_root() -> Path:
     return Path(os.environ.get("HTNET_DATA") or "data")
 
 
-def _complete_image(path: Path) -> bytes:
-    """The bytes of a PNG or JPEG file, checked to be present and not truncated."""
+def _complete_image(path: Path, *, other_formats: bool = False) -> bytes:
+    """The bytes of a PNG or JPEG file, checked to be present and not truncated.
+
+    With ``other_formats``, files of other formats (BMP, TIFF frames) pass unchecked.
+    """
     if not path.is_file():
         raise DataError(f"{path}: file is missing")
     data = path.read_bytes()
@@ -84,7 +109,7 @@ def _complete_image(path: Path) -> bytes:
     elif data[:2] == b"\xff\xd8":
         if b"\xff\xd9" not in data[-4:]:
             raise DataError(f"{path}: JPEG is truncated (no end-of-image marker)")
-    else:
+    elif not other_formats:
         raise DataError(f"{path}: not a PNG or JPEG file")
     return data
 
@@ -97,6 +122,23 @@ def read_image(path: Path | str, shape: tuple[int, ...] | None = None) -> np.nda
         raise DataError(f"{path}: OpenCV cannot decode this image")
     if shape is not None and img.shape != tuple(shape):
         raise DataError(f"{path}: image shape {img.shape}, expected {tuple(shape)}")
+    return img
+
+
+def read_flow(path: Path | str, size: int = FLOW_SIZE) -> np.ndarray:
+    """Read a flow map, refusing anything but a ``size`` x ``size`` x 3 uint8 image.
+
+    The file is decoded as stored (not converted by OpenCV), so a grey, 16-bit or
+    four-channel PNG is reported rather than silently turned into a 3-channel uint8 map.
+    """
+    path = Path(path)
+    img = cv2.imdecode(np.frombuffer(_complete_image(path), np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: OpenCV cannot decode this image")
+    if img.shape != (size, size, 3) or img.dtype != np.uint8:
+        found = "x".join(str(n) for n in img.shape)
+        raise DataError(f"{path}: flow map is {found} {img.dtype}, expected "
+                        f"{size}x{size}x3 uint8")
     return img
 
 
@@ -115,6 +157,8 @@ def read_table(root: Path | str) -> pd.DataFrame:
     missing = [c for c in CSV_COLUMNS if c not in raw.columns]
     if missing:
         raise DataError(f"{csv}: missing column(s) {', '.join(missing)}")
+    if raw.empty:
+        raise DataError(f"{csv}: no samples (the CSV has a header but no rows)")
     rows = []
     for i, r in raw.iterrows():
         where = f"{csv} row {i + 2}"
@@ -143,30 +187,36 @@ def read_table(root: Path | str) -> pd.DataFrame:
     return table
 
 
-def load_composite(root: Path | str | None = None, *, check_apex: bool = True) -> Composite:
+def load_composite(root: Path | str | None = None, *, check_apex: bool = True,
+                   flow_size: int = FLOW_SIZE) -> Composite:
     """Load a release folder: the sample table and every flow map, validated.
 
-    ``root`` defaults to ``$HTNET_DATA``, else ``./data``. Apex images are checked to exist
-    and be complete (they are decoded only where landmarks are needed).
+    ``root`` defaults to ``$HTNET_DATA``, else ``./data``. Every flow map must be
+    ``flow_size`` x ``flow_size`` x 3 uint8 (the release's 28 unless the caller says
+    otherwise). Apex images are checked to exist and be complete (they are decoded only
+    where landmarks are needed). The files read are compared with the package manifest
+    (see :func:`manifest_status`); where the folder holds the official release's files but
+    some differ, one :class:`ReleaseWarning` names how many and the first.
     """
     root = Path(root) if root is not None else default_root()
     table = read_table(root)
-    flows = [read_image(root / p) for p in table["flow_path"]]
-    shapes = {f.shape for f in flows}
-    if len(shapes) > 1:
-        bad = next(p for p, f in zip(table["flow_path"], flows) if f.shape != flows[0].shape)
-        raise DataError(f"{root / bad}: flow map shape differs from the first ({flows[0].shape})")
+    flows = [read_flow(root / p, flow_size) for p in table["flow_path"]]
     if check_apex:
         for p in table["apex_path"]:
             _complete_image(root / p)
-    return Composite(root=root, table=table, flows=np.stack(flows) if flows else
-                     np.zeros((0, 28, 28, 3), np.uint8))
+    files = [CSV_NAME, *table["flow_path"], *table["apex_path"]]
+    status = manifest_status(root, files)
+    if status.startswith("differs"):
+        warnings.warn(f"{root}: {status}", ReleaseWarning, stacklevel=2)
+    return Composite(root=root, table=table, flows=np.stack(flows),
+                     manifest_status=status)
 
 
 # --------------------------------------------------------------------------- checks
 
 
 def sha256(path: Path) -> str:
+    """The hex SHA-256 digest of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -174,25 +224,99 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(path: Path = MANIFEST) -> dict[str, str]:
-    """``{relative path: sha256}`` from a ``sha256sum``-style file."""
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+_HEX = set("0123456789abcdef")
+
+
+def _parse_sums(text: str) -> tuple[dict[str, str], list[int]]:
+    """``({relative path: sha256}, [numbers of lines that do not parse])`` of a
+    ``sha256sum``-style text (``<digest>  <path>`` or ``<digest> *<path>``)."""
+    out, bad = {}, []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise DataError(f"{path} line {n}: not '<sha256>  <path>'")
+        digest, name = line[:64].lower(), line[66:]
+        parts = Path(name).parts
+        if (len(line) < 67 or line[64:66] not in ("  ", " *") or not set(digest) <= _HEX
+                or name.startswith("/") or ".." in parts):
+            bad.append(n)  # also any path outside the folder
+            continue
         out[name[2:] if name.startswith("./") else name] = digest
+    return out, bad
+
+
+def read_manifest(path: Path = MANIFEST) -> dict[str, str]:
+    """``{relative path: sha256}`` from a ``sha256sum``-style file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the checksum list ({exc})") from exc
+    out, bad = _parse_sums(text)
+    if bad:
+        raise DataError(f"{path} line {bad[0]}: not '<sha256>  <path>'")
     return out
 
 
+def manifest_status(root: Path, files: list[str], manifest: Path = MANIFEST) -> str:
+    """How the ``files`` (paths relative to ``root``) compare with the package manifest.
+
+    Data whose files are not all listed is not the official release and is only named so;
+    otherwise every file is hashed (about 0.03 s for the 885 files of the release).
+    """
+    wanted = read_manifest(manifest)
+    unlisted = [f for f in files if f not in wanted]
+    if all(f in unlisted or f == CSV_NAME for f in files):  # the CSV's name is always listed
+        return "no manifest entry (not the official release)"
+    if unlisted:
+        return (f"not the official release: {len(unlisted)} of {len(files)} files have no "
+                f"manifest entry, e.g. {unlisted[0]}")
+    differ = [f for f in files if sha256(root / f) != wanted[f]]
+    if differ:
+        return f"differs from the manifest in {len(differ)} file(s): {differ[0]}"
+    return "matches the manifest"
+
+
+def _check_folder_sums(root: Path, manifest: dict[str, str], digest_of) -> list[str]:
+    """Problems of the folder's own ``SHA256SUMS``, checked against its files and against
+    the package manifest (the reference); one line per kind of problem."""
+    path = root / FOLDER_SUMS
+    if not path.is_file():
+        return []
+    where = f"{path} (the folder's own list; the package manifest is the reference)"
+    try:
+        listed, bad = _parse_sums(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{where}: cannot be read as text ({exc})"]
+
+    def report(items: list, what: str) -> list[str]:
+        return [f"{where}: {len(items)} {what} (first: {items[0]})"] if items else []
+
+    missing = [n for n in listed if not (root / n).is_file()]
+    wrong = [n for n in listed if n not in missing and digest_of(n) != listed[n]]
+    return (report([f"line {n}" for n in bad], "line(s) are not '<sha256>  <path>'")
+            + report(missing, "listed file(s) are missing")
+            + report(wrong, "listed file(s) have another SHA-256 than listed")
+            + report([n for n in listed if n in manifest and listed[n] != manifest[n]],
+                     "digest(s) disagree with the package manifest")
+            + report([n for n in listed if n not in manifest],
+                     "listed file(s) are not in the package manifest")
+            + report([n for n in manifest if n not in listed],
+                     "file(s) of the package manifest are not listed"))
+
+
 def check_release(root: Path | str | None = None, manifest: Path = MANIFEST) -> list[str]:
-    """Compare a release folder with the published counts and checksums; return the problems."""
+    """Compare a release folder with the published counts and checksums; return the problems.
+
+    The reference is ``manifest`` (the package's :data:`MANIFEST`): every file it lists
+    must be present with its digest. A ``SHA256SUMS`` in the folder is not trusted but
+    checked for consistency: its lines must parse, its entries must match the files, and
+    it must agree with the package manifest.
+    """
     root = Path(root) if root is not None else default_root()
     problems: list[str] = []
     try:
-        data = load_composite(root)
+        with warnings.catch_warnings():  # differing files are reported below, one by one
+            warnings.simplefilter("ignore", ReleaseWarning)
+            data = load_composite(root)
     except DataError as exc:
         return [str(exc)]
     t = data.table
@@ -204,13 +328,21 @@ def check_release(root: Path | str | None = None, manifest: Path = MANIFEST) -> 
         got = tuple(int((t[t.dataset == ds].label == k).sum()) for k in (0, 1, 2))
         if got != expected:
             problems.append(f"{ds}: negative/positive/surprise {got}, expected {expected}")
-    for name, digest in read_manifest(manifest).items():
+    digests: dict[str, str] = {}
+
+    def digest_of(name: str) -> str:
+        if name not in digests:
+            digests[name] = sha256(root / name)
+        return digests[name]
+
+    reference = read_manifest(manifest)
+    for name, digest in reference.items():
         path = root / name
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif sha256(path) != digest:
+        elif digest_of(name) != digest:
             problems.append(f"{path}: SHA-256 differs from the manifest")
-    return problems
+    return problems + _check_folder_sums(root, reference, digest_of)
 
 
 # --------------------------------------------------------------------------- fetch
@@ -229,22 +361,38 @@ def _safe_member(info: zipfile.ZipInfo) -> str:
 
 
 def extract_release(archive: Path | str | io.BytesIO, dest: Path | str,
-                    manifest: Path = MANIFEST) -> list[str]:
+                    manifest: Path = MANIFEST, *, source: str | None = None) -> list[str]:
     """Extract only the release files listed in ``manifest`` from a repository zip archive.
 
     Files are written through a temporary folder and moved into place once all are verified.
+    Errors are one-line :class:`DataError` messages starting with ``source`` (default: the
+    archive's path), e.g. for a file that is not a zip, a truncated zip, or a zip without
+    the release.
     """
     dest = Path(dest)
+    source = source or (str(archive) if isinstance(archive, (str, Path)) else "archive")
     wanted = read_manifest(manifest)
+    try:
+        return _extract(archive, dest, wanted, source)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise DataError(f"{source}: not a complete zip archive ({exc})") from exc
+
+
+def _extract(archive, dest: Path, wanted: dict[str, str], source: str) -> list[str]:
+    """The body of :func:`extract_release`; zip errors are left to it."""
     with zipfile.ZipFile(archive) as zf:
         members = {}
         for info in zf.infolist():
-            rel = _safe_member(info)
+            try:
+                rel = _safe_member(info)
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from None
             if rel in wanted and not info.is_dir():
                 members[rel] = info
         missing = sorted(set(wanted) - set(members))
         if missing:
-            raise DataError(f"archive lacks {len(missing)} release file(s), e.g. {missing[0]!r}")
+            raise DataError(f"{source}: archive lacks {len(missing)} of the {len(wanted)} "
+                            f"release file(s), e.g. {missing[0]!r}")
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
         try:
@@ -254,7 +402,8 @@ def extract_release(archive: Path | str | io.BytesIO, dest: Path | str,
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
                 if sha256(target) != wanted[rel]:
-                    raise DataError(f"archive member {rel!r}: SHA-256 differs from the manifest")
+                    raise DataError(f"{source}: archive member {rel!r}: SHA-256 differs from "
+                                    "the manifest")
             for rel in members:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp / rel, dest / rel)
@@ -263,15 +412,33 @@ def extract_release(archive: Path | str | io.BytesIO, dest: Path | str,
     return sorted(members)
 
 
+def _download(url: str, target: Path, timeout: float) -> None:
+    """Copy ``url`` to ``target``; any network or URL error is one DataError naming the URL."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{url}: HTTP error {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise DataError(f"{url}: cannot download ({exc.reason})") from exc
+    except ValueError as exc:  # e.g. "unknown url type" for a URL without a scheme
+        raise DataError(f"{url}: not a valid URL ({exc})") from exc
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, dropped connections
+        raise DataError(f"{url}: download failed ({exc!r})") from exc
+
+
 def fetch(dest: Path | str | None = None, url: str = OFFICIAL_URL,
-          manifest: Path = MANIFEST) -> Path:
-    """Download the official repository archive and extract the verified release into ``dest``."""
+          manifest: Path = MANIFEST, timeout: float = 60) -> Path:
+    """Download the official repository archive and extract the verified release into ``dest``.
+
+    ``timeout`` is in seconds per network operation; a failed download or an archive that is
+    not the release raises a one-line :class:`DataError` naming ``url``.
+    """
     dest = Path(dest) if dest is not None else default_root()
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "release.zip"
-        with urllib.request.urlopen(url) as resp, open(archive, "wb") as out:
-            shutil.copyfileobj(resp, out)
-        extract_release(archive, dest, manifest)
+        _download(url, archive, timeout)
+        extract_release(archive, dest, manifest, source=url)
     return dest
 
 

@@ -1,23 +1,40 @@
 """Execute every numbered notebook with papermill: ``python -m htnetlib.reproduce``.
 
-Each notebook runs in ``notebooks/`` with kernel ``python3`` and is written back in place, so
-the committed notebooks, ``results/figures`` and ``results/tables`` are regenerated together.
+Before anything executes, the runs the chosen profile's notebooks need are listed, stored or
+missing, with the estimated cost of each missing run on this device (:mod:`htnetlib.plan`).
+When the missing runs would take longer than ``--budget-hours`` here (the ``paper`` profile on a
+CPU: days), nothing is trained and no notebook is touched: the plan says what is missing, what
+it would cost, and where to make it cheaply. ``--stored-only`` instead renders the notebooks
+from the runs that exist (the ``cpu`` profile drives them; every stored ``paper`` run is shown
+beside, and the rest is marked *not run*); ``--allow-slow`` trains anyway.
+
+Each notebook runs in ``notebooks/`` with kernel ``python3``. The ``cpu`` profile's executions
+are the committed notebooks: each is written to a temporary file and moved into place only when
+it succeeded, so an interrupted run leaves them as they were. Other profiles write their
+executed copies to ``results/notebooks/<profile>/`` and never overwrite the ``cpu`` ones.
+
+Exit status: 0 done (or the plan printed), 2 a bad argument, 3 the release is missing or bad,
+4 a notebook failed, 5 refused: the missing runs exceed the budget on this device.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+COMMITTED_PROFILE = "cpu"  # the profile whose executions are the committed notebooks
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ABL_START, ABL_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 # notebook and results/tables name of each section 4.4 ablation (htnetlib.ablation.ABLATIONS)
 ABLATION_TABLES = {"block_size": ("06_table4_block_size", "table4_block_size"),
                    "dim": ("07_fig5_dim", "fig5_dim"), "heads": ("08_fig6_heads", "fig6_heads"),
                    "layers": ("09_table5_layers", "table5_layers")}
+EXIT_REFUSED = 5
 
 
 def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -26,11 +43,28 @@ def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def execute(nb: Path, output: Path, parameters: dict, cwd: Path | None = None) -> None:
-    """Run one notebook with papermill, writing the executed copy to ``output``."""
+    """Run one notebook with papermill; the executed copy replaces ``output`` only when the
+    whole notebook succeeded (papermill writes as it goes, so it writes to a temporary file)."""
     import papermill as pm
 
-    pm.execute_notebook(str(nb), str(output), parameters=parameters, kernel_name="python3",
-                        cwd=str(cwd or nb.parent), progress_bar=False)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
+    os.close(fd)
+    try:
+        pm.execute_notebook(str(nb), tmp, parameters=parameters, kernel_name="python3",
+                            cwd=str(cwd or nb.parent), progress_bar=False)
+        os.replace(tmp, output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def output_path(nb: Path, profile: str, results: Path = ROOT / "results") -> Path:
+    """Where ``profile``'s execution of ``nb`` goes: in place for the committed profile,
+    ``results/notebooks/<profile>/`` for the others."""
+    if profile == COMMITTED_PROFILE:
+        return nb
+    return Path(results) / "notebooks" / profile / nb.name
 
 
 def parameters_for(nb: Path, wanted: dict) -> dict:
@@ -133,19 +167,80 @@ def update_readme(readme: Path = ROOT / "README.md", results: Path = ROOT / "res
     return True
 
 
+def refusal(plan, budget_hours: float) -> str:
+    """The message that stops a run too expensive for this device, and how to make it."""
+    total = plan.missing_seconds
+    cost = "an unknown time (no timing for some runs)" if total is None else \
+        f"about {total / 3600:.1f} h"
+    gpu = "bash bench/gpu.sh run --profile paper" if plan.profile == "paper" else \
+        f"bash bench/gpu.sh run --profile {plan.profile}"
+    return (f"refused: the {len(plan.missing)} missing {plan.profile}-profile run(s) would take "
+            f"{cost} on this {plan.device_type} (budget {budget_hours:g} h). Nothing was trained "
+            f"and no notebook was changed. Make them where they are cheap: on a GPU with "
+            f"`{gpu}` (add --ablation NAME=VALUE for a grid point), or as cluster jobs with "
+            f"`htnet grid --profile {plan.profile}`; copy the runs into results/runs/ and run "
+            f"this again. Or: --stored-only renders the notebooks from the runs that exist; "
+            f"--allow-slow trains here anyway.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", default="cpu", help="training profile: cpu, paper or smoke")
+    from .config import PROFILES
+
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
+                    help="training profile: cpu, paper or smoke")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 04 05")
     ap.add_argument("--retrain", action="store_true", help="train again even if runs exist")
+    ap.add_argument("--plan", action="store_true", help="print the plan and stop")
+    ap.add_argument("--budget-hours", type=float, default=2.0,
+                    help="most training time to spend here on missing runs (default 2)")
+    ap.add_argument("--allow-slow", action="store_true",
+                    help="train the missing runs even beyond the budget")
+    ap.add_argument("--stored-only", action="store_true",
+                    help="train nothing: render the notebooks from the stored runs")
+    ap.add_argument("--workers", type=int, default=2, help="fold processes on a CPU")
     args = ap.parse_args(argv)
+
+    from .data import DataError, load_composite
+    from .plan import make_plan
+    from .train import pick_device
+
+    try:
+        data = load_composite()
+    except DataError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 3
+    device = pick_device().type
+    plan = make_plan(data, args.profile, device_type=device, workers=args.workers,
+                     retrain=args.retrain)
+    print(plan.summary(), flush=True)
+    if args.plan:
+        return 0
+    profile = args.profile
+    if args.stored_only:
+        profile = COMMITTED_PROFILE if args.profile == "paper" else args.profile
+        os.environ["HTNET_TRAIN_PROFILES"] = "none"  # the kernels inherit it
+        print(f"stored runs only: the {profile} profile drives the notebooks, nothing is trained")
+    elif plan.missing and not args.allow_slow:
+        total = plan.missing_seconds
+        if total is None or total > args.budget_hours * 3600:
+            print(refusal(plan, args.budget_hours), file=sys.stderr)
+            return EXIT_REFUSED
     selected = [nb for nb in notebooks()
                 if not args.only or any(nb.name.startswith(o) for o in args.only)]
     for nb in selected:
-        print(f"papermill {nb.name} (profile {args.profile})", flush=True)
-        execute(nb, nb, parameters_for(nb, {"profile": args.profile, "retrain": args.retrain}))
+        out = output_path(nb, profile)
+        print(f"papermill {nb.name} (profile {profile}) -> {out.relative_to(ROOT)}", flush=True)
+        try:
+            execute(nb, out, parameters_for(nb, {"profile": profile, "retrain": args.retrain}))
+        except Exception as exc:  # papermill reports the failing cell; keep it to one line
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            print(f"reproduce: error: {nb.name} failed ({last}); the committed notebook is "
+                  "unchanged", file=sys.stderr)
+            return 4
     print(f"{len(selected)} notebook(s) executed")
-    if args.profile == "cpu" and update_readme(profile=args.profile):
+    if profile == COMMITTED_PROFILE and update_readme(profile=profile):
         print("README results table updated")
     return 0
 

@@ -356,3 +356,29 @@ def test_xlsx_table_needs_openpyxl(tmp_path):
     (root / "SAMM_Micro_FACS_Codes_v2.xlsx").write_bytes(b"PK")
     with pytest.raises(DataError, match="openpyxl"):
         pp.read_samples("samm", root)
+
+
+def test_truncated_frame_raises_data_error_naming_it(tmp_path):
+    root = make_samm(tmp_path / "raw")
+    frame = root / "SAMM" / "006" / "006_1_3" / "006_00123.jpg"  # the apex of 006_1_3
+    frame.write_bytes(frame.read_bytes()[:-200])
+    assert cv2.imread(str(frame)) is not None  # OpenCV alone would decode half a frame
+    with pytest.raises(DataError, match=r"006/006_1_3: .*006_00123.jpg: JPEG is truncated"):
+        pp.preprocess("samm", root, tmp_path / "out", progress=False, detector=KnownFace())
+    assert not (tmp_path / "out" / pp.TABLE_NAME).exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "-2", "two"])
+def test_workers_below_one_is_a_usage_error(tmp_path, capsys, workers):
+    from htnetlib import cli
+
+    argv = ["preprocess", "--dataset", "samm", "--root", str(tmp_path), "--out",
+            str(tmp_path / "out"), "--workers", workers]
+    try:  # argparse's SystemExit(2), whether main lets it through or returns its code
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "argument --workers" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,136 @@
+"""The reproduce plan: which runs each profile's notebooks need, the refusal of a run too costly
+for this device, and notebooks that are replaced only when their execution succeeded."""
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from htnetlib import plan, reproduce, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "results" / "runs"
+
+
+def committed(profile: str) -> dict:
+    """Run id -> data fingerprint of every committed run of ``profile``."""
+    out = {}
+    for path in RUNS.glob("*/config.json"):
+        meta = json.loads(path.read_text())
+        if meta["profile"] == profile:
+            out[meta["run_id"]] = meta["data_fingerprint"]
+    return out
+
+
+def test_the_cpu_plan_is_exactly_the_committed_cpu_runs():
+    """Every committed cpu run is needed by a notebook, and every needed run is committed."""
+    runs = committed("cpu")
+    fingerprint = set(runs.values())
+    assert len(fingerprint) == 1
+    (fp,) = fingerprint
+    needed = {train.run_id(n.config, n.seed, fp, "cpu") for n in plan.needed_runs("cpu")}
+    assert needed == set(runs)
+
+
+def test_the_plan_of_each_profile():
+    for profile in ("cpu", "paper", "smoke"):
+        needs = plan.needed_runs(profile)
+        models = {n.config.model for n in needs}
+        assert models == {"htnet", "ststnet", "logreg"}
+        # the default with every seed, the null model once, one logistic regression
+        default = train.profile_config(profile)
+        assert sorted(n.seed for n in needs if n.config == default) == list(plan.SEEDS)
+        assert sum(n.config.permute_labels for n in needs) == 1
+        assert sum(n.config.model == "logreg" for n in needs) == 1
+        # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
+        # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs
+        assert len(needs) == 31, profile
+        assert all(n.why for n in needs)
+
+
+def test_plan_seeds_are_the_notebooks_default_seeds():
+    import papermill as pm
+
+    for nb in reproduce.notebooks():
+        declared = pm.inspect_notebook(str(nb))
+        if "seeds" in declared:
+            assert eval(declared["seeds"]["default"]) == list(plan.SEEDS), nb.name
+
+
+def test_estimates_rest_on_measured_timings():
+    seconds, basis = plan.estimate(train.PROFILES["paper"], "cuda")
+    assert "htnet-paper-s0-86185f5c54" in basis and "same configuration" in basis
+    assert 300 < seconds < 1200  # the stored H200 run took 614 s
+    seconds, basis = plan.estimate(train.PROFILES["paper"], "cpu", workers=2)
+    assert seconds > 24 * 3600 and "per epoch on this CPU" in basis
+    seconds, basis = plan.estimate(train.PROFILES["cpu"], "cpu", workers=2)
+    assert 60 < seconds < 3600
+    seconds, basis = plan.estimate(train.BASELINES["ststnet"]["paper"], "cuda")
+    assert seconds is None and "no ststnet run timed" in basis
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.ipynb")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_paper_profile_on_a_cpu_is_refused_before_any_notebook(synthetic_root, monkeypatch,
+                                                               capsys):
+    monkeypatch.setenv("HTNET_DATA", str(synthetic_root))
+    monkeypatch.setattr(train, "pick_device", lambda preferred=None: __import__("torch").device("cpu"))
+    before = _digest(reproduce.NOTEBOOKS)
+    executed = []
+    monkeypatch.setattr(reproduce, "execute", lambda *a, **k: executed.append(a))
+    start = time.perf_counter()
+    code = reproduce.main(["--profile", "paper"])
+    took = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    assert code == reproduce.EXIT_REFUSED
+    assert not executed and _digest(reproduce.NOTEBOOKS) == before
+    assert "missing" in out and "on this cpu" in out
+    assert "refused" in err and "bench/gpu.sh run" in err and "--stored-only" in err
+    assert took < 60
+
+
+def test_the_plan_alone_changes_nothing(synthetic_root, monkeypatch, capsys):
+    monkeypatch.setenv("HTNET_DATA", str(synthetic_root))
+    monkeypatch.setattr(reproduce, "execute", lambda *a, **k: pytest.fail("executed"))
+    assert reproduce.main(["--profile", "cpu", "--plan"]) == 0
+    assert "runs needed by the notebooks" in capsys.readouterr().out
+
+
+def test_other_profiles_never_overwrite_the_committed_notebooks(tmp_path):
+    nb = reproduce.NOTEBOOKS / "04_training_loso.ipynb"
+    assert reproduce.output_path(nb, "cpu") == nb
+    assert reproduce.output_path(nb, "paper", tmp_path) == tmp_path / "notebooks/paper" / nb.name
+    assert reproduce.output_path(nb, "smoke", tmp_path).parent.name == "smoke"
+
+
+def _notebook(path: Path, code: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_failed_notebook_leaves_the_output_as_it_was(tmp_path):
+    src = _notebook(tmp_path / "bad.ipynb", "raise RuntimeError('cell fails')")
+    out = tmp_path / "out.ipynb"
+    out.write_text("committed")
+    with pytest.raises(Exception, match="cell fails"):
+        reproduce.execute(src, out, {"x": 2}, cwd=tmp_path)
+    assert out.read_text() == "committed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ipynb", "out.ipynb"]
+    good = _notebook(tmp_path / "good.ipynb", "y = x * 2")
+    reproduce.execute(good, out, {"x": 2}, cwd=tmp_path)
+    assert "y = x * 2" in out.read_text()

@@ -19,7 +19,9 @@ the network's input. Two modes:
     No regions: the whole flow map (the input of STSTNet-style models).
 
 Landmarks are cached on disk, keyed by the SHA-256 of the image file and the mode, so MTCNN
-runs once per image.
+runs once per image. A cache file that cannot be read back (truncated, not JSON, entries of the
+wrong shape) is derived data: it is set aside as ``<name>.corrupt`` with a warning naming it,
+and the landmarks are found again.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .data import Composite, read_image
+from .data import Composite, DataError, read_image
 
 MODES = ("official", "corrected", "whole")
 # The official code's landmarks (x, y) on a 28x28 face where MTCNN finds none.
@@ -99,13 +102,58 @@ class Landmarks:
         return ~np.isnan(self.points).any(axis=(1, 2))
 
 
+def _check_cache(known) -> None:
+    """ValueError unless ``known`` maps image hashes to {"points": 5x2 or null, "size": 2}."""
+    if not isinstance(known, dict):
+        raise ValueError(f"holds a JSON {type(known).__name__}, expected an object")
+    for key, entry in known.items():
+        try:
+            points, size = entry["points"], entry["size"]
+            ok = (np.asarray(size, dtype=np.float64).shape == (2,)
+                  and (points is None or np.asarray(points, dtype=np.float64).shape == (5, 2)))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"entry {key[:12]}... is not {{points: 5x2 or null, size: 2}}")
+
+
+def read_cache(store: Path) -> dict:
+    """The landmark cache ``store`` ({} if there is none).
+
+    A corrupt cache is renamed to ``<name>.corrupt`` with a warning, and {} returned so the
+    landmarks are found again; :class:`DataError` naming the file if it cannot be read or moved.
+    """
+    if not store.is_file():
+        return {}
+    try:
+        known = json.loads(store.read_text())
+        _check_cache(known)
+        return known
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise DataError(f"{store}: cannot read the landmark cache ({why})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).splitlines()[0]
+    aside = store.with_name(store.name + ".corrupt")
+    try:
+        os.replace(store, aside)
+    except FileNotFoundError:
+        pass  # another process set it aside first
+    except OSError as exc:
+        raise DataError(f"{store}: corrupt landmark cache ({reason}) that cannot be moved aside "
+                        f"({exc.strerror or exc}); delete it to find the landmarks again") from None
+    warnings.warn(f"{store}: corrupt landmark cache ({reason}); moved to {aside.name} and the "
+                  "landmarks are found again", stacklevel=3)
+    return {}
+
+
 def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = True,
                    progress: bool = False) -> Landmarks:
     """Landmarks of every apex image of ``data`` for ``mode``, read from or written to the cache."""
     if mode not in ("official", "corrected"):
         raise ValueError(f"landmarks are found in modes 'official' and 'corrected', not {mode!r}")
     store = cache_dir() / f"landmarks-{mode}.json"
-    known = json.loads(store.read_text()) if cache and store.is_file() else {}
+    known = read_cache(store) if cache else {}
     points, sizes, changed = [], [], False
     paths = [data.root / p for p in data.table["apex_path"]]
     if progress:

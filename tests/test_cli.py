@@ -25,9 +25,13 @@ def test_train_and_evaluate(synthetic_root, tmp_path, capsys):
     assert "HTNet (paper, Table 2) | oracle | cited | 0.8603 | 0.8475" in out
 
 
-def test_unknown_override_is_refused(synthetic_root):
-    with pytest.raises(SystemExit, match="unknown config key"):
-        main(["train", "--data", str(synthetic_root), "--set", "colour=blue"])
+def test_unknown_override_is_refused(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(synthetic_root), "--out", str(out),
+                 "--set", "colour=blue"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "unknown config key 'colour'" in err[0]
+    assert not out.exists()
 
 
 def test_real_data_check(real_root, capsys):
@@ -50,6 +54,10 @@ def test_train_an_ablation_grid_point_stores_the_notebooks_run(synthetic, synthe
 @pytest.mark.parametrize("arg, message", [("layers=7", "not a grid point of Table 5"),
                                           ("width=3", "NAME=VALUE with NAME one of"),
                                           ("dim", "NAME=VALUE")])
-def test_bad_ablation_is_refused(synthetic_root, arg, message):
-    with pytest.raises(SystemExit, match=message):
-        main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--ablation", arg])
+def test_bad_ablation_is_refused(synthetic_root, tmp_path, capsys, arg, message):
+    out = tmp_path / "runs"
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out", str(out),
+                 "--ablation", arg]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("htnet: error: --ablation") and message in err[0]
+    assert not out.exists()

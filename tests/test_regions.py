@@ -70,3 +70,54 @@ def test_real_fallback_counts(real):
     """MTCNN finds no face in 172 apex images at 28x28 and in 8 at full resolution."""
     assert (~regions.find_landmarks(real, "official").found).sum() == 172
     assert (~regions.find_landmarks(real, "corrected").found).sum() == 8
+
+
+def fake_detector(monkeypatch):
+    """MTCNN replaced by fixed landmarks; returns the list of images it was shown."""
+    shown = []
+
+    def detect(img):
+        shown.append(img)
+        return FALLBACK_LANDMARKS.copy()
+
+    monkeypatch.setattr(regions, "detect_landmarks", detect)
+    return shown
+
+
+@pytest.mark.parametrize("content", [
+    '{"0123456789abcdef": {"points": null, "si',  # truncated
+    "\x00\xff not JSON at all",
+    '[1, 2, 3]',  # JSON, not an object
+    '{"0123456789abcdef": {"points": [[1, 2], [3, 4], [5, 6]], "size": [28, 28]}}',  # 3 points
+    '{"0123456789abcdef": {"points": null}}',  # no size
+])
+def test_corrupt_landmark_cache_is_set_aside_and_found_again(synthetic, monkeypatch, tmp_path,
+                                                            content):
+    monkeypatch.setenv("HTNET_CACHE", str(tmp_path))
+    store = tmp_path / "landmarks-official.json"
+    store.write_bytes(content.encode("latin-1"))
+    shown = fake_detector(monkeypatch)
+    with pytest.warns(UserWarning, match="landmarks-official.json: corrupt landmark cache") as w:
+        lm = regions.find_landmarks(synthetic, "official")
+    assert len(w) == 1 and "\n" not in str(w[0].message)
+    assert shown and len(shown) == len(regions.read_cache(store))  # every face found again
+    np.testing.assert_array_equal(lm.points[0], FALLBACK_LANDMARKS)
+    assert (tmp_path / "landmarks-official.json.corrupt").read_bytes() == content.encode("latin-1")
+
+
+def test_corrupt_landmark_cache_that_cannot_be_moved_is_a_data_error(synthetic, monkeypatch,
+                                                                     tmp_path):
+    from htnetlib.data import DataError
+
+    monkeypatch.setenv("HTNET_CACHE", str(tmp_path))
+    store = tmp_path / "landmarks-corrected.json"
+    store.write_text("{not json")
+    fake_detector(monkeypatch)
+
+    def no_replace(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(regions.os, "replace", no_replace)
+    with pytest.raises(DataError, match="landmarks-corrected.json: corrupt landmark cache"):
+        regions.find_landmarks(synthetic, "corrected")
+    assert store.read_text() == "{not json"

@@ -1,6 +1,7 @@
 """Measured accuracy of optical flow and D&C-RoIs apex spotting on synthetic faces.
 
-Run ``python bench/flow_accuracy.py`` (about half a minute on two cores).  Prints:
+Run ``python bench/flow_accuracy.py`` (about three minutes on two cores; ``--only 4`` runs
+section 4 alone).  Prints:
 
 1. median endpoint error (px) of Farneback (the paper's settings) and DIS on the astronaut
    face moved by smooth random fields of at most 2 px, over the whole image and away from
@@ -8,11 +9,16 @@ Run ``python bench/flow_accuracy.py`` (about half a minute on two cores).  Print
 2. the same on action-unit pairs (localised motion of 1.5 px), inside the moving regions,
    with the ratio of estimated to true speed there;
 3. how often :func:`htnetlib.flow.spot_apex` lands within 2 frames of the true apex, and its
-   mean absolute error, for several motion sizes, noise levels and sequence lengths.
+   mean absolute error, for several motion sizes, noise levels and sequence lengths, with
+   each apex spotter (``"lbp"``: D&C-RoIs, ``"flow"``: peak optical-flow magnitude);
+4. the hit rate of each spotter (within 1 and within 2 frames of the true apex) against
+   the apex motion (0.5-4 px) and the time profile (symmetric rise and fall, or fast rise
+   and slow decay; :func:`htnetlib.synthetic.ramp`).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -65,10 +71,26 @@ def au_pair_errors(seeds=range(6)) -> None:
         print(f"   {method:<10}  {np.mean(errors):.3f} px     {np.mean(ratios):.2f}")
 
 
-def apex_spotting(n_sequences: int = 40) -> None:
-    print(f"3. D&C-RoIs apex spotting, {n_sequences} sequences per row (3 classes), true landmarks")
-    print("   amplitude  noise  frames     within 2 frames   mean |error|")
+def _spot_errors(sequences, method: str) -> np.ndarray:
+    """|spotted - true apex| per sequence, with the true landmarks of the synthetic face."""
     landmarks = synthetic.face_landmarks()
+    return np.array([abs(flow.spot_apex(frames, landmarks, method=method) - apex)
+                     for frames, apex in sequences])
+
+
+def _sequences(n, lengths, noise, amplitude, profile="symmetric"):
+    """(BGR frames, true apex) of n synthetic sequences, the 3 classes in turn."""
+    out = []
+    for seed in range(n):
+        seq = synthetic.make_sequence(seed % 3, n_frames=lengths[seed % len(lengths)], seed=seed,
+                                      noise=noise, amplitude=amplitude, profile=profile)
+        out.append(([_bgr(f) for f in seq.frames], seq.apex))
+    return out
+
+
+def apex_spotting(n_sequences: int = 40) -> None:
+    print(f"3. apex spotting, {n_sequences} sequences per row (3 classes), true landmarks")
+    print("   amplitude  noise  frames     method   within 2 frames   mean |error|")
     settings = [
         (1.5, 0.5, (10, 12, 14, 16)),  # the unit test's setting
         (1.5, 1.0, (10, 12, 14, 16)),
@@ -76,22 +98,43 @@ def apex_spotting(n_sequences: int = 40) -> None:
         (3.0, 1.0, (20, 25, 30)),
     ]
     for amplitude, noise, lengths in settings:
-        errors = []
-        for seed in range(n_sequences):
-            seq = synthetic.make_sequence(seed % 3, n_frames=lengths[seed % len(lengths)], seed=seed,
-                                          noise=noise, amplitude=amplitude)
-            errors.append(abs(flow.spot_apex([_bgr(f) for f in seq.frames], landmarks) - seq.apex))
-        errors = np.array(errors)
-        span = f"{min(lengths)}-{max(lengths)}"
-        print(f"   {amplitude:>5.1f} px   {noise:>4.1f}   {span:<9}  {np.mean(errors <= 2):>6.0%}"
-              f"            {errors.mean():.2f} frames")
+        sequences = _sequences(n_sequences, lengths, noise, amplitude)
+        for method in flow.APEX_METHODS:
+            errors = _spot_errors(sequences, method)
+            span = f"{min(lengths)}-{max(lengths)}"
+            print(f"   {amplitude:>5.1f} px   {noise:>4.1f}   {span:<9}  {method:<6}   "
+                  f"{np.mean(errors <= 2):>6.0%}            {errors.mean():.2f} frames")
 
 
-def main() -> int:
+AMPLITUDES = (0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def apex_against_amplitude(n_sequences: int = 15, noise: float = 1.0) -> None:
+    lengths = (16, 20, 24, 30)
+    print(f"4. apex spotting against motion: % of {n_sequences} sequences within 1 / within 2 "
+          f"frames of the apex\n   (3 classes, {min(lengths)}-{max(lengths)} frames, noise "
+          f"{noise} grey level, true landmarks; amplitude = peak action-unit motion)")
+    print("   profile      method" + "".join(f"{a:>7g} px" for a in AMPLITUDES))
+    for profile in synthetic.PROFILES:
+        errors = {method: [] for method in flow.APEX_METHODS}
+        for amplitude in AMPLITUDES:
+            sequences = _sequences(n_sequences, lengths, noise, amplitude, profile)
+            for method in flow.APEX_METHODS:
+                errors[method].append(_spot_errors(sequences, method))
+        for method, rows in errors.items():
+            cells = "".join(f" {np.mean(e <= 1):>4.0%}/{np.mean(e <= 2):<4.0%}" for e in rows)
+            print(f"   {profile:<11}  {method:<6} {cells}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one section")
+    sections = (random_field_errors, au_pair_errors, apex_spotting, apex_against_amplitude)
+    only = parser.parse_args(argv).only
     start = time.time()
-    random_field_errors()
-    au_pair_errors()
-    apex_spotting()
+    for number, section in enumerate(sections, 1):
+        if only in (None, number):
+            section()
     print(f"({time.time() - start:.0f} s)")
     return 0
 

@@ -159,6 +159,127 @@ def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, r
     return out
 
 
+def notebook_runs(data: Composite, ablation: Ablation, profile: str, seeds, *, runs_dir,
+                  stored_profiles=("paper",), retrain: bool = False, workers: int = 1
+                  ) -> tuple[dict, list[Run]]:
+    """What notebooks 06-09 show: ``({profile: {grid value: Run or None}}, default runs)``.
+
+    The grid of ``profile`` with seed ``seeds[0]`` is read or trained where missing; every
+    other profile of ``stored_profiles`` is only looked up (a point without a stored run is
+    None, listed as *not run*); the profile's default is read or trained with every seed.
+    """
+    runs = {profile: grid_runs(data, ablation, profile, seeds[0], runs_dir=runs_dir,
+                               retrain=retrain, workers=workers)}
+    for p in stored_profiles:
+        if p != profile:
+            runs[p] = grid_runs(data, ablation, p, seeds[0], runs_dir=runs_dir,
+                                train_missing=False)
+    default_runs = [train.load_run(train.run_loso(
+        data, train.profile_config(profile), seed=s, runs_dir=runs_dir, profile=profile,
+        retrain=retrain, workers=workers, progress=False)) for s in seeds]
+    return runs, default_runs
+
+
+def stored_counts(ablation: Ablation, runs: dict, profile: str) -> str:
+    """One sentence on the grid points that other profiles have stored runs for."""
+    parts = []
+    for p, by_value in runs.items():
+        if p == profile:
+            continue
+        have = [ablation.label(v) for v, r in by_value.items() if r is not None]
+        parts.append(f"the {p} profile has a stored run at {len(have)} of {len(by_value)} grid "
+                     f"points ({', '.join(have) if have else 'none'}); the others are not run "
+                     "(they need a GPU: bench/gpu.sh or htnet grid)")
+    return "; ".join(parts).capitalize() + "." if parts else ""
+
+
+def versus_default(ablation: Ablation, by_value: dict, profile: str, *, n_boot: int = 1000
+                   ) -> pd.DataFrame:
+    """Each grid point against the profile's default on the same seed, subjects and folds:
+    the difference of composite UF1 under each protocol with a paired subject-bootstrap 95 %
+    interval (:func:`htnetlib.metrics.paired_bootstrap`). An interval that holds 0 says the
+    grid point is not told apart from the default on these 68 subjects."""
+    base = train.profile_config(profile)
+    default = [v for v in ablation.values if ablation.config(v, profile) == base]
+    ref = by_value.get(default[0]) if default else None
+    rows = []
+    for v, run in by_value.items():
+        if run is None or ref is None or v == default[0]:
+            continue
+        row = {ablation.setting: ablation.label(v), f"{profile} setting":
+               _describe(ablation.config(v, profile), ablation.key)}
+        for proto in metrics.PROTOCOLS:
+            res = metrics.paired_bootstrap(run.predictions, proto, ref.predictions, proto,
+                                           n_boot=n_boot)
+            row[f"{proto}: UF1 - default"] = res["diff"]
+            row[f"{proto}: 95% CI"] = "%+.3f to %+.3f" % res["ci"]
+            row[f"{proto}: CI holds 0"] = res["ci"][0] <= 0 <= res["ci"][1]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_points(df: pd.DataFrame, ablation: Ablation, profile: str, default_runs: list[Run]
+                ) -> pd.DataFrame:
+    """Per protocol: the best grid point of ``profile``, the range of composite UF1 over the
+    grid, and that range beside the default's seed standard deviation."""
+    sd = default_spread(default_runs)
+    rows = []
+    for proto in metrics.PROTOCOLS:
+        sel = df[(df["profile"] == profile) & (df["protocol"] == proto)]
+        if sel.empty:
+            continue
+        best = sel.loc[sel["Full UF1"].idxmax()]
+        span = sel["Full UF1"].max() - sel["Full UF1"].min()
+        s = sd[proto]["full"]["uf1"]
+        rows.append({"protocol": proto, "best grid point": best[ablation.setting],
+                     "best Full UF1": best["Full UF1"], "range over the grid": span,
+                     "seed sd of the default": s,
+                     "range / seed sd": span / s if s > 0 else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile: str,
+             seeds) -> str:
+    """A notebook's closing verdict, as Markdown, computed from its table and comparisons."""
+    mine = df[(df["profile"] == profile) & df["source"].str.startswith("measured")]
+    rng = {p: (mine[mine["protocol"] == p]["Full UF1"].min(),
+               mine[mine["protocol"] == p]["Full UF1"].max()) for p in metrics.PROTOCOLS}
+    def point(i):  # a grid point in the paper's units, with the profile's own setting
+        label, cfg = mine.loc[i, ablation.setting], mine.loc[i, "config"]
+        return label if profile == "paper" else f"{label} ({cfg})"
+
+    best = {p: point(mine[mine["protocol"] == p]["Full UF1"].idxmax()) for p in metrics.PROTOCOLS}
+    cited = df[df["source"].str.startswith("cited")]["Full UF1"]
+    lines = [f"All measured rows come from the **{profile}** profile (each grid point seed "
+             f"{seeds[0]}; the default also seeds {', '.join(map(str, seeds))}); grid points are "
+             "named in the paper's units."]
+    paper_part = (f" (the paper's stated values, oracle: {cited.min():.3f}-{cited.max():.3f})"
+                  if len(cited) > 1 else "")
+    lines.append(f"Composite UF1 over the grid: oracle {rng['oracle'][0]:.3f}-"
+                 f"{rng['oracle'][1]:.3f}{paper_part}; honest {rng['honest'][0]:.3f}-"
+                 f"{rng['honest'][1]:.3f}. The best point is {best['honest']} under the honest "
+                 f"protocol and {best['oracle']} under the oracle.")
+    if len(versus):
+        sep = {p: versus.loc[~versus[f"{p}: CI holds 0"], ablation.setting].tolist()
+               for p in metrics.PROTOCOLS}
+        lines.append(
+            f"Against the default on the same subjects (paired bootstrap, 95 %), "
+            f"{len(sep['honest'])} of {len(versus)} grid points differ under the honest protocol"
+            + (f" ({', '.join(sep['honest'])})" if sep["honest"] else "")
+            + f" and {len(sep['oracle'])} under the oracle"
+            + (f" ({', '.join(sep['oracle'])})" if sep["oracle"] else "")
+            + "; every other difference is within what the 68 subjects can resolve.")
+    other = df[(df["profile"] != profile) & df["source"].str.startswith("measured")]
+    for p in other["profile"].unique():
+        o = other[other["profile"] == p]
+        pts = ", ".join(
+            f"{v}: honest {o[(o[ablation.setting] == v) & (o.protocol == 'honest')]['Full UF1'].iloc[0]:.3f}, "
+            f"oracle {o[(o[ablation.setting] == v) & (o.protocol == 'oracle')]['Full UF1'].iloc[0]:.3f}"
+            for v in o[ablation.setting].unique())
+        lines.append(f"The {p} profile (the paper's model size) has stored runs at {pts}.")
+    return " ".join(lines)
+
+
 def default_spread(runs: list[Run]) -> dict:
     """Standard deviation over seeds of each score: ``{protocol: {group: {uf1, uar}}}``."""
     if len(runs) < 2:

@@ -88,9 +88,24 @@ class Composite:
         return len(self.table)
 
 
+REPOSITORY_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def resolve_root(root: Path | str | None = None) -> Path:
+    """The release folder: ``root`` if given, else ``$HTNET_DATA``, else the repository's
+    ``data/`` (where ``htnet data fetch`` puts it). The one rule for the CLI, the notebooks
+    (whichever folder they run in) and the library."""
+    if root:
+        return Path(root)
+    if os.environ.get("HTNET_DATA"):
+        return Path(os.environ["HTNET_DATA"])
+    return REPOSITORY_DATA
+
+
 def default_root() -> Path:
-    """``$HTNET_DATA`` if set, else ``./data``."""
-    return Path(os.environ.get("HTNET_DATA") or "data")
+    """:func:`resolve_root` without an argument: ``$HTNET_DATA``, else the repository's
+    ``data/``."""
+    return resolve_root()
 
 
 def _complete_image(path: Path, *, other_formats: bool = False) -> bytes:

@@ -20,6 +20,7 @@ from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
 PROTOCOLS = ("honest", "oracle")
 GROUPS = ("full", "smic", "casme2", "samm")
+KEY = ["dataset", "subject", "sample"]  # identifies a sample in every predictions table
 
 
 def uf1(y_true, y_pred) -> float:
@@ -76,6 +77,41 @@ def scores(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
+def _as_list(tables) -> list[pd.DataFrame]:
+    return [tables] if isinstance(tables, pd.DataFrame) else list(tables)
+
+
+def align(tables: list[pd.DataFrame], columns: list[str]):
+    """The first table's samples, and ``columns[i]`` of ``tables[i]`` in the first table's order.
+
+    Rows are matched on :data:`KEY` (dataset, subject, sample), so tables of several runs may
+    list their samples in any order; the first table's order is kept (it fixes the order of
+    subjects, hence the bootstrap's draws). Returns the first table's key and label columns
+    (index reset) and one array per table. A table that holds a sample twice, misses one, has
+    one the first lacks, or labels one differently is a ``ValueError`` naming that sample.
+    """
+    base = tables[0][KEY + ["label"]].reset_index(drop=True)
+    index = pd.MultiIndex.from_frame(base[KEY])
+    out = []
+    for i, (t, col) in enumerate(zip(tables, columns)):
+        t = t.set_index(KEY)
+        if t.index.has_duplicates:
+            raise ValueError(f"table {i} holds sample {t.index[t.index.duplicated()][0]} twice")
+        missing = index.difference(t.index, sort=False)
+        extra = t.index.difference(index, sort=False)
+        if len(missing) or len(extra):
+            where = (f"table {i} lacks sample {missing[0]}" if len(missing)
+                     else f"table {i} has sample {extra[0]}, which table 0 lacks")
+            raise ValueError(f"the runs compared do not hold the same samples: {where}")
+        t = t.reindex(index)
+        differ = t["label"].to_numpy() != base["label"].to_numpy()
+        if differ.any():
+            raise ValueError(f"table {i} labels sample {index[differ.argmax()]} differently "
+                             f"from table 0")
+        out.append(t[col].to_numpy())
+    return base, out
+
+
 def _resample_counts(subjects, n_boot: int, seed: int):
     """Subject ids, and how often each is drawn in each of ``n_boot`` resamples (n_boot, S).
 
@@ -116,14 +152,14 @@ def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
     """Percentile intervals of UF1 and UAR, resampling subjects with replacement.
 
     ``tables`` is one predictions table or a list of them over the same samples (runs with
-    different seeds); with several, each resample's metric is the mean over the runs, so the
-    interval is that of the seed-averaged score.
+    different seeds), in any row order (see :func:`align`); with several, each resample's metric
+    is the mean over the runs, so the interval is that of the seed-averaged score.
     """
-    tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
-    subjects = tables[0]["subject"].to_numpy()
+    tables = _as_list(tables)
+    base, preds = align(tables, [column] * len(tables))
+    subjects, y = base["subject"].to_numpy(), base["label"].to_numpy()
     ids, counts = _resample_counts(subjects, n_boot, seed)
-    y = tables[0]["label"].to_numpy()
-    per_run = [_resampled_scores(y, t[column].to_numpy(), subjects, ids, counts) for t in tables]
+    per_run = [_resampled_scores(y, p, subjects, ids, counts) for p in preds]
     out = {}
     for m in ("uf1", "uar"):
         stats = np.mean([r[m] for r in per_run], axis=0)
@@ -160,20 +196,13 @@ def paired_bootstrap(tables_a, col_a: str, tables_b, col_b: str, *, metric: str 
     """Difference a - b of a metric between two models on the same samples, subject-resampled.
 
     ``tables_a`` and ``tables_b`` are predictions tables or lists of them (seeds; the metric is
-    averaged over each list). Returns the observed difference, its 95 % interval and the
-    fraction of resamples where the difference is <= 0 (a one-sided bootstrap p-value for
-    "a is better").
+    averaged over each list), aligned by sample with :func:`align` (its errors number the
+    tables of ``tables_a``, then those of ``tables_b``). Returns the observed difference, its
+    95 % interval and the fraction of resamples where the difference is <= 0 (a one-sided
+    bootstrap p-value for "a is better").
     """
-    as_list = lambda t: [t] if isinstance(t, pd.DataFrame) else list(t)  # noqa: E731
-    tables_a, tables_b = as_list(tables_a), as_list(tables_b)
-    key = ["dataset", "subject", "sample"]
-    base = tables_a[0][key + ["label"]].reset_index(drop=True)
-    aligned = []
-    for t, col in [(t, col_a) for t in tables_a] + [(t, col_b) for t in tables_b]:
-        m = base.merge(t[key + [col]], on=key, how="left", validate="one_to_one")
-        if m[col].isna().any() or len(t) != len(base):
-            raise ValueError("the runs compared do not hold the same samples")
-        aligned.append(m[col].to_numpy())
+    tables_a, tables_b = _as_list(tables_a), _as_list(tables_b)
+    base, aligned = align(tables_a + tables_b, [col_a] * len(tables_a) + [col_b] * len(tables_b))
     pa, pb = aligned[:len(tables_a)], aligned[len(tables_a):]
     fn = {"uf1": uf1, "uar": uar}[metric]
     y = base["label"].to_numpy()

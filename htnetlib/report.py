@@ -193,3 +193,13 @@ def save_table(df: pd.DataFrame, name: str, results_dir, **prov) -> Path:
     text = f"{provenance(**prov)}\n\n{markdown(df)}"
     atomic_write(base.with_suffix(".md"), lambda p: p.write_text(text))
     return base.with_suffix(".md")
+
+
+def save_findings(text: str, name: str, results_dir) -> Path:
+    """Write a notebook's computed "What we found" text to ``<results_dir>/findings/<name>.md``
+    (the README quotes these files, so its prose is the notebooks' own numbers)."""
+    from .train import atomic_write
+
+    path = Path(results_dir) / "findings" / f"{name}.md"
+    atomic_write(path, lambda p: p.write_text(text.strip() + "\n"))
+    return path

@@ -24,7 +24,8 @@ smooth, and exactly zero away from the action-unit regions.  ``amplitude`` is th
 displacement of a bump in pixels (at any image size).
 
 Public functions: :func:`astronaut_face`, :func:`face_landmarks`, :func:`au_field`,
-:func:`random_smooth_field`, :func:`warp`, :func:`make_pair`, :func:`make_sequence`.
+:func:`random_smooth_field`, :func:`warp`, :func:`make_pair`, :func:`ramp`,
+:func:`make_sequence`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "LABELS",
+    "PROFILES",
     "Pair",
     "Sequence",
     "astronaut_face",
@@ -45,6 +47,7 @@ __all__ = [
     "make_pair",
     "make_sequence",
     "random_smooth_field",
+    "ramp",
     "warp",
 ]
 
@@ -228,17 +231,30 @@ def make_pair(
     return Pair(_add_noise(onset, noise, rng), _add_noise(apex, noise, rng), flow, label)
 
 
-def ramp(n_frames: int, apex: int) -> np.ndarray:
+#: Expression time profiles offered by :func:`ramp` and :func:`make_sequence`.
+PROFILES = ("symmetric", "asymmetric")
+
+
+def ramp(n_frames: int, apex: int, profile: str = "symmetric") -> np.ndarray:
     """Fraction of the apex displacement per frame: 0 at frame 0, 1 at ``apex``, 0 at the end.
 
-    Raised-cosine rise sin^2(pi/2 k/apex) up to the apex and cos^2 fall to the last frame
-    (the last frame stays at 1 when the apex is the last frame).
+    Both profiles rise as the raised cosine sin^2(pi/2 k/apex) up to the apex.  After it,
+    with t = (k - apex) / (n_frames - 1 - apex) running from 0 to 1:
+
+    * ``"symmetric"`` falls as cos^2(pi/2 t);
+    * ``"asymmetric"`` falls as cos(pi/2 t), a slower decay that stays above the symmetric
+      one everywhere and is twice as flat next to the apex (together with an early apex,
+      see :func:`make_sequence`, the fast-rise/slow-decay shape of many micro-expressions).
+
+    The last frame stays at 1 when the apex is the last frame.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     k = np.arange(n_frames, dtype=np.float64)
     w = np.sin(0.5 * np.pi * np.minimum(k, apex) / apex) ** 2
     if apex < n_frames - 1:
-        fall = (k - apex) / (n_frames - 1 - apex)
-        w = np.where(k > apex, np.cos(0.5 * np.pi * fall) ** 2, w)
+        fall = np.cos(0.5 * np.pi * (k - apex) / (n_frames - 1 - apex))
+        w = np.where(k > apex, fall**2 if profile == "symmetric" else fall, w)
     return w
 
 
@@ -250,22 +266,35 @@ def make_sequence(
     noise: float = 1.0,
     size: int = 224,
     amplitude: float = 1.5,
+    profile: str = "symmetric",
 ) -> Sequence:
     """A sequence onset -> apex -> back to neutral, with sensor noise on every frame.
 
-    Frame k shows the face moved by ``ramp(n_frames, apex)[k] * flow`` (see :func:`ramp`),
-    plus independent Gaussian noise of standard deviation ``noise`` grey levels.  ``apex``
-    None draws it uniformly from [n_frames // 4, 3 * n_frames // 4] with the seed.
+    Frame k shows the face moved by ``ramp(n_frames, apex, profile)[k] * flow`` (see
+    :func:`ramp`), plus independent Gaussian noise of standard deviation ``noise`` grey
+    levels.  The motion sits at the action units of ``label`` (brows, mouth corners, jaw:
+    inside the eye and mouth ROIs of :func:`htnetlib.flow.roi_boxes`), each bump peaking at
+    ``amplitude`` times its gain (see :func:`au_field`) pixels in the apex frame.
+
+    ``apex`` None draws it with the seed, uniformly from [n_frames // 4, 3 * n_frames // 4]
+    for the symmetric profile and from [n_frames // 6, n_frames // 3] (fast rise, a decay
+    two to five times longer) for the asymmetric one.
     """
     if n_frames < 2:
         raise ValueError(f"a sequence needs at least 2 frames, got n_frames={n_frames}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     rng = np.random.default_rng(seed)
     if apex is None:
-        apex = int(rng.integers(max(1, n_frames // 4), max(2, 3 * n_frames // 4 + 1)))
+        if profile == "symmetric":
+            lo, hi = n_frames // 4, 3 * n_frames // 4
+        else:
+            lo, hi = n_frames // 6, n_frames // 3
+        apex = int(rng.integers(max(1, lo), max(2, hi + 1)))
     if not 1 <= apex < n_frames:
         raise ValueError(f"apex must lie in 1..{n_frames - 1}, got {apex}")
     face = astronaut_face(size)
     flow = au_field(label, size, amplitude, rng)
-    weights = ramp(n_frames, apex)
+    weights = ramp(n_frames, apex, profile)
     frames = [_add_noise(warp(face, flow * np.float32(w)), noise, rng) for w in weights]
     return Sequence(frames, int(apex), flow, label, weights.astype(np.float32))

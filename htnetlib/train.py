@@ -16,9 +16,15 @@ A run lives in ``<runs>/<run-id>/``::
     metrics.json     UF1 and UAR of both protocols for full, smic, casme2, samm
 
 Finished folds are stored in ``folds/`` as they complete, each file written atomically, so a
-killed run resumes where it stopped and ends with the same predictions; ``folds/`` is removed
-once the run is assembled. The run id is derived from the configuration, the data and the seed,
-so a notebook finds a stored run instead of training again.
+killed run resumes where it stopped and ends with the same predictions; a damaged fold file is
+set aside (``NN.npz.corrupt``) and trained again. Assembly writes config.json last, with
+``n_folds``: a run counts as finished only then, so a kill during assembly means the next call
+assembles again; ``folds/`` is removed after it. One process at a time trains a run: others wait
+on its ``.lock`` file, which is removed when the run is done. The run id is derived from the
+configuration, the data and the seed, so a notebook finds a stored run instead of training
+again. config.json records a re-runnable ``htnet train`` command, the data folder's name (not
+its path) and, for a dirty git tree, the changed files; :func:`load_run` reads a run back and
+raises :class:`RunError` for a folder that is missing, unfinished or damaged.
 """
 
 from __future__ import annotations
@@ -28,11 +34,15 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +53,8 @@ from torch import nn
 
 from . import metrics
 from .config import (BASELINES, PROFILES, Config, ConfigError, FoldResult,  # noqa: F401
-                     TrainingError, profile_config)
-from .data import Composite
+                     TrainingError, check_seed, profile_config)
+from .data import Composite, DataError
 from .model import build_model
 
 
@@ -174,17 +184,27 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
+def _git(*args: str) -> str | None:
+    """The output of ``git ARGS`` run in the package's folder; None outside a git checkout."""
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_dirty_files() -> list[str]:
+    """Tracked files that differ from the commit, as ``git status`` names them ([] if none)."""
+    out = _git("status", "--porcelain", "--untracked-files=no") or ""
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def git_commit() -> str:
     """The project's commit, with ``+dirty`` if the working tree differs; ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    head = _git("rev-parse", "HEAD")
+    if head is None:
         return "unknown"
+    return head.strip() + ("+dirty" if git_dirty_files() else "")
 
 
 def versions() -> dict:
@@ -202,9 +222,189 @@ def device_name(device: torch.device) -> str:
            f"{os.cpu_count()} cores)"
 
 
+def train_command(config: Config, seed: int, profile: str | None) -> str:
+    """The ``htnet train`` command line that trains this run again.
+
+    Every field that differs from the profile's configuration for the model becomes a
+    ``--set KEY=VALUE``. A run without a profile (``custom``) is written against the ``paper``
+    profile, whose configuration is :class:`Config`'s defaults: the same training, stored under
+    a ``paper`` run id.
+    """
+    base_profile = profile if profile in PROFILES else "paper"
+    base = profile_config(base_profile, config.model).to_dict()
+    args = ["htnet", "train", "--profile", base_profile, "--model", config.model,
+            "--seed", str(seed)]
+    for key, value in config.to_dict().items():
+        if value != base[key]:
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            args += ["--set", f"{key}={text}"]
+    return shlex.join(args)
+
+
+class RunError(DataError):
+    """A run folder that is missing, unfinished or damaged; the message names the file."""
+
+
+RUN_FILES = ("config.json", "predictions.csv", "epochs.npz", "metrics.json")
+PREDICTION_COLUMNS = ["dataset", "subject", "sample", "label", "honest", "oracle"]
+FOLD_KEYS = ("subject", "pred", "train_loss", "train_acc", "test_acc", "seconds")
+LOCK_NAME = ".lock"
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; :class:`RunError` if the file is missing or damaged."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise RunError(f"{path}: not readable as JSON ({_why(exc)})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: holds a JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict:
+    """The arrays ``keys`` (every array if None) of an ``.npz`` file, read into memory.
+
+    :class:`RunError` if the file is missing, damaged or lacks one of them.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as npz:
+            missing = [k for k in keys or () if k not in npz.files]
+            if missing:
+                raise RunError(f"{path}: lacks {', '.join(missing)}")
+            return {k: npz[k] for k in (keys or npz.files)}
+    except RunError:
+        raise
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise RunError(f"{path}: not a readable .npz file ({_why(exc)})") from None
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A run's predictions.csv; :class:`RunError` if it is missing, damaged or lacks a column."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"subject": str, "sample": str})
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:  # ValueError: pandas' parser and empty-file errors
+        raise RunError(f"{path}: not a readable CSV file ({_why(exc)})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing:
+        raise RunError(f"{path}: lacks column(s) {', '.join(missing)}")
+    return table
+
+
+def finished_meta(run_dir: Path) -> dict:
+    """The config.json of a finished run.
+
+    :class:`RunError` if it is missing, damaged, or was written before the run finished (it
+    lacks ``n_folds``, which :func:`assemble` adds in its last write).
+    """
+    path = Path(run_dir) / "config.json"
+    meta = read_json(path)
+    if "n_folds" not in meta:
+        raise RunError(f"{path}: the run is not finished (no n_folds); train it again to "
+                       "finish it")
+    return meta
+
+
 def is_complete(run_dir: Path) -> bool:
-    return all((Path(run_dir) / f).is_file()
-               for f in ("config.json", "predictions.csv", "epochs.npz", "metrics.json"))
+    """Whether ``run_dir`` is a finished run: its four files exist and config.json, written last
+    by :func:`assemble`, is the final one (it holds ``n_folds``)."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / f).is_file() for f in RUN_FILES):
+        return False
+    try:
+        finished_meta(run_dir)
+    except RunError:
+        return False
+    return True
+
+
+def fold_problem(path: Path, subject: str, epochs: int, n_test: int) -> str | None:
+    """What makes a stored fold file unusable for this fold (one line), or None if it is fine."""
+    try:
+        f = read_npz(path, FOLD_KEYS)
+    except RunError as exc:
+        return str(exc)
+    if str(f["subject"]) != subject:
+        return f"{path}: holds subject {f['subject']}, expected {subject}"
+    if f["pred"].shape != (epochs, n_test):
+        return f"{path}: predictions of shape {f['pred'].shape}, expected {(epochs, n_test)}"
+    for key in ("train_loss", "train_acc", "test_acc"):
+        if f[key].shape != (epochs,):
+            return f"{path}: {key} of shape {f[key].shape}, expected ({epochs},)"
+    return None
+
+
+def _stored_fold_ok(job: dict) -> bool:
+    """Whether ``job``'s fold is stored and usable.
+
+    A damaged file is moved aside (``NN.npz.corrupt``) with a one-line warning on stderr, so the
+    fold is trained again.
+    """
+    path = job["path"]
+    if not path.is_file():
+        return False
+    problem = fold_problem(path, job["subject"], job["config"].epochs, len(job["y_test"]))
+    if problem is None:
+        return True
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    print(f"warning: {problem}; moved to {path.name}.corrupt, training the fold again",
+          file=sys.stderr, flush=True)
+    return False
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold the lock of one run, so one process at a time trains or assembles it.
+
+    The lock is ``fcntl.flock`` on ``<run_dir>/.lock``. A second process says once that it
+    waits, then blocks until the first is done. The file is removed on release, so a finished
+    run holds only its four files; a waiter left holding the removed file retries on the new
+    one. Without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(run_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    said = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(f"{Path(run_dir).name}: another process is training this run; waiting for "
+                      "it to finish", file=sys.stderr, flush=True)
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path | str = "results/runs",
@@ -226,35 +426,68 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
 
     ``auto`` picks ``grouped`` for HTNet on CUDA and ``loop`` otherwise. Every fold is seeded on
     its own, so neither the trainer nor the order folds finish in changes what a fold computes.
+
+    The configuration and seed are checked before any folder is made (:class:`ConfigError`).
+    Training holds the run's lock (:func:`run_lock`): a second process on the same run waits and
+    then reuses the finished run. Stored folds are checked before they are kept; a damaged one
+    is set aside and trained again.
     """
+    config.check()
+    seed = check_seed(seed)
     fingerprint = data_fingerprint(data)
     rid = run_id(config, seed, fingerprint, profile)
     run_dir = Path(runs_dir) / rid
-    if retrain and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if is_complete(run_dir):
-        return run_dir
+    finished = is_complete(run_dir) and not retrain
+    if finished and not any((run_dir / name).exists() for name in ("folds", LOCK_NAME)):
+        return run_dir  # a finished run is read without taking the lock
     allowed = os.environ.get("HTNET_TRAIN_PROFILES")
-    if allowed and (profile or "custom") not in allowed.split(","):
+    if not finished and allowed and (profile or "custom") not in allowed.split(","):
         raise TrainingError(f"run {rid} is not stored under {runs_dir}, and training the "
                             f"{profile!r} profile is switched off here "
                             f"(HTNET_TRAIN_PROFILES={allowed})")
+    with run_lock(run_dir):
+        return _train_run(data, config, seed, fingerprint, run_dir, profile=profile,
+                          device=device, retrain=retrain, workers=workers, threads=threads,
+                          trainer=trainer, progress=progress)
+
+
+def _train_run(data: Composite, config: Config, seed: int, fingerprint: str, run_dir: Path, *,
+               profile: str | None, device: str | None, retrain: bool, workers: int,
+               threads: int | None, trainer: str, progress: bool) -> Path:
+    """The body of :func:`run_loso`, run while holding the run's lock."""
+    rid = run_dir.name
+    if retrain:  # remove everything but the lock we hold
+        for path in run_dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != LOCK_NAME:
+                path.unlink()
+    if is_complete(run_dir):
+        # finished by another process, or killed after its final config.json was written
+        shutil.rmtree(run_dir / "folds", ignore_errors=True)
+        return run_dir
     dev = pick_device(device)
     if trainer == "auto":
         trainer = "grouped" if dev.type == "cuda" and config.model == "htnet" else "loop"
     if trainer not in ("loop", "grouped"):
         raise ValueError(f"unknown trainer {trainer!r}; expected auto, loop or grouped")
-    meta = {"run_id": rid, "profile": profile, "seed": seed, "config": config.to_dict(),
-            "data_fingerprint": fingerprint, "data_root": str(data.root),
+    meta = {"run_id": rid, "profile": profile, "seed": seed, "config": config.stored_dict(),
+            "data_fingerprint": fingerprint, "data_root": Path(data.root).resolve().name,
             "git_commit": git_commit(), "device": device_name(dev), "versions": versions(),
-            "command": " ".join(sys.argv), "trainer": trainer, "workers": workers,
-            "threads": threads}
+            "command": train_command(config, seed, profile), "trainer": trainer,
+            "workers": workers, "threads": threads}
+    dirty = git_dirty_files()
+    if dirty:
+        meta["git_dirty_files"] = dirty
+    manifest = getattr(data, "manifest_status", None)
+    if manifest is not None:
+        meta["data_manifest"] = manifest
     write_json(run_dir / "config.json", meta)
 
     folds = fold_subjects(data, config)
-    # finished folds of an interrupted run are kept
+    # finished folds of an interrupted run are kept; a damaged one is set aside and retrained
     jobs = [j for j in fold_jobs(data, config, seed, run_dir / "folds", dev)
-            if not j["path"].is_file()]
+            if not _stored_fold_ok(j)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -297,15 +530,14 @@ def _train_jobs(jobs: list[dict], trainer: str, dev: torch.device, workers: int,
                 threads: int | None, progress: bool):
     """Train and store every job; yield the number of folds finished at each step."""
     if trainer == "grouped":
-        from .parallel import group_size, train_group
+        from .parallel import train_groups
 
         if threads and dev.type == "cpu":
             torch.set_num_threads(threads)
-        size = group_size(jobs[0]["config"], dev, len(jobs)) if jobs else 1
-        for lo in range(0, len(jobs), size):
-            group = jobs[lo:lo + size]
-            for job, res in zip(group, train_group(group[0]["config"], group, device=dev,
-                                                   progress=progress)):
+        # groups sized by a dry run on a GPU, halved on out-of-memory; each stored as it ends
+        for group, results in train_groups(jobs[0]["config"] if jobs else None, jobs,
+                                           device=dev, progress=progress):
+            for job, res in zip(group, results):
                 _save_fold(job["path"], job["subject"], res)
             yield len(group)
         return
@@ -336,13 +568,19 @@ def _fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
 
 
 def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | None = None) -> None:
-    """Join the finished folds into predictions.csv, epochs.npz and metrics.json."""
+    """Join the finished folds into predictions.csv, epochs.npz and metrics.json.
+
+    Each file is written atomically, and the final config.json (with ``n_folds``, which
+    :func:`is_complete` requires) last: a run killed before that step is assembled again by the
+    next :func:`run_loso`, never reused half-written. ``folds/`` is removed after it.
+    """
     run_dir = Path(run_dir)
     table = data.table
     held = table[table["subject"].isin(folds)]
     order = held.index.to_numpy()  # rows of the predictions, in table order
     position = {row: i for i, row in enumerate(order)}
-    fold_files = [np.load(run_dir / "folds" / f"{k:02d}.npz") for k in range(len(folds))]
+    fold_files = [read_npz(run_dir / "folds" / f"{k:02d}.npz", FOLD_KEYS)
+                  for k in range(len(folds))]
     n_epochs = fold_files[0]["pred"].shape[0]
     pred = np.empty((n_epochs, len(order)), dtype=np.int8)
     for k, subject in enumerate(folds):
@@ -364,7 +602,7 @@ def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | Non
     atomic_write(run_dir / "predictions.csv", lambda p: out.to_csv(p, index=False))
     write_json(run_dir / "metrics.json",
                {proto: metrics.scores(out, proto) for proto in metrics.PROTOCOLS})
-    meta = json.loads((run_dir / "config.json").read_text())
+    meta = read_json(run_dir / "config.json")
     meta["train_seconds"] = round(seconds, 1)
     meta["n_samples"], meta["n_folds"], meta["epochs"] = len(out), len(folds), n_epochs
     meta.update(extra or {})
@@ -391,14 +629,22 @@ class Run:
 
 
 def load_run(run_dir: Path | str) -> Run:
-    """Read a finished run folder; a missing file is a clear error."""
+    """Read a finished run folder.
+
+    A folder that is not a run, a missing file, a damaged one, or a run that never finished is a
+    :class:`RunError` naming the folder or file and what is wrong.
+    """
     run_dir = Path(run_dir)
-    if not is_complete(run_dir):
-        missing = [f for f in ("config.json", "predictions.csv", "epochs.npz", "metrics.json")
-                   if not (run_dir / f).is_file()]
-        raise FileNotFoundError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
-    with np.load(run_dir / "epochs.npz") as npz:
-        epochs = {k: npz[k] for k in npz.files}
-    return Run(run_dir, json.loads((run_dir / "config.json").read_text()),
-               pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str, "sample": str}),
-               epochs, json.loads((run_dir / "metrics.json").read_text()))
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder")
+    missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise RunError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
+    meta = finished_meta(run_dir)
+    predictions = read_predictions(run_dir / "predictions.csv")
+    epochs = read_npz(run_dir / "epochs.npz")
+    shape = getattr(epochs.get("pred"), "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] != len(predictions):
+        raise RunError(f"{run_dir / 'epochs.npz'}: pred (shape {shape}) does not hold one "
+                       f"column per row of predictions.csv ({len(predictions)})")
+    return Run(run_dir, meta, predictions, epochs, read_json(run_dir / "metrics.json"))

@@ -115,3 +115,61 @@ def test_vectorised_bootstrap_equals_resampling_with_sklearn():
         assert counts[b].sum() == len(ids)
         assert fast["uf1"][b] == pytest.approx(metrics.uf1(y[idx], pred[idx]), abs=1e-12)
         assert fast["uar"][b] == pytest.approx(metrics.uar(y[idx], pred[idx]), abs=1e-12)
+
+
+def seeds_of_one_model():
+    """Three predictions tables over the same samples and labels (seeds of one model)."""
+    a = table(12, seed=4)
+    rng = np.random.default_rng(9)
+    b = a.assign(pred=np.where(rng.random(len(a)) < 0.5, a["label"], rng.integers(0, 3, len(a))))
+    c = a.assign(pred=np.where(rng.random(len(a)) < 0.3, a["label"], rng.integers(0, 3, len(a))))
+    return a, b, c
+
+
+def test_bootstrap_numbers_of_aligned_tables_are_unchanged():
+    # the values the functions returned before they aligned tables by sample
+    a, b, c = seeds_of_one_model()
+    assert metrics.bootstrap_ci([a, b], "pred", n_boot=200, seed=1) == {
+        "uf1": (0.5556300407559039, 0.7408573393590996),
+        "uar": (0.5868581697986732, 0.761030425328026)}
+    assert metrics.bootstrap_ci(c, "pred", n_boot=200, seed=1) == {
+        "uf1": (0.2054548755841859, 0.41845428088075154),
+        "uar": (0.21189542483660131, 0.42599192109060535)}
+    assert metrics.paired_bootstrap([a, b], "pred", c, "pred", n_boot=200, seed=2) == {
+        "diff": 0.33858722976370037, "ci": (0.21973677208207804, 0.46335129613226217),
+        "p_le_zero": 0.0}
+    assert metrics.paired_bootstrap(a, "pred", c, "pred", metric="uar", n_boot=200, seed=2) == {
+        "diff": 0.46388888888888885, "ci": (0.31422602262133154, 0.6453290343915343),
+        "p_le_zero": 0.0}
+
+
+def test_bootstrap_aligns_a_shuffled_seed_by_sample():
+    a, b, c = seeds_of_one_model()
+    shuffled = b.sample(frac=1, random_state=0)
+    assert not (shuffled["pred"].to_numpy() == b["pred"].to_numpy()).all()  # rows did move
+    assert (metrics.bootstrap_ci([a, shuffled, c], "pred", n_boot=200)
+            == metrics.bootstrap_ci([a, b, c], "pred", n_boot=200))
+    assert (metrics.paired_bootstrap([a, shuffled], "pred", c.iloc[::-1], "pred", n_boot=200)
+            == metrics.paired_bootstrap([a, b], "pred", c, "pred", n_boot=200))
+    # the first table fixes the order: any index it carries is irrelevant
+    assert (metrics.bootstrap_ci([a.set_index(a.index + 100), b], "pred", n_boot=50)
+            == metrics.bootstrap_ci([a, b], "pred", n_boot=50))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.iloc[1:], r"table 1 lacks sample \('smic', 's0', 'x0'\)"),
+    (lambda t: t.iloc[:-1].assign(sample=lambda d: d["sample"].replace({"x0": "y0"})),
+     r"table 1 lacks sample \('smic', 's0', 'x0'\)"),
+    (lambda t: pd.concat([t, t.iloc[:1].assign(sample="new")]),
+     r"table 1 has sample \('smic', 's0', 'new'\), which table 0 lacks"),
+    (lambda t: pd.concat([t.iloc[:-1], t.iloc[:1]]),
+     r"table 1 holds sample \('smic', 's0', 'x0'\) twice"),
+    (lambda t: t.assign(label=np.where(np.arange(len(t)) == 5, (t["label"] + 1) % 3, t["label"])),
+     r"table 1 labels sample \('casme2', 's1', 'x1'\) differently"),
+])
+def test_tables_of_other_samples_are_an_error_naming_the_sample(change, message):
+    a, b, _ = seeds_of_one_model()
+    with pytest.raises(ValueError, match=message):
+        metrics.bootstrap_ci([a, change(b)], "pred", n_boot=10)
+    with pytest.raises(ValueError, match=message):
+        metrics.paired_bootstrap(a, "pred", change(b), "pred", n_boot=10)

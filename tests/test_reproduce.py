@@ -134,3 +134,26 @@ def test_a_failed_notebook_leaves_the_output_as_it_was(tmp_path):
     good = _notebook(tmp_path / "good.ipynb", "y = x * 2")
     reproduce.execute(good, out, {"x": 2}, cwd=tmp_path)
     assert "y = x * 2" in out.read_text()
+
+
+def test_defaults_inject_nothing_and_a_second_run_changes_nothing(tmp_path):
+    src = _notebook(tmp_path / "nb.ipynb", "import sys\nprint('out')\n"
+                    "print('noise', file=sys.stderr)\nprint(x)")
+    out = tmp_path / "out.ipynb"
+    reproduce.execute(src, out, {"x": 1}, cwd=tmp_path)  # x = 1 is the default
+    text = out.read_text()
+    nb = json.loads(text)
+    assert not any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+    assert "papermill" not in nb["metadata"]
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert ["".join(o["text"]) for o in outputs] == ["out\n1\n"]  # stderr dropped
+    assert str(tmp_path) not in text and "start_time" not in text
+    reproduce.execute(out, out, {"x": 1}, cwd=tmp_path)
+    assert out.read_text() == text
+    reproduce.execute(out, out, {"x": 5}, cwd=tmp_path)
+    nb = json.loads(out.read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and injected[0]["id"] == "injected-parameters"
+    assert nb["metadata"]["papermill"] == {"parameters": {"x": 5}}
+    reproduce.execute(out, out, {"x": 1}, cwd=tmp_path)
+    assert out.read_text() == text

@@ -134,3 +134,26 @@ def test_make_sequence_reproducible_and_random_apex_in_range():
         synthetic.make_sequence(1, n_frames=8, apex=8)
     with pytest.raises(ValueError, match="frames"):
         synthetic.make_sequence(1, n_frames=1)
+
+
+def test_ramp_profiles_rise_alike_and_the_asymmetric_one_decays_slower():
+    sym, asym = synthetic.ramp(16, 5), synthetic.ramp(16, 5, "asymmetric")
+    np.testing.assert_array_equal(sym[:6], asym[:6])  # the same rise up to the apex
+    assert sym[0] == asym[0] == 0 and sym[5] == asym[5] == 1
+    assert sym[-1] == pytest.approx(0) and asym[-1] == pytest.approx(0)
+    assert np.all(asym[6:-1] > sym[6:-1]) and np.all(np.diff(asym[5:]) < 0)
+    # twice as flat next to the apex: 1 - w one frame after it halves
+    assert 1 - asym[6] == pytest.approx((1 - sym[6]) / 2, rel=0.01)
+    np.testing.assert_array_equal(synthetic.ramp(6, 5, "asymmetric"), synthetic.ramp(6, 5))
+    with pytest.raises(ValueError, match="profile"):
+        synthetic.ramp(16, 5, "linear")
+
+
+def test_make_sequence_asymmetric_profile_has_an_early_apex():
+    apexes = [synthetic.make_sequence(0, n_frames=30, seed=s, noise=0.0, size=32,
+                                      profile="asymmetric").apex for s in range(6)]
+    assert all(5 <= a <= 10 for a in apexes)  # [n // 6, n // 3]: the decay is the longer part
+    seq = synthetic.make_sequence(2, n_frames=12, apex=3, seed=1, size=32, profile="asymmetric")
+    np.testing.assert_allclose(seq.weights, synthetic.ramp(12, 3, "asymmetric"), rtol=1e-6)
+    with pytest.raises(ValueError, match="profile"):
+        synthetic.make_sequence(0, n_frames=8, profile="fast")

@@ -66,10 +66,12 @@ def test_workers_give_the_same_predictions(synthetic, tmp_path):
     np.testing.assert_array_equal(one.epochs["pred"], two.epochs["pred"])
 
 
-def test_nan_loss_names_fold_and_epoch(synthetic, tmp_path):
-    cfg = dataclasses.replace(TINY, input_scale=float("nan"))
+def test_nan_loss_names_fold_and_epoch(synthetic, tmp_path, monkeypatch):
+    # a NaN input_scale is now refused up front (ConfigError), so the NaN comes in with the data
+    inputs = train.model_inputs
+    monkeypatch.setattr(train, "model_inputs", lambda data, cfg: inputs(data, cfg) * np.nan)
     with pytest.raises(TrainingError, match=r"fold 1/3 \(subject \w+\): loss is nan at epoch 1"):
-        run_loso(synthetic, cfg, runs_dir=tmp_path, progress=False)
+        run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False)
 
 
 def test_permuted_labels_change_training(synthetic, tmp_path):
@@ -118,7 +120,7 @@ def test_profiles():
 
 def test_load_run_reports_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="missing predictions.csv, epochs.npz"):
+    with pytest.raises(train.RunError, match="missing predictions.csv, epochs.npz"):
         load_run(tmp_path)
 
 

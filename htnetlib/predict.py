@@ -1,0 +1,640 @@
+"""From two frames to a prediction: fit one HTNet on the whole release, store it, predict.
+
+``htnet fit`` trains **one** network on every sample of the release with a profile's fixed
+schedule (section 4.2: Adam, cross-entropy, the profile's epochs; the final epoch is kept and no
+label of any held-out subject is looked at, because there is none). It is the loop of
+:func:`htnetlib.train.train_fold` without a test fold (:func:`train_network`; a test checks that
+both give the same network). The model folder holds::
+
+    model.safetensors   the weights (safetensors, never pickle)
+    model.json          configuration, profile, seed, data fingerprint, class names, the input
+                        convention, the weights' SHA-256, library versions, git commit
+
+The weights are written first and model.json last, each atomically; model.json records the
+weights' SHA-256, so a folder whose two files do not belong together is refused on loading.
+Fitted models are derived from the licensed release: they live outside the repository's tracked
+files (default ``.cache/models/<profile>-s<seed>-<fingerprint>``, git-ignored).
+
+``htnet predict`` and :class:`Model` take the path of section 3.1 with the library's own steps:
+
+1. MTCNN face crop of onset and apex, 224x224 (:func:`htnetlib.flow.crop_face`, as
+   ``htnet preprocess`` does);
+2. optical flow from onset to apex (eq. 2; Farneback as section 4.2 names it) and optical
+   strain (eq. 3);
+3. the 28x28 (u, v, strain) map, stored as the release stores it: :func:`htnetlib.flow.flow_map`
+   reversed to (strain, v, u), the order ``cv2.imread`` gives for the release's PNGs and the
+   array the models are trained on;
+4. MTCNN landmarks on the apex face and the four regions tiled into a mosaic (sections 3.1 and
+   4.2; :mod:`htnetlib.regions`), in the regions mode the model was trained with;
+5. the network (sections 3.2 and 3.3) on raw 0..255 values times ``input_scale``; softmax.
+
+``--flow MAP.png`` starts at step 3 with a release-style map. The four regions are placed by
+landmarks of the *apex face*, which a flow map does not contain, so for a model trained with
+regions ``official`` or ``corrected`` ``--flow`` needs ``--apex FACE`` (the apex face the map was
+computed from, e.g. the release's ``combined_datasets_whole/<imagename>``); without it the
+command stops with a one-line error. Only a ``regions=whole`` model reads a map alone.
+
+The release's maps were computed with TV-L1 optical flow on real faces; a map made here uses
+Farneback (or DIS), so frames-to-prediction sees inputs of a somewhat different kind than the
+training maps (:func:`htnetlib.flow.optical_flow`).
+
+Errors a user can cause are one line: :class:`htnetlib.data.DataError` for a bad file, image or
+model folder (naming it), :class:`htnetlib.config.ConfigError` for bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from . import flow, regions, train
+from .config import PROFILES, Config, ConfigError, TrainingError, apply_overrides, check_seed
+from .data import (LABELS, Composite, DataError, load_composite, read_flow, read_image,
+                   sha256)
+from .model import build_model
+from .preprocess import FACE_SIZE, MAP_SIZE
+
+FORMAT = "htnet-model/1"
+WEIGHTS, META = "model.safetensors", "model.json"
+CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
+REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
+            "weights")
+ROOT = Path(__file__).resolve().parent.parent
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def default_model_dir(profile: str, seed: int, fingerprint: str, config: Config | None = None
+                      ) -> Path:
+    """``<repo>/.cache/models/<profile>-s<seed>-<fingerprint>``, plus a configuration hash where
+    ``config`` differs from the profile's (git-ignored: fitted models stay out of the repo)."""
+    name = f"{profile}-s{seed}-{fingerprint}"
+    if config is not None and config != PROFILES[profile]:
+        blob = json.dumps(config.to_dict(), sort_keys=True).encode()
+        name += "-" + hashlib.sha256(blob).hexdigest()[:8]
+    return ROOT / ".cache" / "models" / name
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def train_network(config: Config, x: np.ndarray, y: np.ndarray, *, seed: int,
+                  device: str | torch.device | None = None, progress: bool = False
+                  ) -> tuple[nn.Module, dict]:
+    """Train a fresh network on ``(x, y)``; the network after the final epoch, on the CPU.
+
+    The same steps as :func:`htnetlib.train.train_fold` (seeding, Adam, cross-entropy, the
+    official unshuffled batches, permuted labels for the null model) without predicting a test
+    fold after each epoch, which changes nothing the network computes.
+    """
+    dev = train.pick_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if config.permute_labels:
+        y = rng.permutation(y)
+    network = build_model(config).to(dev)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    xs = torch.from_numpy(x).to(dev)
+    ys = torch.from_numpy(np.array(y, dtype=np.int64)).to(dev)
+    n, bs = len(xs), config.batch_size
+    epochs = range(config.epochs)
+    if progress:
+        from tqdm.auto import tqdm
+        epochs = tqdm(epochs, desc="fit", unit="epoch", leave=False)
+    start = time.perf_counter()
+    for epoch in epochs:
+        network.train()
+        order = rng.permutation(n) if config.shuffle else np.arange(n)
+        total, correct = 0.0, 0
+        for lo in range(0, n, bs):
+            idx = torch.from_numpy(order[lo:lo + bs]).to(dev)
+            xb, yb = xs[idx], ys[idx]
+            optimizer.zero_grad(set_to_none=True)
+            logits = network(xb)
+            loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"fit: loss is {loss.item()} at epoch {epoch + 1}")
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+    history = {"final_train_loss": round(total / n, 6), "final_train_acc": round(correct / n, 6),
+               "seconds": round(time.perf_counter() - start, 2), "device": train.device_name(dev)}
+    return network.cpu().eval(), history
+
+
+def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None = None,
+        device: str | None = None, progress: bool = False) -> "Model":
+    """One network trained on every sample of ``data`` (final epoch), with its model.json."""
+    config.check()
+    seed = check_seed(seed)
+    if config.model == "logreg":
+        raise ConfigError("model=logreg has no network to fit; fit htnet or ststnet")
+    x = train.model_inputs(data, config)
+    y = data.table["label"].to_numpy()
+    network, history = train_network(config, x, y, seed=seed, device=device, progress=progress)
+    counts = {LABELS[k]: int((y == k).sum()) for k in LABELS}
+    meta = {
+        "format": FORMAT, "model": config.model, "profile": profile, "seed": seed,
+        "config": config.to_dict(), "data_fingerprint": train.data_fingerprint(data),
+        "data_root": Path(data.root).resolve().name, "data_manifest": data.manifest_status,
+        "n_samples": len(y), "class_counts": counts,
+        "classes": {str(k): name for k, name in LABELS.items()},
+        "input": input_convention(config),
+        "training": {"epochs": config.epochs, "schedule": "every sample, final epoch", **history},
+        "versions": {**train.versions(), "safetensors": _safetensors_version()},
+        "git_commit": train.git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return Model(network, meta)
+
+
+def input_convention(config: Config) -> dict:
+    """What the network reads: model.json's ``input`` block."""
+    return {"map_size": MAP_SIZE, "channels": list(CHANNELS),
+            "channel_note": "the release PNGs hold (u, v, strain) as RGB; cv2.imread gives "
+                            "(strain, v, u), the order the network was trained on",
+            "value_range": [0, 255], "input_scale": config.input_scale,
+            "regions": config.regions, "image_size": config.image_size,
+            "face_size": FACE_SIZE, "landmarks": "MTCNN on the apex face (htnetlib.regions)"}
+
+
+def _safetensors_version() -> str:
+    import safetensors
+
+    return safetensors.__version__
+
+
+def fitted_model(data: Composite, profile: str, seed: int = 0, *,
+                 model_dir: Path | str | None = None, config: Config | None = None,
+                 device: str | None = None, refit: bool = False, progress: bool = False
+                 ) -> tuple["Model", bool]:
+    """The model of ``profile`` (or ``config``) and ``seed`` on ``data``: read from
+    ``model_dir`` where a valid one of the same configuration, seed and data is stored there,
+    else fitted and saved there. Returns the model and whether it was fitted now."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    seed = check_seed(seed)
+    config = (config or PROFILES[profile]).check()
+    fingerprint = train.data_fingerprint(data)
+    folder = Path(model_dir) if model_dir else default_model_dir(profile, seed, fingerprint,
+                                                                  config)
+    check_out_dir(folder)
+    if not refit and (folder / META).is_file():
+        try:
+            model = Model.load(folder)
+        except (DataError, ConfigError) as exc:
+            print(f"note: {exc}; fitting again", file=sys.stderr)
+        else:
+            if (model.meta["config"] == config.to_dict() and model.meta["seed"] == seed
+                    and model.meta["data_fingerprint"] == fingerprint):
+                return model, False
+    model = fit(data, config, seed=seed, profile=profile, device=device, progress=progress)
+    model.save(folder)
+    return model, True
+
+
+def check_out_dir(folder: Path) -> None:
+    """ConfigError where ``folder`` is a file, or lies inside this repository without being
+    git-ignored: models derived from the licensed release must never be committed."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is a file, not a folder")
+    try:
+        inside = folder.resolve().is_relative_to(ROOT) and (ROOT / ".git").exists()
+    except OSError:
+        inside = False
+    if inside:
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(folder.resolve())], cwd=ROOT,
+                                 capture_output=True).returncode == 0
+        if not ignored:
+            raise ConfigError(f"--out {folder} lies inside the repository and is not "
+                              "git-ignored; a fitted model is derived from the licensed release "
+                              "and must stay out of it (default: .cache/models/...)")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_frame(path: Path | str) -> np.ndarray:
+    """An image file as BGR uint8 (PNG and JPEG checked for truncation); DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        return read_image(path)
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: not an image OpenCV can decode")
+    return image
+
+
+def as_image(image, what: str) -> np.ndarray:
+    """``image`` (a file path, or a uint8 grey or BGR array) as a BGR uint8 array."""
+    if isinstance(image, (str, Path)):
+        return read_frame(image)
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise DataError(f"{what}: image must be uint8, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise DataError(f"{what}: image must be grey (H, W) or BGR (H, W, 3), got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def check_map(map28, what: str = "flow map") -> np.ndarray:
+    """A flow map as the release stores it: 28x28x3 uint8, channels (strain, v, u)."""
+    if isinstance(map28, (str, Path)):
+        return read_flow(map28, MAP_SIZE)
+    a = np.asarray(map28)
+    if a.shape != (MAP_SIZE, MAP_SIZE, 3) or a.dtype != np.uint8:
+        raise DataError(f"{what}: {'x'.join(map(str, a.shape))} {a.dtype}, expected "
+                        f"{MAP_SIZE}x{MAP_SIZE}x3 uint8 (channels strain, v, u)")
+    return a
+
+
+def sequence_files(folder: Path | str) -> list[Path]:
+    """The image files of a frame folder in frame order (numbers in names compared as numbers)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such frame folder")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
+    if len(files) < 2:
+        raise DataError(f"{folder}: {len(files)} image file(s) ({', '.join(FRAME_SUFFIXES)}); "
+                        "a sequence needs at least 2 frames")
+    natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+    return sorted(files, key=natural)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class Model:
+    """A fitted network and its model.json (:attr:`meta`): what it reads and how it was made.
+
+    Images are OpenCV arrays (BGR or grey uint8) or file paths. Every ``predict*`` returns the
+    three class probabilities (negative, positive, surprise); with ``return_maps`` also a dict
+    of the intermediate pictures.
+    """
+
+    def __init__(self, network: nn.Module, meta: dict, path: Path | None = None):
+        self.network = network.eval()
+        self.meta = meta
+        self.config = Config.from_dict(meta["config"])
+        self.path = path
+
+    @property
+    def classes(self) -> list[str]:
+        return [self.meta["classes"][str(k)] for k in range(len(self.meta["classes"]))]
+
+    def __repr__(self) -> str:
+        return (f"Model({self.path or 'not saved'}: {self.config.model}, profile "
+                f"{self.meta.get('profile')}, seed {self.meta['seed']}, regions "
+                f"{self.config.regions}, data {self.meta['data_fingerprint']})")
+
+    # ----------------------------------------------------------------------- store
+
+    def save(self, folder: Path | str) -> Path:
+        """Write model.safetensors, then model.json (with the weights' SHA-256), atomically."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        check_out_dir(folder)
+        if folder.is_dir():
+            foreign = [p.name for p in folder.iterdir() if p.name not in (WEIGHTS, META)
+                       and not p.name.startswith(".")]
+            if foreign:
+                raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
+                                  "choose a new or empty folder for the model")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        train.atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p),
+                                                                 metadata={"format": "pt"}))
+        self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
+        train.write_json(folder / META, self.meta)
+        self.path = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "Model":
+        """Read a model folder, checking everything; one-line errors naming the file:
+
+        DataError for a missing folder or file, model.json that is not JSON or lacks a field,
+        weights that safetensors cannot read, weights whose names or shapes do not fit the
+        configuration (strict), or whose SHA-256 is not model.json's record; ConfigError for
+        a configuration that is invalid or does not build.
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such model folder (make one with htnet fit)")
+        meta_path, weights_path = folder / META, folder / WEIGHTS
+        meta = _read_meta(meta_path)
+        config = _meta_config(meta, meta_path)
+        try:
+            network = build_model(config)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{meta_path}: the configuration does not build ({exc})") from None
+        if not weights_path.is_file():
+            raise DataError(f"{weights_path}: missing")
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise DataError(f"{weights_path}: not a readable safetensors file ({why})") from None
+        problem = _state_problem(network, state)
+        if problem:
+            raise DataError(f"{weights_path}: does not fit the configuration in {META} "
+                            f"({problem})")
+        if sha256(weights_path) != meta["weights"].get("sha256"):
+            raise DataError(f"{weights_path}: SHA-256 differs from the one {META} records "
+                            "(the weights were replaced or damaged after fitting)")
+        network.load_state_dict(state, strict=True)
+        return cls(network, meta, folder)
+
+    # ----------------------------------------------------------------------- predict
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The network's logits (N, 3) of inputs (N, 3, S, S) as :func:`train.model_inputs`."""
+        with torch.no_grad():
+            return self.network(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+    def network_input(self, map28, apex=None) -> tuple[np.ndarray, dict]:
+        """The (S, S, 3) uint8 picture the network sees for one map, as
+        :func:`htnetlib.regions.region_inputs` builds it, and the landmarks used."""
+        config, mode = self.config, self.config.regions
+        size = config.image_size
+        m = check_map(map28)
+        if size != MAP_SIZE:
+            interp = cv2.INTER_AREA if size < MAP_SIZE else cv2.INTER_LINEAR
+            m = cv2.resize(m, (size, size), interpolation=interp)
+        if mode == "whole":
+            return m, {"landmarks": None, "landmarks_found": None, "centres": None}
+        if apex is None:
+            raise ConfigError(f"this model crops the map around landmarks of the apex face "
+                              f"(regions={mode}); give the apex face the map was computed from "
+                              "(--apex FACE), or use a model fitted with --set regions=whole")
+        lm = regions.image_landmarks(as_image(apex, "apex face"), mode)
+        centres = regions.crop_centres(lm, mode, size)
+        picture = regions.mosaic(m[None], centres)[0]
+        found = bool(lm.found[0])
+        return picture, {"landmarks": lm.points[0] if found else None, "landmarks_found": found,
+                         "centres": centres[0]}
+
+    def predict_map(self, map28, apex=None, *, return_maps: bool = False):
+        """Probabilities (3,) of a release-style 28x28 map (channels strain, v, u; a path or
+        an array). ``apex`` (the apex face) is needed unless the model's regions are whole."""
+        picture, extra = self.network_input(map28, apex)
+        x = np.ascontiguousarray(picture[None].transpose(0, 3, 1, 2), dtype=np.float32)
+        logits = self.logits(x * self.config.input_scale)[0]
+        probs = _softmax(logits)
+        if not return_maps:
+            return probs
+        return probs, {"map": check_map(map28), "input": picture, "logits": logits, **extra}
+
+    def predict(self, onset, apex, *, return_maps: bool = False, flow_method: str = "farneback"):
+        """Probabilities (3,) from an onset and an apex frame (section 3.1): face crop, flow,
+        strain, the 28x28 map, the four regions, the network. Maps: onset_face, apex_face
+        (BGR 224x224), flow (H, W, 2: u, v), strain, map (strain, v, u), input, landmarks."""
+        names = [str(f) if isinstance(f, (str, Path)) else w for f, w in
+                 ((onset, "onset"), (apex, "apex"))]
+        a, b = as_image(onset, names[0]), as_image(apex, names[1])
+        if a.shape != b.shape:
+            raise DataError(f"{names[1]}: {b.shape[1]}x{b.shape[0]} pixels, but the onset is "
+                            f"{a.shape[1]}x{a.shape[0]}")
+        try:
+            onset_face, apex_face = flow.crop_face(a, b, FACE_SIZE)
+        except DataError as exc:
+            raise DataError(f"{names[0]}: {exc}") from None
+        uv = flow.optical_flow(onset_face, apex_face, flow_method)
+        map28 = np.ascontiguousarray(flow.flow_to_map(uv, MAP_SIZE)[..., ::-1])
+        probs, maps = self.predict_map(map28, apex_face, return_maps=True)
+        if not return_maps:
+            return probs
+        return probs, {"onset_face": onset_face, "apex_face": apex_face, "flow": uv,
+                       "strain": flow.optical_strain(uv), **maps}
+
+    def predict_sequence(self, frames, *, return_maps: bool = False,
+                         apex_method: str = "lbp", flow_method: str = "farneback"):
+        """Probabilities (3,) of a frame sequence (frame 0 the onset): the apex is spotted by
+        :func:`htnetlib.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
+        Maps also hold ``apex_index``."""
+        frames = list(frames)
+        images = [as_image(f, f"frame {i}") for i, f in enumerate(frames)]
+        if len(images) < 2:
+            raise DataError(f"a sequence needs at least 2 frames, got {len(images)}")
+        for i, img in enumerate(images[1:], 1):
+            if img.shape != images[0].shape:
+                name = frames[i] if isinstance(frames[i], (str, Path)) else f"frame {i}"
+                raise DataError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels, but frame 0 is "
+                                f"{images[0].shape[1]}x{images[0].shape[0]}")
+        apex = flow.spot_apex(images, method=apex_method)
+        onset = frames[0] if isinstance(frames[0], (str, Path)) else images[0]
+        probs, maps = self.predict(onset, images[apex], return_maps=True,
+                                   flow_method=flow_method)
+        return (probs, {"apex_index": apex, **maps}) if return_maps else probs
+
+
+def _read_meta(path: Path) -> dict:
+    """model.json as a dict with every required field; DataError naming the file otherwise."""
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (not a model folder; make one with htnet fit)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not readable as JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: holds a JSON {type(meta).__name__}, expected an object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
+    if meta["format"] != FORMAT:
+        raise DataError(f"{path}: format {meta['format']!r}, this version reads {FORMAT!r}")
+    if meta["classes"] != {str(k): v for k, v in LABELS.items()}:
+        raise DataError(f"{path}: classes {meta['classes']}, expected "
+                        f"{ {str(k): v for k, v in LABELS.items()} }")
+    if not isinstance(meta["weights"], dict) or not isinstance(meta["input"], dict):
+        raise DataError(f"{path}: fields weights and input must be objects")
+    return meta
+
+
+def _meta_config(meta: dict, path: Path) -> Config:
+    """The checked configuration of model.json, agreeing with its input convention."""
+    try:
+        config = Config.from_dict(meta["config"])
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path}: config is not a configuration ({exc})") from None
+    problems = config.problems()
+    if problems:
+        raise ConfigError(f"{path}: invalid configuration: {'; '.join(problems)}")
+    if config.model == "logreg":
+        raise ConfigError(f"{path}: model=logreg has no network")
+    expected = input_convention(config)
+    for key in ("map_size", "channels", "input_scale", "regions", "image_size"):
+        if meta["input"].get(key) != expected[key]:
+            raise DataError(f"{path}: input.{key} is {meta['input'].get(key)!r}, expected "
+                            f"{expected[key]!r} for this configuration")
+    return config
+
+
+def _state_problem(network: nn.Module, state: dict) -> str | None:
+    """What keeps ``state`` from loading strictly into ``network`` (one line), or None."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+    return "; ".join(parts) or None
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _device(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {text!r} is not a device; use cpu, cuda, cuda:N or mps") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {text}: CUDA is not available on this machine")
+    return text
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``htnet fit``: --profile, --seed, --out, --data, --device, --set, --refit."""
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                        help="the configuration and schedule to fit (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**31 - 1 (default 0)")
+    parser.add_argument("--out", type=Path, help="model folder (default: .cache/models/"
+                        "<profile>-s<seed>-<data fingerprint> in the repository, git-ignored)")
+    parser.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first "
+                        "available)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set regions=whole")
+    parser.add_argument("--refit", action="store_true",
+                        help="fit again even if --out holds this model")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``htnet fit``: check the arguments, load the release, fit (or reuse), print the folder."""
+    seed = check_seed(args.seed)
+    config = apply_overrides(PROFILES[args.profile], args.set or [])
+    device = _device(args.device)
+    if args.out is not None:
+        check_out_dir(args.out)
+    data = load_composite(args.data)
+    model, fitted = fitted_model(data, args.profile, seed, model_dir=args.out, config=config,
+                                 device=device, refit=args.refit)
+    t = model.meta["training"]
+    what = (f"fitted in {t['seconds']} s on {t['device']}" if fitted
+            else "already fitted, reused")
+    print(f"{model.path}\n{model.config.model} (profile {args.profile}, seed {seed}, regions "
+          f"{model.config.regions}) on all {model.meta['n_samples']} samples, {what}; final "
+          f"epoch {t['epochs']}: training loss {t['final_train_loss']:.4f}, training accuracy "
+          f"{t['final_train_acc']:.3f} (not an accuracy estimate: see htnet train)")
+    return 0
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """``htnet predict``: --model and one of --onset/--apex, --flow (+ --apex), --sequence."""
+    parser.add_argument("--model", required=True, type=Path, help="a folder made by htnet fit")
+    parser.add_argument("--onset", type=Path, help="onset frame (with --apex)")
+    parser.add_argument("--apex", type=Path,
+                        help="apex frame (with --onset); with --flow: the apex face the map was "
+                             "computed from, for the landmarks of the four regions")
+    parser.add_argument("--flow", type=Path, help="a 28x28 release-style flow map PNG "
+                        "(channels (u, v, strain) as RGB)")
+    parser.add_argument("--sequence", type=Path, help="a folder of frames, the first the onset; "
+                        "the apex is spotted (D&C-RoIs)")
+    parser.add_argument("--flow-method", choices=flow.FLOW_METHODS, default="farneback",
+                        help="optical flow from frames (default farneback, section 4.2)")
+    parser.add_argument("--apex-method", choices=flow.APEX_METHODS, default="lbp",
+                        help="apex spotting for --sequence (default lbp: D&C-RoIs, eq. 1)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _predict_input(args) -> str:
+    """Which input the arguments give: pair, flow or sequence; ConfigError otherwise."""
+    given = [k for k, v in (("--onset", args.onset), ("--flow", args.flow),
+                            ("--sequence", args.sequence)) if v is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --onset A --apex B, --flow MAP.png [--apex FACE] "
+                          f"or --sequence FOLDER (got {', '.join(given) or 'none'})")
+    if args.onset is not None and args.apex is None:
+        raise ConfigError("--onset needs --apex (the apex frame)")
+    if args.sequence is not None and args.apex is not None:
+        raise ConfigError("--sequence finds the apex itself; leave out --apex")
+    return {"--onset": "pair", "--flow": "flow", "--sequence": "sequence"}[given[0]]
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``htnet predict``: the class and the three probabilities (``--json``: as JSON)."""
+    kind = _predict_input(args)
+    model = Model.load(args.model)
+    out = {"model": str(args.model), "input": kind}
+    if kind == "pair":
+        probs, maps = model.predict(args.onset, args.apex, return_maps=True,
+                                    flow_method=args.flow_method)
+        out["files"] = {"onset": str(args.onset), "apex": str(args.apex)}
+    elif kind == "flow":
+        if args.apex is None and model.config.regions != "whole":
+            raise ConfigError(f"--flow needs --apex FACE for this model (regions="
+                              f"{model.config.regions}: the four regions are placed by landmarks "
+                              "of the apex face, which a flow map does not hold)")
+        probs, maps = model.predict_map(args.flow, args.apex, return_maps=True)
+        out["files"] = {"flow": str(args.flow), "apex": str(args.apex) if args.apex else None}
+    else:
+        files = sequence_files(args.sequence)
+        probs, maps = model.predict_sequence(files, return_maps=True,
+                                             apex_method=args.apex_method,
+                                             flow_method=args.flow_method)
+        apex = maps["apex_index"]
+        out["apex_frame"] = {"index": apex, "file": str(files[apex]), "frames": len(files)}
+    label = int(np.argmax(probs))
+    out.update({"class": model.classes[label], "label": label,
+                "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probs)},
+                "landmarks_found": maps["landmarks_found"]})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if kind == "sequence":
+        a = out["apex_frame"]
+        print(f"apex: frame {a['index']} of {a['frames']} ({Path(a['file']).name})")
+    if maps["landmarks_found"] is False:
+        print(f"note: MTCNN found no face for the landmarks ({model.config.regions} mode); "
+              "the fixed fallback landmarks were used, as in training")
+    print(f"prediction: {out['class']}")
+    for c, p in out["probabilities"].items():
+        print(f"  {c:9s} {p:.3f}")
+    return 0

@@ -1,0 +1,242 @@
+"""``htnet grid`` (htnetlib.grid): runs submitted as submitit jobs, requeued, resumed, summarised.
+
+Jobs run through submitit's LocalExecutor (one process per job), on the synthetic release with
+the ``smoke`` profile; the tests that interrupt a job use a smoke model with more epochs, so a
+fold takes long enough to interrupt the job in the middle of its run.
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+submitit = pytest.importorskip("submitit")
+
+from htnetlib import grid, plan, train  # noqa: E402
+from htnetlib.config import PROFILES, ConfigError  # noqa: E402
+from htnetlib.data import DataError  # noqa: E402
+
+SLOW = dataclasses.replace(PROFILES["smoke"], epochs=30)  # about 1 s of CPU per fold
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="htnet grid")
+    grid.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def local_executor(log_dir: Path):
+    # the time limit only guards against a hung test: each job here takes seconds
+    return grid.make_executor("local", log_dir, time_min=5)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same predictions and per-epoch curves (timings aside)."""
+    pd.testing.assert_frame_equal(train.read_predictions(a / "predictions.csv"),
+                                  train.read_predictions(b / "predictions.csv"))
+    ea, eb = train.read_npz(a / "epochs.npz"), train.read_npz(b / "epochs.npz")
+    assert sorted(ea) == sorted(eb)
+    for key in ea:
+        if key != "fold_seconds":
+            np.testing.assert_array_equal(ea[key], eb[key], err_msg=key)
+
+
+def stored_folds_in_log(log: str) -> list[int]:
+    """The number of folds each attempt of a job found stored, from its log."""
+    return [int(k) for k in re.findall(r"(\d+) of \d+ folds stored", log)]
+
+
+def job_process(log_dir: Path) -> int:
+    """The pid of the process running a local job of ``log_dir`` (submitit's
+    ``python -m submitit.core._submit <log_dir>``, a child of the job's controller)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in args and str(log_dir).encode() in args:
+            return int(proc.name)
+    raise AssertionError(f"no running job process of {log_dir}")
+
+
+def signal_after_first_fold(run_dir: Path, log_dir: Path, sig: int, report: dict) -> None:
+    """Once the run has stored a fold, send ``sig`` to the job training it (in a thread)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if list((run_dir / "folds").glob("[0-9][0-9].npz")):
+            os.kill(job_process(log_dir), sig)
+            report["sent"] = True
+            return
+        time.sleep(0.02)
+
+
+def launch_and_interrupt(task: grid.RunJob, log_dir: Path, sig: int) -> grid.Outcome:
+    """Launch ``task`` as a local job and send it ``sig`` once it has stored its first fold."""
+    report = {}
+    watcher = threading.Thread(target=signal_after_first_fold,
+                               args=(task.runs_dir / task.run_id, log_dir, sig, report))
+    watcher.start()
+    outcome = grid.launch(local_executor(log_dir), [task], poll_s=0.2)
+    watcher.join()
+    assert report.get("sent"), "the job finished before it could be interrupted"
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic, tmp_path_factory) -> Path:
+    """The SLOW run trained directly (``htnet train``'s run_loso), for comparison."""
+    return train.run_loso(synthetic, SLOW, seed=0, profile="smoke", progress=False,
+                          runs_dir=tmp_path_factory.mktemp("direct"))
+
+
+def slow_task(synthetic, synthetic_root, runs_dir: Path) -> grid.RunJob:
+    rid = train.run_id(SLOW, 0, train.data_fingerprint(synthetic), "smoke")
+    return grid.RunJob(synthetic_root, SLOW, 0, "smoke", runs_dir, rid, why="test")
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_root, tmp_path,
+                                                        capsys):
+    runs, logs = tmp_path / "runs", tmp_path / "logs"
+    code = grid.run(parse("--profile", "smoke", "--data", str(synthetic_root), "--out",
+                          str(runs), "--launcher", "local", "--limit", "1", "--log-dir",
+                          str(logs)))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    first = plan.make_plan(synthetic, "smoke", runs_dir=tmp_path / "none").needs[0]
+    assert f"finished {first.run_id}" in out
+    assert "summary: 1 finished, 0 failed, 0 left" in out
+    assert list(logs.glob("*_log.out")), "submitit keeps each job's log in --log-dir"
+    direct = train.run_loso(synthetic, first.config, seed=first.seed, profile="smoke",
+                            runs_dir=tmp_path / "direct", progress=False)
+    assert_same_run(runs / first.run_id, direct)
+
+    # the stored run is skipped, and now gives the dry run a CPU timing for HTNet
+    assert grid.run(parse("--profile", "smoke", "--data", str(synthetic_root), "--out",
+                          str(runs), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "31 runs needed by the notebooks, 1 stored" in out
+    jobs = [line for line in out.splitlines() if re.match(r"  \S+-smoke-s\d-", line)]
+    assert len(jobs) == 30 and not any(first.run_id in line for line in jobs)
+    assert any(re.search(r"\d+\.\d CPU-min  05 Table 2: HTNet", line) for line in jobs)
+    assert any("no timing" in line and line.split()[0].startswith("logreg") for line in jobs)
+    assert re.search(r"total: 30 jobs, at least \d+\.\d+ CPU-hours", out)
+    assert "nothing submitted" in out
+
+
+def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
+    assert grid.run(parse("--profile", "paper", "--data", str(real_root), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "paper: 31 runs needed by the notebooks" in out
+    jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d-", line)]
+    stored = int(re.search(r"(\d+) stored", out).group(1))
+    assert len(jobs) == 31 - stored
+    assert re.search(r"total: \d+ jobs, (at least )?\d+\.\d+ GPU-hours", out)
+    assert any("GPU-min" in line for line in jobs)
+
+
+# --------------------------------------------------------------------------- requeue and resume
+
+
+def test_preempted_job_is_requeued_and_resumes_from_its_folds(synthetic, synthetic_root,
+                                                              reference, tmp_path):
+    task = slow_task(synthetic, synthetic_root, tmp_path / "runs")
+    # USR2 is what Slurm (and the local launcher at the time limit) sends before stopping a
+    # job: submitit calls RunJob.checkpoint and starts the job again
+    outcome = launch_and_interrupt(task, tmp_path / "logs", signal.SIGUSR2)
+    assert outcome.ok, outcome.summary()
+    log = Path(str(outcome.ends[0].log).replace("_log.err", "_log.out")).read_text()
+    first, resumed = stored_folds_in_log(log)
+    assert first == 0 and 1 <= resumed < 3, log
+    assert_same_run(task.runs_dir / task.run_id, reference)
+
+
+def test_killed_job_resumes_when_the_grid_runs_again(synthetic, synthetic_root, reference,
+                                                     tmp_path):
+    task = slow_task(synthetic, synthetic_root, tmp_path / "runs")
+    killed = launch_and_interrupt(task, tmp_path / "logs", signal.SIGKILL)
+    (end,) = killed.ends
+    assert end.state == "failed" and "ended without a result" in end.error, killed.summary()
+    assert not train.is_complete(task.runs_dir / task.run_id)
+
+    again = grid.launch(local_executor(tmp_path / "logs2"), [task], poll_s=0.2)
+    assert again.ok, again.summary()
+    log = next((tmp_path / "logs2").glob("*_log.out")).read_text()
+    assert 1 <= stored_folds_in_log(log)[0] < 3, log
+    assert_same_run(task.runs_dir / task.run_id, reference)
+
+
+def test_job_of_a_stored_run_just_returns(synthetic_root, reference, capsys):
+    task = grid.RunJob(synthetic_root, SLOW, 0, "smoke", reference.parent, reference.name)
+    before = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    assert task() == reference.name
+    assert "already stored" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == before
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_summary_names_the_error_of_a_failed_job(tmp_path):
+    task = grid.RunJob(tmp_path / "no-release", SLOW, 0, "smoke", tmp_path / "runs",
+                       "htnet-smoke-s0-0000000000")
+    outcome = grid.launch(local_executor(tmp_path / "logs"), [task], poll_s=0.2)
+    assert not outcome.ok
+    (end,) = outcome.runs("failed")
+    assert end.error.startswith("htnetlib.data.DataError: data root ")
+    assert "no-release does not exist" in end.error
+    summary = outcome.summary()
+    assert "0 finished, 1 failed, 0 left" in summary
+    assert f"failed   {task.run_id}" in summary and end.error in summary
+    assert str(end.log) in summary and end.log.is_file()
+
+
+def test_job_refuses_other_data_than_planned(synthetic_root, tmp_path):
+    task = grid.RunJob(synthetic_root, SLOW, 0, "smoke", tmp_path, "htnet-smoke-s0-0000000000")
+    with pytest.raises(DataError, match="not the planned htnet-smoke-s0-0000000000"):
+        task()
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        parse("--profile", "smoke", "--slurm-args", "account")
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(DataError, match="does not exist"):
+        grid.run(parse("--profile", "smoke", "--data", str(tmp_path / "nothing"), "--dry-run"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="srun and sbatch are not on PATH"):
+        grid.make_executor("slurm", tmp_path / "logs")
+
+
+def test_slurm_jobs_ask_for_the_partition_gpus_time_and_requeue_signal(synthetic_root,
+                                                                       tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in {"srun": "exit 0",
+                       "sbatch": f'cp "$1" {tmp_path}/job.sh; echo "Submitted batch job 4242"'
+                       }.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    executor = grid.make_executor("slurm", tmp_path / "logs", time_min=20, gpus_per_job=1,
+                                  partition="gpu", slurm_args={"account": "proj"})
+    executor.update_parameters(name="htnet-paper-s0-abc")
+    job = executor.submit(grid.RunJob(synthetic_root, PROFILES["paper"], 0, "paper",
+                                      tmp_path / "runs"))
+    assert job.job_id == "4242"
+    script = (tmp_path / "job.sh").read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=20", "--signal=USR2@90",
+                 "--account=proj", "--cpus-per-task=1", "--job-name=htnet-paper-s0-abc"):
+        assert f"#SBATCH {line}\n" in script, script

@@ -1,0 +1,379 @@
+"""``htnet fit`` / ``htnet predict`` and :class:`htnetlib.predict.Model` (htnetlib/predict.py).
+
+A smoke model is fitted once on the synthetic release; the checks: the fit is train_fold's
+training, the model folder round-trips, damaged or mismatched folders are refused by name,
+``--flow`` equals the network on train.model_inputs, and every user error is one line.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from htnetlib import predict, train
+from htnetlib import synthetic as syn
+from htnetlib.config import PROFILES, ConfigError
+from htnetlib.data import LABELS, DataError
+from htnetlib.predict import META, WEIGHTS, Model
+
+
+def bgr(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(synthetic, tmp_path_factory) -> Path:
+    """A smoke model fitted once on the synthetic release."""
+    folder = tmp_path_factory.mktemp("models") / "smoke"
+    model, fitted = predict.fitted_model(synthetic, "smoke", 0, model_dir=folder)
+    assert fitted and model.path == folder
+    return folder
+
+
+@pytest.fixture(scope="module")
+def smoke_model(smoke_dir) -> Model:
+    return Model.load(smoke_dir)
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic surprise (brows up, jaw drop) on the astronaut face, as two PNG files."""
+    folder = tmp_path_factory.mktemp("pair")
+    pair = syn.make_pair(2, seed=0)
+    paths = folder / "onset.png", folder / "apex.png"
+    for path, image in zip(paths, (pair.onset, pair.apex)):
+        cv2.imwrite(str(path), bgr(image))
+    return paths
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_meta(folder: Path, change) -> None:
+    meta = json.loads((folder / META).read_text())
+    change(meta)
+    (folder / META).write_text(json.dumps(meta))
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def test_the_fit_is_train_folds_training(synthetic):
+    """train_network trains exactly what train_fold trains (same seed and data)."""
+    config = PROFILES["smoke"]
+    x = train.model_inputs(synthetic, config)
+    y = synthetic.table["label"].to_numpy()
+    res = train.train_fold(config, x, y, x[:5], y[:5], seed=7, device=torch.device("cpu"))
+    network, history = predict.train_network(config, x, y, seed=7, device="cpu")
+    with torch.no_grad():
+        logits = network(torch.from_numpy(x[:5])).numpy()
+    np.testing.assert_allclose(logits, res.logits, rtol=1e-5, atol=1e-6)
+    assert history["final_train_loss"] == pytest.approx(res.train_loss[-1], abs=1e-6)
+
+
+def test_model_json_records_what_the_model_reads(smoke_dir, synthetic):
+    meta = json.loads((smoke_dir / META).read_text())
+    assert meta["profile"] == "smoke" and meta["seed"] == 0
+    assert meta["config"] == PROFILES["smoke"].to_dict()
+    assert meta["data_fingerprint"] == train.data_fingerprint(synthetic)
+    assert meta["classes"] == {"0": "negative", "1": "positive", "2": "surprise"}
+    assert meta["input"]["channels"] == ["strain", "v", "u"]
+    assert meta["input"]["map_size"] == 28 and meta["input"]["value_range"] == [0, 255]
+    assert meta["input"]["regions"] == "official"
+    assert meta["n_samples"] == len(synthetic)
+    assert {"torch", "numpy", "safetensors"} <= set(meta["versions"])
+    assert meta["git_commit"]
+    assert meta["weights"]["sha256"] == predict.sha256(smoke_dir / WEIGHTS)
+    assert sorted(p.name for p in smoke_dir.iterdir()) == [META, WEIGHTS]
+
+
+def test_a_stored_model_is_reused_and_refit_on_request(synthetic, smoke_dir, tmp_path):
+    folder = copy_model(smoke_dir, tmp_path / "m")
+    _, fitted = predict.fitted_model(synthetic, "smoke", 0, model_dir=folder)
+    assert not fitted
+    _, fitted = predict.fitted_model(synthetic, "smoke", 1, model_dir=folder)
+    assert fitted  # another seed: fitted again into the folder
+    assert Model.load(folder).meta["seed"] == 1
+
+
+def test_fit_refuses_an_output_folder_with_other_files(synthetic, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="notes.txt"):
+        predict.fitted_model(synthetic, "smoke", 0, model_dir=tmp_path)
+
+
+def test_fit_refuses_a_tracked_folder_in_the_repository(synthetic):
+    inside = predict.ROOT / "results" / "a-model-that-must-not-exist"
+    with pytest.raises(ConfigError, match="not git-ignored"):
+        predict.fitted_model(synthetic, "smoke", 0, model_dir=inside)
+    assert not inside.exists()
+
+
+def test_the_default_folder_is_git_ignored():
+    folder = predict.default_model_dir("cpu", 0, "abc123")
+    assert folder == predict.ROOT / ".cache" / "models" / "cpu-s0-abc123"
+    predict.check_out_dir(folder)  # no error: .cache/ is ignored
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_runs_on_a_synthetic_pair(smoke_model):
+    pair = syn.make_pair(2, seed=0)
+    probs, maps = smoke_model.predict(bgr(pair.onset), bgr(pair.apex), return_maps=True)
+    assert probs.shape == (3,) and probs.sum() == pytest.approx(1.0)
+    assert maps["onset_face"].shape == maps["apex_face"].shape == (224, 224, 3)
+    assert maps["flow"].shape == (224, 224, 2) and maps["strain"].shape == (224, 224)
+    assert maps["map"].shape == maps["input"].shape == (28, 28, 3)
+    assert maps["map"].dtype == np.uint8
+    assert maps["landmarks_found"] is True and maps["centres"].shape == (4, 2)
+    # the map is the release's channel order: strain first, u last
+    from htnetlib.flow import flow_to_map
+    np.testing.assert_array_equal(maps["map"], flow_to_map(maps["flow"])[..., ::-1])
+    np.testing.assert_allclose(smoke_model.predict_map(maps["map"], maps["apex_face"]), probs)
+
+
+def test_save_and_load_give_identical_logits(smoke_model, synthetic, tmp_path):
+    x = train.model_inputs(synthetic, smoke_model.config)
+    again = Model.load(smoke_model.save(tmp_path / "copy"))
+    np.testing.assert_array_equal(again.logits(x), smoke_model.logits(x))
+    assert (tmp_path / "copy" / WEIGHTS).read_bytes()[:2] != b"PK"  # not a torch (zip) pickle
+
+
+@pytest.mark.parametrize("i", [0, 5, 13])
+def test_flow_input_equals_the_forward_pass_on_that_sample(smoke_model, synthetic, i):
+    root, row = synthetic.root, synthetic.table.iloc[i]
+    expected = predict._softmax(smoke_model.logits(train.model_inputs(synthetic,
+                                                                      smoke_model.config)[i:i + 1]))
+    got = smoke_model.predict_map(root / row.flow_path, root / row.apex_path)
+    np.testing.assert_allclose(got, expected[0], rtol=1e-6)
+
+
+def test_flow_input_equals_the_forward_pass_on_the_real_release(real):
+    """On the official release: a smoke network, --flow against train.model_inputs."""
+    model = predict.fit(real, dataclasses.replace(PROFILES["smoke"], epochs=1), profile="smoke")
+    x = train.model_inputs(real, model.config)
+    for i in (0, 200, 441):
+        row = real.table.iloc[i]
+        got = model.predict_map(real.root / row.flow_path, real.root / row.apex_path)
+        np.testing.assert_allclose(got, predict._softmax(model.logits(x[i:i + 1]))[0], rtol=1e-6)
+
+
+def test_a_sequence_finds_its_apex_and_predicts(smoke_model, tmp_path):
+    seq = syn.make_sequence(2, n_frames=11, apex=6, seed=1)
+    for k, frame in enumerate(seq.frames):
+        cv2.imwrite(str(tmp_path / f"frame{k + 1}.png"), bgr(frame))  # frame10 after frame9
+    files = predict.sequence_files(tmp_path)
+    assert [f.name for f in files][-3:] == ["frame9.png", "frame10.png", "frame11.png"]
+    probs, maps = smoke_model.predict_sequence(files, return_maps=True)
+    assert probs.shape == (3,) and abs(maps["apex_index"] - seq.apex) <= 2
+
+
+# --------------------------------------------------------------------------- damaged models
+
+
+def test_a_corrupt_weights_file_is_refused_by_name(smoke_dir, tmp_path):
+    folder = copy_model(smoke_dir, tmp_path / "m")
+    data = (folder / WEIGHTS).read_bytes()
+    (folder / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"model\.safetensors: not a readable safetensors file"):
+        Model.load(folder)
+    (folder / WEIGHTS).write_bytes(b"not a safetensors file at all")
+    with pytest.raises(DataError, match=r"model\.safetensors: not a readable safetensors"):
+        Model.load(folder)
+    damaged = bytearray(data)
+    damaged[-1] ^= 0xFF  # a tensor value, not the header: only the SHA-256 notices
+    (folder / WEIGHTS).write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match=r"model\.safetensors: SHA-256 differs"):
+        Model.load(folder)
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(DataError, match=r"model\.safetensors: missing"):
+        Model.load(folder)
+
+
+@pytest.mark.parametrize("change, error, shown", [
+    (lambda m: m["config"].update(dim=16), DataError,
+     r"model\.safetensors: does not fit the configuration in model\.json .*shape mismatch"),
+    (lambda m: m["config"].update(block_repeats=[1, 1, 2]), DataError,
+     r"model\.safetensors: .*tensor\(s\) missing"),
+    (lambda m: m["config"].update(heads=0), ConfigError, r"model\.json: invalid.*heads=0"),
+    (lambda m: m["config"].update(colour="blue"), ConfigError, r"model\.json: config is not"),
+    (lambda m: m["config"].update(regions="whole"), DataError, r"model\.json: input\.regions"),
+    (lambda m: m["input"].update(channels=["u", "v", "strain"]), DataError,
+     r"model\.json: input\.channels"),
+    (lambda m: m.pop("seed"), DataError, r"model\.json: missing field\(s\) seed"),
+    (lambda m: m.update(format="other/9"), DataError, r"model\.json: format"),
+])
+def test_a_mismatched_model_json_is_refused_by_name(smoke_dir, tmp_path, change, error, shown):
+    folder = copy_model(smoke_dir, tmp_path / "m")
+    edit_meta(folder, change)
+    with pytest.raises(error, match=shown) as info:
+        Model.load(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_json_that_is_not_json_is_refused(smoke_dir, tmp_path):
+    folder = copy_model(smoke_dir, tmp_path / "m")
+    (folder / META).write_text("{not json")
+    with pytest.raises(DataError, match=r"model\.json: not readable as JSON"):
+        Model.load(folder)
+    with pytest.raises(DataError, match="no such model folder"):
+        Model.load(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def htnet(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``htnet fit|predict ARGS`` through this module's parser functions, with htnet's one-line
+    error (``htnet: error: ...``, exit 2 for settings, 3 for data) where cli.py is not wired."""
+    parser = argparse.ArgumentParser(prog="htnet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    predict.add_fit_arguments(sub.add_parser("fit"))
+    predict.add_predict_arguments(sub.add_parser("predict"))
+    args = parser.parse_args(argv)
+    run = predict.run_fit if args.command == "fit" else predict.run_predict
+    try:
+        code = run(args)
+    except ConfigError as exc:
+        print(f"htnet: error: {exc}", file=sys.stderr)
+        code = 2
+    except DataError as exc:
+        print(f"htnet: error: {exc}", file=sys.stderr)
+        code = 3
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("htnet: error: "), err
+    return lines[0]
+
+
+def test_cli_fit_then_predict_a_pair(synthetic_root, tmp_path, pair_files, capsys):
+    out_dir = tmp_path / "model"
+    code, out, _ = htnet(["fit", "--profile", "smoke", "--data", str(synthetic_root),
+                          "--out", str(out_dir)], capsys)
+    assert code == 0 and str(out_dir) in out and "fitted in" in out
+    code, out, _ = htnet(["fit", "--profile", "smoke", "--data", str(synthetic_root),
+                          "--out", str(out_dir)], capsys)
+    assert code == 0 and "reused" in out
+    onset, apex = pair_files
+    code, out, _ = htnet(["predict", "--model", str(out_dir), "--onset", str(onset),
+                          "--apex", str(apex)], capsys)
+    assert code == 0 and out.startswith("prediction: ")
+    assert all(name in out for name in LABELS.values())
+    code, out, _ = htnet(["predict", "--model", str(out_dir), "--onset", str(onset),
+                          "--apex", str(apex), "--json"], capsys)
+    result = json.loads(out)
+    assert result["class"] == LABELS[result["label"]]
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cli_flow_json_equals_the_forward_pass(smoke_dir, smoke_model, synthetic, capsys):
+    row = synthetic.table.iloc[2]
+    code, out, _ = htnet(["predict", "--model", str(smoke_dir), "--json",
+                          "--flow", str(synthetic.root / row.flow_path),
+                          "--apex", str(synthetic.root / row.apex_path)], capsys)
+    assert code == 0
+    x = train.model_inputs(synthetic, smoke_model.config)[2:3]
+    expected = predict._softmax(smoke_model.logits(x))[0]
+    got = list(json.loads(out)["probabilities"].values())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad")
+    files = {"grey": folder / "grey.png", "map32": folder / "map32.png",
+             "map_grey": folder / "map_grey.png", "text": folder / "notes.png"}
+    cv2.imwrite(str(files["grey"]), np.full((224, 224, 3), 128, np.uint8))
+    cv2.imwrite(str(files["map32"]), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(files["map_grey"]), np.zeros((28, 28), np.uint8))
+    files["text"].write_text("not an image")
+    return files
+
+
+@pytest.mark.parametrize("args, code, shown", [
+    (lambda f, p: ["--onset", "missing.png", "--apex", str(p[1])], 3,
+     "missing.png: no such image file"),
+    (lambda f, p: ["--onset", str(f["text"]), "--apex", str(p[1])], 3,
+     "notes.png: not a PNG or JPEG file"),
+    (lambda f, p: ["--onset", str(f["grey"]), "--apex", str(f["grey"])], 3,
+     "grey.png: no face found in the onset frame"),
+    (lambda f, p: ["--flow", str(f["map32"]), "--apex", str(p[1])], 3,
+     "map32.png: flow map is 32x32x3 uint8, expected 28x28x3 uint8"),
+    (lambda f, p: ["--flow", str(f["map_grey"]), "--apex", str(p[1])], 3,
+     "map_grey.png: flow map is 28x28 uint8"),
+    (lambda f, p: ["--flow", str(f["map32"])], 2, "--flow needs --apex FACE"),
+    (lambda f, p: ["--onset", str(p[0])], 2, "--onset needs --apex"),
+    (lambda f, p: ["--onset", str(p[0]), "--apex", str(p[1]), "--flow", str(f["map32"])], 2,
+     "exactly one of"),
+    (lambda f, p: [], 2, "exactly one of"),
+    (lambda f, p: ["--sequence", str(f["grey"].parent / "none")], 3, "no such frame folder"),
+])
+def test_cli_errors_are_one_line(smoke_dir, bad_files, pair_files, capsys, args, code, shown):
+    got, out, err = htnet(["predict", "--model", str(smoke_dir), *args(bad_files, pair_files)],
+                          capsys)
+    assert got == code and out == ""
+    assert shown in one_error_line(err)
+
+
+def test_cli_error_for_a_folder_that_is_no_model(tmp_path, pair_files, capsys):
+    code, _, err = htnet(["predict", "--model", str(tmp_path), "--onset", str(pair_files[0]),
+                          "--apex", str(pair_files[1])], capsys)
+    assert code == 3 and f"{tmp_path / META}: missing" in one_error_line(err)
+
+
+def test_htnet_predict_through_cli_main(smoke_dir, bad_files, pair_files, capsys):
+    """The same errors through ``htnet`` itself, once cli.py wires fit and predict."""
+    from htnetlib import cli
+
+    try:
+        cli.build_parser().parse_args(["predict", "--model", "m", "--flow", "f"])
+    except SystemExit:
+        pytest.skip("htnet predict is not wired into htnetlib/cli.py yet")
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", str(smoke_dir), "--flow",
+                     str(bad_files["map32"]), "--apex", str(pair_files[1])]) == 3
+    assert "map32.png: flow map is 32x32x3" in one_error_line(capsys.readouterr().err)
+    assert cli.main(["predict", "--model", str(smoke_dir), "--onset", str(bad_files["grey"]),
+                     "--apex", str(bad_files["grey"])]) == 3
+    assert "no face found" in one_error_line(capsys.readouterr().err)
+    assert cli.main(["predict", "--model", str(smoke_dir), "--onset", str(pair_files[0]),
+                     "--apex", str(pair_files[1])]) == 0
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def test_a_cpu_model_predicts_a_pair_in_under_a_second(synthetic, tmp_path):
+    """Face crop, flow, strain, map, landmarks and the cpu-profile network: < 1 s per pair.
+
+    Timing needs an idle machine: skipped where the load exceeds the cores."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        pytest.skip(f"machine busy (load {load:.1f} on {cores} cores): timing not meaningful")
+    model = predict.fit(synthetic, PROFILES["cpu"], profile="cpu")
+    pair = syn.make_pair(1, seed=3)
+    onset, apex = bgr(pair.onset), bgr(pair.apex)
+    model.predict(onset, apex)  # warm-up: MTCNN's weights are loaded once per process
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.predict(onset, apex)
+        times.append(time.perf_counter() - start)
+    print(f"predict per pair: {min(times):.3f} s (best of 3), {np.median(times):.3f} s median")
+    assert np.median(times) < 1.0

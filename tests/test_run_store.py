@@ -1,0 +1,326 @@
+"""The run store's reliability: checked inputs, damaged files, completion, locking, provenance."""
+
+import dataclasses
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from htnetlib import train
+from htnetlib.config import ConfigError, apply_overrides, profile_config
+from htnetlib.data import DataError
+from htnetlib.train import Config, RunError, is_complete, load_run, run_id, run_loso
+
+TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/config.json"))
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic, tmp_path_factory):
+    """An uninterrupted smoke run of TINY, seed 0."""
+    return load_run(run_loso(synthetic, TINY, runs_dir=tmp_path_factory.mktemp("ref"),
+                             profile="smoke", progress=False))
+
+
+def count_training(monkeypatch) -> list:
+    """Record every fold trained from now on."""
+    calls, real = [], train.train_fold
+    monkeypatch.setattr(train, "train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+class Killed(Exception):
+    """Stands for the process being killed at that point."""
+
+
+def killed(*args, **kwargs):
+    raise Killed
+
+
+def interrupted_before_assembly(synthetic, runs_dir, monkeypatch) -> Path:
+    """A run whose folds are all stored but which was never assembled."""
+    with monkeypatch.context() as m:
+        m.setattr(train, "assemble", killed)
+        with pytest.raises(Killed):
+            run_loso(synthetic, TINY, runs_dir=runs_dir, profile="smoke", progress=False)
+    (run_dir,) = runs_dir.iterdir()
+    assert sorted(p.name for p in (run_dir / "folds").iterdir()) == ["00.npz", "01.npz",
+                                                                     "02.npz"]
+    return run_dir
+
+
+def assert_same_run(run, reference):
+    np.testing.assert_array_equal(run.epochs["pred"], reference.epochs["pred"])
+    pd.testing.assert_frame_equal(run.predictions, reference.predictions)
+    assert sorted(p.name for p in run.path.iterdir()) == sorted(train.RUN_FILES)
+    assert sorted(p.name for p in run.path.parent.iterdir()) == [run.path.name]  # no lock file
+
+
+# --------------------------------------------------------------------------- checked inputs
+
+
+@pytest.mark.parametrize("config, seed", [
+    (dataclasses.replace(TINY, dim=0), 0),
+    (dataclasses.replace(TINY, input_scale=float("nan")), 0),
+    (TINY, -1), (TINY, 1.5), (TINY, 2**31)],
+    ids=["dim=0", "input_scale=nan", "seed=-1", "seed=1.5", "seed=2**31"])
+def test_bad_config_or_seed_fails_before_any_folder(synthetic, tmp_path, config, seed):
+    with pytest.raises(ConfigError):
+        run_loso(synthetic, config, seed=seed, runs_dir=tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def _set_json(name, text):
+    return lambda d: (d / name).write_text(text)
+
+
+DAMAGE = {
+    "no folder": (lambda d: shutil.rmtree(d), "no such run folder"),
+    "empty folder": (lambda d: [p.unlink() for p in d.iterdir()], "missing config.json"),
+    "missing file": (lambda d: (d / "metrics.json").unlink(), "missing metrics.json"),
+    "unfinished": (lambda d: _set_json("config.json", '{"run_id": "x"}\n')(d),
+                   "config.json: the run is not finished"),
+    "bad config JSON": (_set_json("config.json", '{"run_id": '), "config.json: not readable"),
+    "config not an object": (_set_json("config.json", "[]"), "config.json: holds a JSON list"),
+    "bad metrics JSON": (_set_json("metrics.json", ""), "metrics.json: not readable"),
+    "garbage npz": (lambda d: (d / "epochs.npz").write_bytes(b"junk"), "epochs.npz: not a"),
+    "truncated npz": (lambda d: (d / "epochs.npz").write_bytes(
+        (d / "epochs.npz").read_bytes()[:300]), "epochs.npz: not a"),
+    "npz without pred": (lambda d: np.savez(d / "epochs.npz", epoch=np.arange(3)),
+                         r"epochs.npz: pred \(shape None\)"),
+    "empty CSV": (_set_json("predictions.csv", ""), "predictions.csv: not a readable CSV"),
+    "CSV without column": (lambda d: pd.read_csv(d / "predictions.csv").drop(
+        columns="oracle").to_csv(d / "predictions.csv", index=False),
+        "predictions.csv: lacks column"),
+    "short CSV": (lambda d: pd.read_csv(d / "predictions.csv")[:5].to_csv(
+        d / "predictions.csv", index=False), "does not hold one column per row"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_load_run_names_what_is_wrong(reference, tmp_path, case):
+    damage, message = DAMAGE[case]
+    run_dir = shutil.copytree(reference.path, tmp_path / reference.path.name)
+    damage(run_dir)
+    with pytest.raises(RunError, match=message) as err:
+        load_run(run_dir)
+    assert isinstance(err.value, DataError) and str(run_dir) in str(err.value)
+    assert "\n" not in str(err.value)
+    if case in ("no folder", "empty folder", "missing file", "unfinished", "bad config JSON"):
+        assert not is_complete(run_dir)  # run_loso trains or assembles such a run again
+
+
+# --------------------------------------------------------------------------- damaged folds
+
+
+def _other_subject(folds):
+    shutil.copy(folds / "00.npz", folds / "01.npz")
+
+
+def _fewer_epochs(folds):
+    with np.load(folds / "01.npz") as f:
+        arrays = {k: f[k] for k in train.FOLD_KEYS}
+    np.savez(folds / "01.npz", **{**arrays, "pred": arrays["pred"][:-1]})
+
+
+FOLD_DAMAGE = {
+    "empty": lambda folds: (folds / "01.npz").write_bytes(b""),
+    "truncated": lambda folds: (folds / "01.npz").write_bytes(
+        (folds / "01.npz").read_bytes()[:200]),
+    "other subject": _other_subject,
+    "fewer epochs": _fewer_epochs,
+}
+
+
+@pytest.mark.parametrize("case", FOLD_DAMAGE)
+def test_damaged_fold_is_set_aside_and_trained_again(synthetic, reference, tmp_path, monkeypatch,
+                                                     capsys, case):
+    run_dir = interrupted_before_assembly(synthetic, tmp_path, monkeypatch)
+    FOLD_DAMAGE[case](run_dir / "folds")
+    capsys.readouterr()
+    calls = count_training(monkeypatch)
+    assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
+                    progress=False) == run_dir
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "01.npz" in warning[0] and "01.npz.corrupt" in warning[0]
+    assert len(calls) == 1  # only the damaged fold was trained again
+    assert_same_run(load_run(run_dir), reference)
+
+
+# --------------------------------------------------------------------------- completion
+
+
+def test_interrupted_assembly_is_assembled_again(synthetic, reference, tmp_path, monkeypatch):
+    write_json = train.write_json
+
+    def killed_before_final_config(path, obj):
+        if Path(path).name == "config.json" and "n_folds" in obj:
+            raise Killed
+        write_json(path, obj)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "write_json", killed_before_final_config)
+        with pytest.raises(Killed):
+            run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)
+    (run_dir,) = tmp_path.iterdir()
+    assert all((run_dir / f).is_file() for f in train.RUN_FILES) and (run_dir / "folds").is_dir()
+    assert not is_complete(run_dir)
+    with pytest.raises(RunError, match="not finished"):
+        load_run(run_dir)
+    calls = count_training(monkeypatch)
+    assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
+                    progress=False) == run_dir
+    assert calls == []  # assembled from the stored folds
+    run = load_run(run_dir)
+    assert run.meta["n_folds"] == 3
+    assert_same_run(run, reference)
+
+
+def test_leftovers_of_a_finished_run_are_removed(reference, synthetic, tmp_path):
+    """Killed after the final config.json: folds/ and the lock file are left, and cleared."""
+    run_dir = shutil.copytree(reference.path, tmp_path / reference.path.name)
+    (run_dir / "folds").mkdir()
+    (run_dir / "folds" / "00.npz").write_bytes(b"")
+    (run_dir / ".lock").touch()
+    mtime = (run_dir / "metrics.json").stat().st_mtime_ns
+    assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
+                    progress=False) == run_dir
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(train.RUN_FILES)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_retrain_under_the_lock(reference, synthetic, tmp_path):
+    run_dir = shutil.copytree(reference.path, tmp_path / reference.path.name)
+    mtime = (run_dir / "metrics.json").stat().st_mtime_ns
+    run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", retrain=True, progress=False)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns != mtime
+    assert_same_run(load_run(run_dir), reference)
+
+
+# --------------------------------------------------------------------------- two trainers
+
+TRAINER = """
+import sys, time
+from pathlib import Path
+from htnetlib import train
+from htnetlib.data import load_composite
+
+root, runs, go = sys.argv[1:]
+calls, real = [], train.train_fold
+def held(*a, **k):
+    while not Path(go).exists():  # the first trainer holds the lock until the test says go
+        time.sleep(0.05)
+    calls.append(1)
+    return real(*a, **k)
+train.train_fold = held
+cfg = train.Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
+run = train.run_loso(load_composite(root), cfg, runs_dir=runs, profile="smoke", progress=False)
+print(run.name, len(calls))
+"""
+
+
+def _wait_for(condition, what, procs, seconds=120):
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline or any(p.poll() not in (None, 0) for p in procs):
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_two_trainers_on_one_run_train_it_once(synthetic_root, reference, tmp_path):
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    args = [sys.executable, "-c", TRAINER, str(synthetic_root), str(runs), str(go)]
+    errs = [tmp_path / "first.err", tmp_path / "second.err"]
+
+    def start(err):
+        with open(err, "w") as stderr:
+            return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+    first = start(errs[0])
+    # config.json is written under the lock: the first trainer holds it
+    _wait_for(lambda: list(runs.glob("*/config.json")), "the first trainer", [first])
+    second = start(errs[1])
+    _wait_for(lambda: "waiting" in errs[1].read_text(), "the second trainer to wait",
+              [first, second])
+    go.touch()
+    out = [p.communicate(timeout=300)[0].split() for p in (first, second)]
+    for p, err in zip((first, second), errs):
+        assert p.returncode == 0, err.read_text()
+    waited = errs[1].read_text().strip().splitlines()
+    assert len(waited) == 1 and "another process is training this run" in waited[0]
+    (run_dir,) = runs.iterdir()
+    assert out == [[run_dir.name, "3"], [run_dir.name, "0"]]  # the second reused the run
+    assert_same_run(load_run(run_dir), reference)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def rebuilt_config(command: str) -> tuple[Config, int, str]:
+    """The configuration, seed and profile an ``htnet train`` command line trains."""
+    from htnetlib.cli import build_parser
+
+    argv = shlex.split(command)
+    assert argv[:2] == ["htnet", "train"]
+    args = build_parser().parse_args(argv[1:])
+    config = apply_overrides(profile_config(args.profile, args.model), args.set or [])
+    return config, args.seed, args.profile
+
+
+def test_train_command_round_trips():
+    cfg = dataclasses.replace(profile_config("cpu", "ststnet"), block_repeats=(1, 2, 3),
+                              max_folds=None, shuffle=True, lr=1 / 3, regions="corrected")
+    command = train.train_command(cfg, 7, "cpu")
+    assert command.startswith("htnet train --profile cpu --model ststnet --seed 7 --set ")
+    assert rebuilt_config(command) == (cfg, 7, "cpu")
+    assert train.train_command(profile_config("smoke"), 0, "smoke") == \
+        "htnet train --profile smoke --model htnet --seed 0"
+    # a run without a profile is written against the paper profile (Config's defaults)
+    assert rebuilt_config(train.train_command(TINY, 3, None)) == (TINY, 3, "paper")
+
+
+@pytest.mark.parametrize("model", ["htnet", "logreg"])
+def test_new_run_records_portable_provenance(synthetic, synthetic_root, tmp_path, model):
+    cfg = TINY if model == "htnet" else profile_config("smoke", model)
+    meta = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, profile="smoke",
+                             progress=False)).meta
+    assert meta["data_root"] == synthetic_root.name
+    assert rebuilt_config(meta["command"]) == (cfg, 0, "smoke")
+    assert meta["config"] == cfg.stored_dict()
+    assert run_id(Config.from_dict(meta["config"]), meta["seed"], meta["data_fingerprint"],
+                  meta["profile"]) == meta["run_id"]
+    assert meta["git_commit"].endswith("+dirty") == bool(meta.get("git_dirty_files"))
+    if getattr(synthetic, "manifest_status", None) is not None:
+        assert meta["data_manifest"] == synthetic.manifest_status
+
+
+def test_dirty_tree_names_its_files(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "git_dirty_files", lambda: ["htnetlib/train.py"])
+    meta = load_run(run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False)).meta
+    assert meta["git_dirty_files"] == ["htnetlib/train.py"]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_run_is_complete_portable_and_keeps_its_id(path):
+    text = path.read_text()
+    meta = json.loads(text)
+    assert text == json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    assert is_complete(path.parent) and load_run(path.parent).meta == meta
+    config = Config.from_dict(meta["config"])
+    assert run_id(config, meta["seed"], meta["data_fingerprint"], meta["profile"]) == \
+        meta["run_id"] == path.parent.name
+    assert meta["config"] == config.stored_dict()
+    assert "/" not in meta["data_root"]
+    assert rebuilt_config(meta["command"]) == (config, meta["seed"], meta["profile"])
+    if meta["git_commit"].endswith("+dirty"):
+        assert meta["git_dirty_files"]

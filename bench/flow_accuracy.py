@@ -1,7 +1,7 @@
 """Measured accuracy of optical flow and D&C-RoIs apex spotting on synthetic faces.
 
-Run ``python bench/flow_accuracy.py`` (about three minutes on two cores; ``--only 4`` runs
-section 4 alone).  Prints:
+Run ``python bench/flow_accuracy.py`` (about three minutes on two idle cores; ``--only 4``
+runs section 4 alone).  Prints:
 
 1. median endpoint error (px) of Farneback (the paper's settings) and DIS on the astronaut
    face moved by smooth random fields of at most 2 px, over the whole image and away from

@@ -507,7 +507,7 @@ def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False
 def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
     """Table 5's cost rows: parameters and training time, the paper's beside ours.
 
-    Parameters are counted for the paper profile (the paper's column matches float32 MiB
+    Parameters are counted for the paper profile (the paper's column is close to float32 MiB, 0.4-0.6 % off,
     rather than a count) and for ``profile``; times are relative to the paper's default
     (2, 2, 8), the only comparison that survives a change of machine.
     """

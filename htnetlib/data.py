@@ -498,3 +498,19 @@ def write_synthetic_release(root: Path | str, *, subjects: dict | None = None,
                              "apex": "", "imagename": f"{sub}_{name}.jpg", "sub_filename": ""})
     pd.DataFrame(rows).to_csv(root / CSV_NAME, index=False)
     return root
+
+
+def table1(data: Composite) -> pd.DataFrame:
+    """Table 1 of the paper computed from a loaded release: per dataset the subjects and the
+    samples of each class, and the composite's total."""
+    t = data.table
+    rows = []
+    for ds in [d for d in DATASETS if d in set(t["dataset"])] + ["full"]:
+        part = t if ds == "full" else t[t["dataset"] == ds]
+        row = {"dataset": DATASET_NAMES[ds] if ds != "full" else "Composite",
+               "subjects": int(part["subject"].nunique())}
+        for k, name in LABELS.items():
+            row[name] = int((part["label"] == k).sum())
+        row["samples"] = len(part)
+        rows.append(row)
+    return pd.DataFrame(rows)

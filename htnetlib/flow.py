@@ -437,7 +437,9 @@ def spot_apex(
       to the motion.  The curve is thus nearly flat over the frames near the apex, and with a
       slow decay the divide-and-conquer halves drift into the long tail.  It is within 2
       frames in >= 90 % of short (10-16 frame) symmetric sequences at 1.5 px and 0.5 grey
-      levels of noise, but within 1 frame in only 25-83 % of the settings above.
+      levels of noise, but within 1 frame in only 27-87 % of the settings above (47-87 %
+      symmetric, 27-60 % fast-rise/slow-decay).  It stays the default so that preprocessing
+      follows the paper unless ``"flow"`` is asked for.
 
     Choices that Liong et al. (ACPR 2015) and the paper leave open, as made for ``"lbp"``:
 

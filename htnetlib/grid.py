@@ -198,16 +198,20 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def job_error(job, raised: BaseException | None = None) -> str:
+def job_error(job, raised: BaseException | None = None, runs_dir: Path | None = None) -> str:
     """Why a job ended without finishing its run, in one line.
 
     For a job that raised, the last line of its traceback (the exception and its message);
     for one that ended without a result (killed, out of memory, cancelled, out of time), its
-    state and the last line of its error log. ``raised`` is an error the debug launcher raised
-    in this process.
+    state and the last line of its error log; for one that returned but left no run in
+    ``runs_dir`` (the launcher's view of ``--out``), that. ``raised`` is an error the debug
+    launcher raised in this process.
     """
     if raised is None and (job.paths.result_pickle.exists() or not _is_local(job)):
         raised = job.exception()  # waits a little for a result file on a slow shared disk
+        if raised is None:
+            return (f"the job returned, but its run is not stored under {runs_dir}: does "
+                    "every job see the same --out folder?")
     name = type(raised).__name__
     if name == "FailedJobError":  # the message holds the job's traceback between dashes
         return _last_line(str(raised).split("-" * 22)[1])
@@ -232,8 +236,8 @@ def _done(job) -> tuple[bool, BaseException | None]:
         return True, exc
 
 
-def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 1.0,
-           log=print) -> Outcome:
+def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 1.0
+           ) -> Outcome:
     """Submit every task (at most ``parallel`` jobs at a time; 0: all at once), wait for them
     and say how each ended. A run that another launcher has finished meanwhile is not submitted
     again; runs that another process is training (their ``.lock`` exists) are submitted last.
@@ -252,7 +256,7 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
         e = JobEnd(task.run_id, state, str(job.job_id) if job else "", error,
                    job.paths.stderr if job else None)
         outcome.ends.append(e)
-        log(f"[{ended}/{total}] {state} {task.run_id}" + (f": {error}" if error else ""),
+        print(f"[{ended}/{total}] {state} {task.run_id}" + (f": {error}" if error else ""),
             flush=True)
 
     try:
@@ -267,7 +271,7 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
                     executor.update_parameters(name=task.run_id)  # the name squeue shows
                 job = executor.submit(task)
                 running[job] = task
-                log(f"submitted {task.run_id} as job {job.job_id}", flush=True)
+                print(f"submitted {task.run_id} as job {job.job_id}", flush=True)
             for job in list(running):
                 done, raised = _done(job)
                 if not done:
@@ -276,7 +280,7 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
                 if raised is None and is_complete(task.runs_dir / task.run_id):
                     end(task, "finished", job)
                 else:
-                    end(task, "failed", job, job_error(job, raised))
+                    end(task, "failed", job, job_error(job, raised, task.runs_dir))
             if running:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -287,7 +291,7 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
                                        "cancelled" if _is_local(job) else "still queued or "
                                        "running on the cluster"))
         outcome.ends += [JobEnd(t.run_id, "left") for t in pending]
-        log(outcome.summary(), flush=True)
+        print(outcome.summary(), flush=True)
         raise
     return outcome
 
@@ -295,14 +299,10 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
 # --------------------------------------------------------------------------- dry run
 
 
-def _cost_unit(device_type: str) -> str:
-    return "GPU" if device_type == "cuda" else "CPU"
-
-
 def dry_run_text(grid_plan, todo: list, units: int = 1) -> str:
     """Every job with why it is needed and its estimated cost in GPU- or CPU-minutes (``units``
     GPUs or cores per job), and the total in hours."""
-    unit = _cost_unit(grid_plan.device_type)
+    unit = "GPU" if grid_plan.device_type == "cuda" else "CPU"
     lines = []
     known, unknown = 0.0, 0
     width = max((len(n.run_id) for n in todo), default=0)
@@ -396,8 +396,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def plan_grid(args):
-    """The plan of ``args.profile`` on ``args.data`` (loaded and checked), and the device
-    type (cuda or cpu) it is planned for."""
+    """The release ``args.data`` (loaded and checked) and the plan of ``args.profile`` on it,
+    its costs estimated on a GPU when the jobs get one, else on a CPU."""
     from . import plan as plan_mod
     from .data import load_composite
 
@@ -441,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out.absolute()
     print(f"profile {args.profile}: {len(grid_plan.needs)} runs needed by the notebooks, "
           f"{len(grid_plan.needs) - len(missing)} stored under {out}, {len(missing)} missing"
-          + (f", the first {len(todo)} submitted (--limit)" if len(todo) < len(missing) else ""),
+          + (f"; --limit keeps the first {len(todo)}" if len(todo) < len(missing) else ""),
           flush=True)
     if args.dry_run:
         units = _gpus(args) or args.cpus_per_job
@@ -459,8 +459,10 @@ def run(args: argparse.Namespace) -> int:
                              partition=args.partition, slurm_args=dict(args.slurm_args))
     tasks = [RunJob(data.root, n.config, n.seed, n.profile, out, n.run_id, "; ".join(n.why),
                     workers=args.cpus_per_job) for n in todo]
-    print(f"{launcher} launcher: {len(tasks)} jobs, logs in {log_dir}", flush=True)
-    outcome = launch(executor, tasks, parallel=_parallel(args, launcher),
+    parallel = _parallel(args, launcher)
+    print(f"{launcher} launcher: {len(tasks)} jobs, {parallel or 'all'} at a time, logs in "
+          f"{log_dir}", flush=True)
+    outcome = launch(executor, tasks, parallel=parallel,
                      poll_s=15.0 if launcher == "slurm" else 0.5)
     print(outcome.summary())
     return EXIT_OK if outcome.ok else EXIT_RUNTIME

@@ -40,6 +40,24 @@ def confusion(y_true, y_pred, labels=(0, 1, 2), normalize: str | None = None) ->
     return confusion_matrix(y_true, y_pred, labels=list(labels), normalize=normalize)
 
 
+def worked_example(y_true, y_pred, labels=(0, 1, 2)) -> pd.DataFrame:
+    """Equations 8 and 9 by hand on a small example: per class the true positives, false
+    positives and false negatives from the confusion matrix, F1_c = 2 TP / (2 TP + FP + FN) and
+    recall_c = TP / N_c; UF1 and UAR are their unweighted means over the classes (last row)."""
+    cm = confusion(y_true, y_pred, labels)
+    rows = []
+    for i, c in enumerate(labels):
+        tp = int(cm[i, i])
+        fp, fn = int(cm[:, i].sum()) - tp, int(cm[i, :].sum()) - tp
+        rows.append({"class": c, "N_c (true)": tp + fn, "TP": tp, "FP": fp, "FN": fn,
+                     "F1_c (eq. 8)": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                     "recall_c (eq. 9)": tp / (tp + fn) if tp + fn else 0.0})
+    df = pd.DataFrame(rows)
+    mean = {"class": "mean", "F1_c (eq. 8)": df["F1_c (eq. 8)"].mean(),
+            "recall_c (eq. 9)": df["recall_c (eq. 9)"].mean()}
+    return pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+
+
 def honest_predictions(pred: np.ndarray) -> np.ndarray:
     """The final epoch's predictions: ``pred`` is (epochs, N)."""
     return np.asarray(pred)[-1].copy()

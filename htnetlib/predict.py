@@ -206,11 +206,18 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
 
 
 def check_out_dir(folder: Path) -> None:
-    """ConfigError where ``folder`` is a file, or lies inside this repository without being
-    git-ignored: models derived from the licensed release must never be committed."""
+    """ConfigError where ``folder`` is a file, holds files other than a model's, or lies inside
+    this repository without being git-ignored (a model derived from the licensed release must
+    never be committed)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder} is a file, not a folder")
+    if folder.is_dir():
+        foreign = [p.name for p in folder.iterdir()
+                   if p.name not in (WEIGHTS, META) and not p.name.startswith(".")]
+        if foreign:
+            raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
+                              "choose a new or empty folder for the model")
     try:
         inside = folder.resolve().is_relative_to(ROOT) and (ROOT / ".git").exists()
     except OSError:
@@ -320,12 +327,6 @@ class Model:
 
         folder = Path(folder)
         check_out_dir(folder)
-        if folder.is_dir():
-            foreign = [p.name for p in folder.iterdir() if p.name not in (WEIGHTS, META)
-                       and not p.name.startswith(".")]
-            if foreign:
-                raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
-                                  "choose a new or empty folder for the model")
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         train.atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p),
                                                                  metadata={"format": "pt"}))
@@ -531,7 +532,7 @@ def _device(text: str | None) -> str | None:
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """``htnet fit``: --profile, --seed, --out, --data, --device, --set, --refit."""
+    """``htnet fit``: --profile, --seed, --out, --data, --device, --threads, --set, --refit."""
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
                         help="the configuration and schedule to fit (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**31 - 1 (default 0)")
@@ -540,6 +541,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first "
                         "available)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, fastest for HTNet's small tensors on "
+                             "shared CPU cores, as htnet train; 0 keeps torch's default)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config field, e.g. --set regions=whole")
     parser.add_argument("--refit", action="store_true",
@@ -551,6 +555,10 @@ def run_fit(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed)
     config = apply_overrides(PROFILES[args.profile], args.set or [])
     device = _device(args.device)
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be 0 (torch's default) or more")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.out is not None:
         check_out_dir(args.out)
     data = load_composite(args.data)

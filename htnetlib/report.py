@@ -40,6 +40,26 @@ def check_parameters(profile: str, *, seeds=None, seed=None) -> None:
             check_seed(s)
 
 
+def profile_note(profiles=("cpu", "paper")) -> str:
+    """Markdown for the top of a notebook with measured numbers: which model each profile is."""
+    from .ablation import parameter_count
+    from .config import PROFILES
+
+    def size(n: int) -> str:
+        return f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+    what = {"paper": "the paper's own HTNet, trained on a GPU",
+            "cpu": "the same architecture scaled down to train all 68 folds on two CPU cores",
+            "smoke": "a tiny model on a few folds, for tests only"}
+    lines = ["**Which model made each row.** Every measured row is labelled with its profile:"]
+    for p in profiles:
+        c = PROFILES[p]
+        lines.append(f"* `{p}`: {what[p]}: dim {c.dim}, {c.heads} head(s), layers "
+                     f"{tuple(c.block_repeats)}, {size(parameter_count(c))} parameters, "
+                     f"{c.epochs} epochs at learning rate {c.lr:g}.")
+    return "\n".join(lines)
+
+
 def scores_row(row: dict, scores: dict) -> dict:
     """``row`` with UF1 and UAR columns per group from ``{group: {uf1, uar}}`` (NaN if absent)."""
     for g in metrics.GROUPS:

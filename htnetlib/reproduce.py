@@ -207,18 +207,26 @@ def ablation_block(results: Path, profile: str) -> str | None:
 
 
 FIND_START, FIND_END = "<!-- ablation-findings:start -->", "<!-- ablation-findings:end -->"
+RES_START, RES_END = "<!-- results-findings:start -->", "<!-- results-findings:end -->"
+# the notebooks whose closing findings the README quotes under the results table
+RESULT_FINDINGS = {"04_training_loso": ("04_training", "Training (section 4.2)"),
+                   "05_table2_confusion": ("05_table2", "Table 2"),
+                   "11_protocol_audit": ("11_protocol_audit", "Protocol audit")}
 
 
-def findings_block(results: Path, profile: str) -> str | None:
-    """The ablation notebooks' own "What we found" texts (``results/findings/``), one item
-    each."""
-    from .ablation import ABLATIONS
+def findings_block(results: Path, profile: str, entries: dict | None = None) -> str | None:
+    """The notebooks' own "What we found" texts (``results/findings/``), one item each;
+    ``entries`` maps a notebook to (findings name, title), by default the four ablations."""
+    if entries is None:
+        from .ablation import ABLATIONS
 
+        entries = {nb: (name, ABLATIONS[key].item)
+                   for key, (nb, name) in ABLATION_TABLES.items()}
     items = []
-    for key, (nb, name) in ABLATION_TABLES.items():
+    for nb, (name, title) in entries.items():
         path = results / "findings" / f"{name}_{profile}.md"
         if path.is_file():
-            items.append(f"- **{ABLATIONS[key].item}** ([{nb}](notebooks/{nb}.ipynb)): "
+            items.append(f"- **{title}** ([{nb}](notebooks/{nb}.ipynb)): "
                          f"{path.read_text().strip()}")
     if not items:
         return None
@@ -236,7 +244,9 @@ def update_readme(readme: Path = ROOT / "README.md", results: Path = ROOT / "res
     text = original = readme.read_text()
     for start, end, body in ((START, END, table2_block(results, profile)),
                              (ABL_START, ABL_END, ablation_block(results, profile)),
-                             (FIND_START, FIND_END, findings_block(results, profile))):
+                             (FIND_START, FIND_END, findings_block(results, profile)),
+                             (RES_START, RES_END,
+                              findings_block(results, profile, RESULT_FINDINGS))):
         if body is not None:
             text = _fill(text, start, end, body) or text
     if text == original:

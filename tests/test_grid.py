@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from htnetlib import grid, plan, train  # noqa: E402
 from htnetlib.config import PROFILES, ConfigError  # noqa: E402
 from htnetlib.data import DataError  # noqa: E402
 
+# the interrupting tests find a job's process in /proc
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="finds job processes in /proc")
 SLOW = dataclasses.replace(PROFILES["smoke"], epochs=30)  # about 1 s of CPU per fold
 
 
@@ -149,6 +152,7 @@ def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
 # --------------------------------------------------------------------------- requeue and resume
 
 
+@linux_only
 def test_preempted_job_is_requeued_and_resumes_from_its_folds(synthetic, synthetic_root,
                                                               reference, tmp_path):
     task = slow_task(synthetic, synthetic_root, tmp_path / "runs")
@@ -162,6 +166,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_folds(synthetic, synthet
     assert_same_run(task.runs_dir / task.run_id, reference)
 
 
+@linux_only
 def test_killed_job_resumes_when_the_grid_runs_again(synthetic, synthetic_root, reference,
                                                      tmp_path):
     task = slow_task(synthetic, synthetic_root, tmp_path / "runs")

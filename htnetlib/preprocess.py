@@ -72,7 +72,8 @@ import numpy as np
 import pandas as pd
 
 from htnetlib.data import DataError, _complete_image
-from htnetlib.flow import FLOW_METHODS, crop_face, detect_landmarks, flow_map, spot_apex
+from htnetlib.flow import (APEX_METHODS, FLOW_METHODS, crop_face, detect_landmarks, flow_map,
+                          spot_apex)
 
 __all__ = [
     "COLUMNS",
@@ -537,14 +538,14 @@ def _encode(ext: str, image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def _process(sample: Sample, out: Path, method: str, detector) -> dict:
+def _process(sample: Sample, out: Path, method: str, detector, apex_method: str = "lbp") -> dict:
     """Onset/apex -> face crops -> flow map and apex face files; returns the table row."""
     try:
         onset = _imread(sample.onset)
         if sample.apex is None:
             frames = [onset] + [_imread(p) for p in sample.frames[1:]]
             landmarks = detect_landmarks(onset, detector)
-            index = spot_apex(frames, landmarks)
+            index = spot_apex(frames, landmarks, method=apex_method)
             apex, apex_number = frames[index], sample.frame_numbers[index]
         else:
             apex, apex_number = _imread(sample.apex), sample.apex_number
@@ -584,6 +585,7 @@ def preprocess(
     *,
     workers: int = 1,
     method: str = "farneback",
+    apex_method: str = "lbp",
     progress: bool = True,
     detector=None,
 ) -> pd.DataFrame:
@@ -593,11 +595,16 @@ def preprocess(
     run one after the other build the composite table); this dataset's rows are replaced.
 
     ``workers`` > 1 processes samples in that many processes (spawned; the results are
-    the same as with one).  ``method`` is the flow method (:data:`FLOW_METHODS`).
+    the same as with one).  ``method`` is the flow method (:data:`FLOW_METHODS`);
+    ``apex_method`` spots the apex where the dataset gives none (:data:`APEX_METHODS`: ``lbp``,
+    the paper's D&C-RoIs, or ``flow``, optical-flow magnitude in the same regions, which stays
+    accurate for larger motion; see :func:`htnetlib.flow.spot_apex`).
     ``detector`` replaces MTCNN (anything with facenet-pytorch's ``detect``); it must be
     picklable when ``workers`` > 1.  The returned table's ``attrs["dropped"]`` counts the
     samples whose emotion is outside the three classes.
     """
+    if apex_method not in APEX_METHODS:
+        raise ValueError(f"unknown apex spotter {apex_method!r}; choose one of {APEX_METHODS}")
     if method not in FLOW_METHODS:
         raise ValueError(f"unknown optical flow method {method!r}; choose one of {FLOW_METHODS}")
     if workers < 1:
@@ -615,14 +622,14 @@ def preprocess(
     with _progress(len(samples), dataset, progress) as bar:
         if workers == 1:
             for sample in samples:
-                rows[sample.key] = _process(sample, out, method, detector)
+                rows[sample.key] = _process(sample, out, method, detector, apex_method)
                 bar.update()
         else:
             import multiprocessing
 
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = {pool.submit(_process, s, out, method, detector): s.key for s in samples}
+                futures = {pool.submit(_process, s, out, method, detector, apex_method): s.key for s in samples}
                 try:
                     for future in as_completed(futures):
                         rows[futures[future]] = future.result()
@@ -695,11 +702,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes working on samples in parallel (default 1)")
     parser.add_argument("--method", choices=FLOW_METHODS, default="farneback",
                         help="optical flow: farneback (the paper's, default) or dis")
+    parser.add_argument("--apex-spotter", choices=APEX_METHODS, default="lbp",
+                        help="where no apex is annotated (SMIC): lbp (the paper's D&C-RoIs, "
+                             "default) or flow (flow magnitude in the same regions; steadier "
+                             "for motion above about 1 px)")
 
 
 def run(args: argparse.Namespace) -> int:
     """``htnet preprocess``: preprocess, print a one-line summary, return 0."""
-    table = preprocess(args.dataset, args.root, args.out, workers=args.workers, method=args.method)
+    table = preprocess(args.dataset, args.root, args.out, workers=args.workers, method=args.method,
+                       apex_method=args.apex_spotter)
     mine = table[table["dataset"] == args.dataset]
     counts = mine["label"].value_counts()
     print(

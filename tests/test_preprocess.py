@@ -199,6 +199,24 @@ def test_spotted_apex_is_near_the_true_apex(tmp_path):
         assert abs(int(row["apex"]) - true_apex) <= 2
 
 
+def test_flow_spotter_through_the_command_line(tmp_path):
+    """--apex-spotter flow reaches spot_apex and lands near the true apex of every SMIC clip."""
+    parser = argparse.ArgumentParser()
+    pp.add_arguments(parser)
+    root = make_smic(tmp_path / "raw")
+    args = parser.parse_args(["--dataset", "smic", "--root", str(root), "--out",
+                              str(tmp_path / "out"), "--apex-spotter", "flow"])
+    assert args.apex_spotter == "flow"
+    table = pp.preprocess("smic", root, tmp_path / "out", progress=False,
+                          apex_method=args.apex_spotter)
+    starts = {f"s{int(s[1:]):02d}_{c.replace(s + '_', f's{int(s[1:]):02d}_')}": 106474 + 1000 * i
+              for i, (s, _, c, _) in enumerate(SMIC_CLIPS)}
+    for _, row in table.iterrows():
+        assert abs(int(row["apex"]) - (starts[f"{row['sub']}_{row['filename_o']}"] + APEX)) <= 1
+    with pytest.raises(ValueError, match="unknown apex spotter"):
+        pp.preprocess("smic", root, tmp_path / "bad", progress=False, apex_method="peak")
+
+
 def test_labels_follow_sample_names_when_rows_are_shuffled(tmp_path):
     root = make_casme2(tmp_path / "raw")
     first = pp.preprocess("casme2", root, tmp_path / "a", progress=False, detector=KnownFace())

@@ -30,7 +30,9 @@ train: venv
 	for s in $(SEEDS); do $(BIN)/htnet train --profile $(PROFILE) --seed $$s --workers $(WORKERS) || exit 1; done
 
 # ARGS pass to htnetlib.reproduce: --plan, --stored-only, --allow-slow, --budget-hours H, --only 04 05
+# LAUNCHER=slurm|local first makes the profile's missing runs as jobs (htnet grid), then renders
 reproduce: venv
+	$(if $(LAUNCHER),$(BIN)/htnet grid --profile $(PROFILE) --launcher $(LAUNCHER) &&) \
 	$(BIN)/python -m htnetlib.reproduce --profile $(PROFILE) $(ARGS)
 
 lab: venv

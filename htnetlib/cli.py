@@ -5,6 +5,7 @@
     htnet train --profile {smoke,cpu,paper} [--seed N] [--out DIR] [--data DIR]
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
+    htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
 
 An error a user can cause prints one line, ``htnet: error: <message>``, on stderr, naming the
 file or value and what is wrong, and exits with a status that says what kind of error it was:
@@ -276,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     preprocess.add_arguments(p)
     p.set_defaults(func=_preprocess)
+
+    from . import grid
+
+    p = sub.add_parser("grid", help="every run a profile's notebooks need, as scheduler jobs "
+                                    "(submitit: Slurm or local processes)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    grid.add_arguments(p)
+    p.set_defaults(func=grid.run)
     return parser
 
 

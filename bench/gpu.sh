@@ -18,9 +18,10 @@
 #                                    pass to `htnet train`, e.g. --set epochs=2, or
 #                                    --ablation layers=2 for a grid point of notebooks 06-09.
 #                                    Exit 3: cut off, carry the archive on (resume).
-#   bash bench/gpu.sh resume FILE    here: unpack a run archive into .gpu/runs/; carried again,
-#                                    `run` with the same ARGS trains only the missing folds.
-#                                    A finished run's folder goes into results/runs/.
+#   bash bench/gpu.sh resume FILE    here: unpack a run archive into .gpu/runs/; with .gpu
+#                                    carried again, `run` with the same ARGS trains only the
+#                                    missing folds. A finished run goes into results/runs/:
+#                                    tar xzf run-<run-id>.tar.gz -C results/runs
 #
 # Environment: OUT (default ./gpu-out), PYTHON (default python3; prepare uses .venv/bin/python),
 # GPU_DIR (default .gpu: data/, cache/ and runs/), GPU_TIME_LIMIT. Without a GPU both bench

@@ -20,7 +20,8 @@ It computes what training each fold alone computes:
 Results agree with :func:`htnetlib.train.train_fold` up to float rounding (tested). Models
 with batch statistics (BatchNorm) would see the padding, so only HTNet uses this path. One
 limit: a fold whose training set needs fewer batches than the group's largest still takes an
-(empty) Adam step at the extra batch; LOSO folds of the release all need the same number.
+(empty) Adam step at the extra batch; with batches of 256 every LOSO fold of the release
+(403 to 441 training samples) needs two.
 
 On a GPU nothing inside an epoch waits for the device: batch indices go over in one transfer
 per epoch, losses, accuracies and predictions stay on the device until the group ends, and the
@@ -35,6 +36,7 @@ import gc
 import math
 import os
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,9 +55,10 @@ def _log(message: str) -> None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` says the device ran out of memory."""
+    """Whether ``exc`` says the device ran out of memory (cuBLAS's workspace included)."""
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+        isinstance(exc, RuntimeError)
+        and ("out of memory" in str(exc) or "CUBLAS_STATUS_ALLOC_FAILED" in str(exc)))
 
 
 def free_memory(device: torch.device) -> None:
@@ -63,6 +66,18 @@ def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+_BUILD = threading.Lock()
+
+
+def _model_on(config: Config, device: torch.device | str) -> nn.Module:
+    """``build_model(config)`` with its tensors made on ``device`` (``meta``: shapes only).
+
+    ``with torch.device(...)`` saves and restores a process-wide default, so threads take turns.
+    """
+    with _BUILD, torch.device(device):
+        return build_model(config)
 
 
 # --------------------------------------------------------------------------- initial weights
@@ -105,15 +120,15 @@ def initial_state(config: Config, seeds: list[int], workers: int | None = None
     """The folds' initial weights stacked on a leading axis, as CPU tensors ``name -> (F, ...)``.
 
     Fold ``k`` holds exactly what ``torch.manual_seed(seeds[k]); build_model(config)`` holds;
-    the folds are filled on ``workers`` threads (default: one per core).
+    the folds are filled on ``workers`` threads (default: one per core but one, which is left to
+    the thread driving the device).
     """
-    with torch.device("meta"):
-        base = build_model(config)
+    base = _model_on(config, "meta")
     if any(True for _ in base.buffers()):
         raise ValueError("fold-parallel training needs a model without buffers")
     state = {name: torch.empty((len(seeds),) + tuple(p.shape))
              for name, p in base.named_parameters()}
-    workers = max(1, min(len(seeds), workers or os.cpu_count() or 1))
+    workers = max(1, min(len(seeds), workers or (os.cpu_count() or 2) - 1))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda k: _init_fold(base, state, k, seeds[k]), range(len(seeds))))
     return state
@@ -133,8 +148,7 @@ class _Group:
         if config.dropout:
             raise ValueError("fold-parallel training needs dropout 0: random dropout masks "
                              "cannot match the one-fold trainer's")
-        with torch.device("meta"):
-            self.base = build_model(config)
+        self.base = _model_on(config, "meta")
         self.device = device
         self.params = {k: v.to(device, copy=True).requires_grad_() for k, v in state.items()}
         self.forward = vmap(lambda p, x: functional_call(self.base, p, (x,)))
@@ -288,8 +302,7 @@ def fold_memory(config: Config) -> int:
     2 and 1, so weights saved for the backward pass are not counted twice). bf16 autocast keeps
     many of those activations at half size, so this is an upper bound; :func:`dry_run` measures.
     """
-    with torch.device("meta"):
-        model = build_model(config)
+    model = _model_on(config, "meta")
 
     def saved(batch: int) -> int:
         total = 0
@@ -346,8 +359,7 @@ class DryRun:
 def _dry_steps(config: Config, size: int, device: torch.device, steps: int) -> DryRun:
     """``steps`` training steps of ``size`` folds on random data; the first one is not timed."""
     free_memory(device)
-    with torch.device(device):  # random weights made on the device: fast, values irrelevant
-        model = build_model(config)
+    model = _model_on(config, device)  # random weights made on the device: fast, irrelevant
     state = {k: v.detach().expand(size, *v.shape) for k, v in model.named_parameters()}
     group = _Group(config, state, device)
     del model, state

@@ -218,17 +218,23 @@ def check_out_dir(folder: Path) -> None:
         if foreign:
             raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
                               "choose a new or empty folder for the model")
+    if _tracked_in_repo(folder):
+        raise ConfigError(f"--out {folder} lies inside the repository and is not git-ignored; a "
+                          "fitted model is derived from the licensed release and must stay out "
+                          "of it (default: .cache/models/...)")
+
+
+def _tracked_in_repo(folder: Path) -> bool:
+    """Whether ``folder`` lies inside this git checkout where git would not ignore it."""
+    path = folder.resolve()
+    if not (ROOT / ".git").exists() or not path.is_relative_to(ROOT):
+        return False
     try:
-        inside = folder.resolve().is_relative_to(ROOT) and (ROOT / ".git").exists()
-    except OSError:
-        inside = False
-    if inside:
-        ignored = subprocess.run(["git", "check-ignore", "-q", str(folder.resolve())], cwd=ROOT,
-                                 capture_output=True).returncode == 0
-        if not ignored:
-            raise ConfigError(f"--out {folder} lies inside the repository and is not "
-                              "git-ignored; a fitted model is derived from the licensed release "
-                              "and must stay out of it (default: .cache/models/...)")
+        done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT,
+                              capture_output=True)
+    except OSError:  # no git: nothing to check against
+        return False
+    return done.returncode == 1  # 0: ignored, 1: not ignored, 128: git failed
 
 
 # --------------------------------------------------------------------------- images
@@ -417,6 +423,9 @@ class Model:
         """Probabilities (3,) from an onset and an apex frame (section 3.1): face crop, flow,
         strain, the 28x28 map, the four regions, the network. Maps: onset_face, apex_face
         (BGR 224x224), flow (H, W, 2: u, v), strain, map (strain, v, u), input, landmarks."""
+        if flow_method not in flow.FLOW_METHODS:
+            raise ConfigError(f"flow_method={flow_method!r}; choose one of "
+                              f"{', '.join(flow.FLOW_METHODS)}")
         names = [str(f) if isinstance(f, (str, Path)) else w for f, w in
                  ((onset, "onset"), (apex, "apex"))]
         a, b = as_image(onset, names[0]), as_image(apex, names[1])
@@ -440,6 +449,9 @@ class Model:
         """Probabilities (3,) of a frame sequence (frame 0 the onset): the apex is spotted by
         :func:`htnetlib.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
         Maps also hold ``apex_index``."""
+        if apex_method not in flow.APEX_METHODS:
+            raise ConfigError(f"apex_method={apex_method!r}; choose one of "
+                              f"{', '.join(flow.APEX_METHODS)}")
         frames = list(frames)
         images = [as_image(f, f"frame {i}") for i, f in enumerate(frames)]
         if len(images) < 2:
@@ -531,6 +543,19 @@ def _device(text: str | None) -> str | None:
     return text
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: fastest for HTNet and MTCNN on shared "
+                             "CPU cores, as htnet train; 0 keeps torch's default)")
+
+
+def _set_threads(threads: int) -> None:
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be 0 (torch's default) or more")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """``htnet fit``: --profile, --seed, --out, --data, --device, --threads, --set, --refit."""
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
@@ -541,9 +566,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first "
                         "available)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1, fastest for HTNet's small tensors on "
-                             "shared CPU cores, as htnet train; 0 keeps torch's default)")
+    _add_threads(parser)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config field, e.g. --set regions=whole")
     parser.add_argument("--refit", action="store_true",
@@ -555,10 +578,7 @@ def run_fit(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed)
     config = apply_overrides(PROFILES[args.profile], args.set or [])
     device = _device(args.device)
-    if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: must be 0 (torch's default) or more")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     if args.out is not None:
         check_out_dir(args.out)
     data = load_composite(args.data)
@@ -590,6 +610,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apex-method", choices=flow.APEX_METHODS, default="lbp",
                         help="apex spotting for --sequence (default lbp: D&C-RoIs, eq. 1)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _add_threads(parser)
 
 
 def _predict_input(args) -> str:
@@ -609,6 +630,7 @@ def _predict_input(args) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     """``htnet predict``: the class and the three probabilities (``--json``: as JSON)."""
     kind = _predict_input(args)
+    _set_threads(args.threads)
     model = Model.load(args.model)
     out = {"model": str(args.model), "input": kind}
     if kind == "pair":
@@ -628,6 +650,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                              apex_method=args.apex_method,
                                              flow_method=args.flow_method)
         apex = maps["apex_index"]
+        out["files"] = {"sequence": str(args.sequence)}
         out["apex_frame"] = {"index": apex, "file": str(files[apex]), "frames": len(files)}
     label = int(np.argmax(probs))
     out.update({"class": model.classes[label], "label": label,

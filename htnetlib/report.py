@@ -223,3 +223,44 @@ def save_findings(text: str, name: str, results_dir) -> Path:
     path = Path(results_dir) / "findings" / f"{name}.md"
     atomic_write(path, lambda p: p.write_text(text.strip() + "\n"))
     return path
+
+
+def map_scale(flow_field: np.ndarray, size: int = 28) -> pd.DataFrame:
+    """How to read the (u, v, strain) map that :func:`htnetlib.flow.flow_to_map` makes of a flow.
+
+    Each channel is resized to ``size`` x ``size`` and min-max stretched to 0..255 on its own,
+    so a map value has no fixed meaning: per channel, the 28x28 channel's smallest and largest
+    value (px for u and v; strain is dimensionless, px of displacement per px), the size of one
+    grey level in those units, and the map value where zero (no motion, no strain) lands.
+    """
+    import cv2
+
+    from .flow import optical_strain
+
+    field = np.asarray(flow_field, dtype=np.float32)
+    channels = {"u (px)": field[..., 0], "v (px)": field[..., 1],
+                "strain (px/px)": optical_strain(field)}
+    rows = []
+    for name, channel in channels.items():
+        small = cv2.resize(np.ascontiguousarray(channel), (size, size),
+                           interpolation=cv2.INTER_AREA)
+        lo, hi = float(small.min()), float(small.max())
+        span = hi - lo
+        rows.append({"channel": name, "min": lo, "max": hi,
+                     "per grey level": span / 255 if span > 0 else float("nan"),
+                     "zero lands at": 255 * -lo / span if span > 0 else float("nan")})
+    return pd.DataFrame(rows).set_index("channel")
+
+
+def halving_trace(differences) -> list[tuple[int, int]]:
+    """The intervals [lo, hi) that :func:`htnetlib.flow.divide_and_conquer` (two parts) keeps,
+    from frames 1..n-1 down to one frame: the same rule (the half with the greater mean
+    difference, ties to the earlier half), step by step, for drawing the search."""
+    diffs = np.asarray(differences, dtype=np.float64)
+    lo, hi = 1, len(diffs)
+    trace = [(lo, hi)]
+    while hi - lo > 1:
+        mid = int(np.linspace(lo, hi, 3).round().astype(int)[1])
+        lo, hi = (lo, mid) if diffs[lo:mid].mean() >= diffs[mid:hi].mean() else (mid, hi)
+        trace.append((lo, hi))
+    return trace

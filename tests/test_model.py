@@ -64,21 +64,31 @@ def test_forward_backward_shapes_and_finite():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_pointwise_conv_equals_conv2d():
+@pytest.mark.parametrize("hw", [(3, 5), (1, 1)], ids=["map", "one-token"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_equals_conv2d(hw, bias):
+    """A 2-D matrix product over channels, for maps and one-token blocks, forward and backward;
+    the input may be a strided view (as after a rearrange)."""
     torch.manual_seed(0)
-    fast = PointwiseConv(6, 10)
-    ref = nn.Conv2d(6, 10, 1)
+    fast = PointwiseConv(6, 10, bias=bias)
+    ref = nn.Conv2d(6, 10, 1, bias=bias)
     ref.load_state_dict(fast.state_dict())
-    x = torch.randn(4, 6, 3, 5)
-    torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-6)
+    x = torch.randn(6, 4, *hw).transpose(0, 1).requires_grad_()  # (4, 6, h, w), not contiguous
+    y_fast, y_ref = fast(x), ref(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y_ref)
+    torch.testing.assert_close(torch.autograd.grad(y_fast, (x, fast.weight), g),
+                               torch.autograd.grad(y_ref, (x, ref.weight), g),
+                               rtol=1e-5, atol=1e-5)
 
 
-def test_layernorm_normalises_channels():
+@pytest.mark.parametrize("hw", [(4, 4), (1, 1)], ids=["map", "one-token"])
+def test_layernorm_normalises_channels(hw):
     ln = LayerNorm(8)
     with torch.no_grad():
         ln.g.uniform_(0.5, 2)
         ln.b.uniform_(-1, 1)
-    x = torch.randn(3, 8, 4, 4) * 5 + 2
+    x = torch.randn(3, 8, *hw) * 5 + 2
     mean = x.mean(1, keepdim=True)
     var = x.var(1, unbiased=False, keepdim=True)
     ref = (x - mean) / (var + 1e-5).sqrt() * ln.g + ln.b

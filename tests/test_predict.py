@@ -365,18 +365,25 @@ def test_htnet_predict_through_cli_main(smoke_dir, bad_files, pair_files, capsys
 def test_a_cpu_model_predicts_a_pair_in_under_a_second(synthetic, tmp_path):
     """Face crop, flow, strain, map, landmarks and the cpu-profile network: < 1 s per pair.
 
-    Timing needs an idle machine: skipped where the load exceeds the cores."""
+    One torch thread, as htnet predict uses by default: about 0.07 s per pair on an idle
+    2-core machine, 0.17 s with the cores shared five ways. Skipped on a machine so busy that
+    timing means nothing (load above three processes per core)."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores:
+    if load > 3 * cores:
         pytest.skip(f"machine busy (load {load:.1f} on {cores} cores): timing not meaningful")
     model = predict.fit(synthetic, PROFILES["cpu"], profile="cpu")
     pair = syn.make_pair(1, seed=3)
     onset, apex = bgr(pair.onset), bgr(pair.apex)
-    model.predict(onset, apex)  # warm-up: MTCNN's weights are loaded once per process
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        model.predict(onset, apex)
-        times.append(time.perf_counter() - start)
-    print(f"predict per pair: {min(times):.3f} s (best of 3), {np.median(times):.3f} s median")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as htnet predict does by default
+    try:
+        model.predict(onset, apex)  # warm-up: MTCNN's weights are loaded once per process
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            model.predict(onset, apex)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"predict per pair: {min(times):.3f} s (best of 5), {np.median(times):.3f} s median")
     assert np.median(times) < 1.0

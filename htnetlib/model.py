@@ -10,6 +10,16 @@ doubles the width. A channel LayerNorm, global average pooling and a linear laye
 The module names and parameter shapes follow the official implementation exactly, so a
 ``state_dict`` saved by the official code loads with ``strict=True``.
 
+Credit: the network is NesT (Zhang et al., "Nested Hierarchical Transformer", AAAI 2022,
+arXiv:2105.12723) as implemented in lucidrains' vit-pytorch 0.36.x (``vit_pytorch/nest.py``,
+MIT), which the official HTNet code (github.com/wangzhifengharrison/HTNet, ``Model.py``) copies
+with the class renamed; the paper is Wang et al., Neurocomputing 602 (2024), arXiv:2307.14637.
+This module is a rewrite with the same module names and parameter shapes. Only the computation
+differs: 1x1 convolutions are 2-D matrix products (:func:`pointwise`), the channel LayerNorm
+uses ``F.layer_norm``, and blocks of one token skip queries and keys (a softmax over one key is
+1). ``tests/test_reference.py`` loads a NesT of vit-pytorch 0.36.2 into this class strictly and
+checks equal logits: within 1e-12 in float64 and within float32 rounding (5e-6).
+
 Two facts the paper leaves implicit:
 
 * With image 28, patch 7 and 3 hierarchies the patch grid is 4 x 4 and every block at every
@@ -241,15 +251,52 @@ class HTNet(nn.Module):
             nn.Linear(widths[-1], num_classes),
         )
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = self.to_patch_embedding(img)  # (B, dim, H/P, W/P)
+    def forward_features(self, img: torch.Tensor, return_levels: bool = False):
+        """The map before the head, (B, dim * 2**(L-1), h, w); with ``return_levels`` also a
+        list with one dict per level: the map its transformer saw (``blocks``: (B * n * n, C,
+        h, w), n x n blocks of h x w tokens) and the map after block aggregation
+        (``aggregated``: (B, 2C, H/2, W/2), or the same map at the top level)."""
+        x = self.to_patch_embedding(img)  # (B, dim, H/P, W/P): one token per patch
+        levels = []
         for level, (transformer, aggregate) in enumerate(self.layers):
             n = 2 ** (len(self.layers) - 1 - level)  # blocks per side at this level
-            x = rearrange(x, "b c (n1 h) (n2 w) -> (b n1 n2) c h w", n1=n, n2=n)
-            x = transformer(x)  # the same layers run on every block
-            x = rearrange(x, "(b n1 n2) c h w -> b c (n1 h) (n2 w)", n1=n, n2=n)
+            blocks = rearrange(x, "b c (n1 h) (n2 w) -> (b n1 n2) c h w", n1=n, n2=n)
+            out = transformer(blocks)  # the same layers run on every block
+            x = rearrange(out, "(b n1 n2) c h w -> b c (n1 h) (n2 w)", n1=n, n2=n)
             x = aggregate(x)  # (B, 2C, h/2, w/2), or unchanged at the top
-        return self.mlp_head(x)  # (B, num_classes)
+            levels.append({"blocks_per_side": n, "blocks": out, "aggregated": x})
+        return (x, levels) if return_levels else x
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.mlp_head(self.forward_features(img))  # (B, num_classes)
+
+
+def architecture(model: HTNet, image_size: int) -> list[dict]:
+    """HTNet level by level, read from the model's own modules and a shape-only forward pass
+    (meta tensors): blocks, tokens per block, width, heads and their widths, layers, parameters
+    and the map each level hands on. Drives notebook 03's table and figure."""
+    if not next(model.parameters()).is_meta:  # shapes only: never touch the caller's weights
+        import copy
+
+        model = copy.deepcopy(model).to("meta")
+    x = torch.empty(1, 3, image_size, image_size, device="meta")
+    _, levels = model.forward_features(x, return_levels=True)
+    rows = []
+    for (transformer, aggregate), lv in zip(model.layers, levels):
+        attn = transformer.layers[0][0].fn
+        width = lv["blocks"].shape[1]
+        inner = attn.to_qkv.weight.shape[0] // 3
+        rows.append({"blocks": f"{lv['blocks_per_side']}x{lv['blocks_per_side']}",
+                     "tokens per block": lv["blocks"].shape[2] * lv["blocks"].shape[3],
+                     "width": width, "heads": attn.heads, "head width": inner // attn.heads,
+                     "attention width": inner, "q, k, v channels": 3 * inner,
+                     "layers": len(transformer.layers),
+                     "transformer parameters": count_parameters(transformer),
+                     "aggregation": "none (top)" if isinstance(aggregate, nn.Identity) else
+                     "3x3 conv, LayerNorm, 3x3 max-pool /2",
+                     "aggregation parameters": count_parameters(aggregate),
+                     "map handed on": tuple(lv["aggregated"].shape[1:])})
+    return rows
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,8 +1,9 @@
 """From two frames to a prediction: fit one HTNet on the whole release, store it, predict.
 
 ``htnet fit`` trains **one** network on every sample of the release with a profile's fixed
-schedule (section 4.2: Adam, cross-entropy, the profile's epochs; the final epoch is kept and no
-label of any held-out subject is looked at, because there is none). It is the loop of
+schedule (section 4.2's learning rate and epochs as the profile scales them; Adam and
+cross-entropy as the official code). The final epoch is kept: there is no held-out subject, so no
+test label can choose an epoch. It is the loop of
 :func:`htnetlib.train.train_fold` without a test fold (:func:`train_network`; a test checks that
 both give the same network). The model folder holds::
 
@@ -661,7 +662,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     if kind == "sequence":
         a = out["apex_frame"]
-        print(f"apex: frame {a['index']} of {a['frames']} ({Path(a['file']).name})")
+        print(f"apex: {Path(a['file']).name}, frame {a['index'] + 1} of {a['frames']}")
     if maps["landmarks_found"] is False:
         print(f"note: MTCNN found no face for the landmarks ({model.config.regions} mode); "
               "the fixed fallback landmarks were used, as in training")

@@ -19,40 +19,7 @@ def test_paper_parameter_counts(repeats, expected):
     assert count_parameters(model) == expected
 
 
-def official_keys(depths):
-    """The state_dict keys of the official implementation, spelled out from its layout."""
-    keys = ["to_patch_embedding.1.weight", "to_patch_embedding.1.bias"]
-    for lvl, depth in enumerate(depths):
-        p = f"layers.{lvl}.0"
-        keys.append(f"{p}.pos_emb")
-        for i in range(depth):
-            a, f = f"{p}.layers.{i}.0", f"{p}.layers.{i}.1"
-            keys += [f"{a}.norm.g", f"{a}.norm.b", f"{a}.fn.to_qkv.weight",
-                     f"{a}.fn.to_out.0.weight", f"{a}.fn.to_out.0.bias",
-                     f"{f}.norm.g", f"{f}.norm.b", f"{f}.fn.net.0.weight", f"{f}.fn.net.0.bias",
-                     f"{f}.fn.net.3.weight", f"{f}.fn.net.3.bias"]
-        if lvl < len(depths) - 1:
-            keys += [f"layers.{lvl}.1.0.weight", f"layers.{lvl}.1.0.bias",
-                     f"layers.{lvl}.1.1.g", f"layers.{lvl}.1.1.b"]
-    keys += ["mlp_head.0.g", "mlp_head.0.b", "mlp_head.2.weight", "mlp_head.2.bias"]
-    return keys
-
-
-def test_state_dict_layout_is_the_official_one():
-    model = small(block_repeats=(2, 1, 3))
-    sd = model.state_dict()
-    assert list(sd) == official_keys((2, 1, 3))
-    # shapes the official code gives: 1x1 conv kernels, (1, C, 1, 1) norms, 1 token per block
-    assert sd["to_patch_embedding.1.weight"].shape == (16, 3 * 49, 1, 1)
-    assert sd["layers.0.0.layers.0.0.fn.to_qkv.weight"].shape == (48, 16, 1, 1)
-    assert sd["layers.1.1.0.weight"].shape == (64, 32, 3, 3)
-    assert sd["layers.2.0.pos_emb"].shape == (1,)
-    assert sd["mlp_head.0.g"].shape == (1, 64, 1, 1)
-    # a checkpoint in that layout loads strictly into a fresh model and gives the same output
-    other = small(block_repeats=(2, 1, 3))
-    other.load_state_dict(sd, strict=True)
-    x = torch.rand(2, 3, 28, 28) * 255
-    assert torch.equal(model.eval()(x), other.eval()(x))
+# That official checkpoints load strictly is tested against NesT itself (tests/test_reference.py).
 
 
 def test_forward_backward_shapes_and_finite():
@@ -98,12 +65,21 @@ def test_layernorm_normalises_channels(hw):
 def test_one_token_per_block():
     """With image 28, patch 7 and 3 levels every block the attention sees is one token."""
     model = small()
-    seen = []
-    for transformer, _ in model.layers:
-        transformer.layers[0][0].fn.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
-    model(torch.rand(2, 3, 28, 28))
+    feats, levels = model.forward_features(torch.rand(2, 3, 28, 28), return_levels=True)
     # (batch x blocks, channels, 1, 1): 16, 4 and 1 blocks per image at the three levels
-    assert seen == [(32, 16, 1, 1), (8, 32, 1, 1), (2, 64, 1, 1)]
+    assert [tuple(lv["blocks"].shape) for lv in levels] == [(32, 16, 1, 1), (8, 32, 1, 1),
+                                                            (2, 64, 1, 1)]
+    assert [lv["blocks_per_side"] for lv in levels] == [4, 2, 1]
+    assert [tuple(lv["aggregated"].shape) for lv in levels] == [(2, 32, 2, 2), (2, 64, 1, 1),
+                                                                (2, 64, 1, 1)]
+    assert feats is levels[-1]["aggregated"]
+
+
+def test_forward_is_the_head_on_forward_features():
+    model = small().eval()
+    x = torch.rand(3, 3, 28, 28) * 255
+    with torch.no_grad():
+        assert torch.equal(model(x), model.mlp_head(model.forward_features(x)))
 
 
 def test_bad_sizes_are_clear_errors():
@@ -144,3 +120,21 @@ def test_head_count_changes_nothing_but_the_head_width(shortcut, monkeypatch):
         torch.testing.assert_close(out[heads], out[1], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[3], out[1], rtol=1e-3, atol=1e-3)  # 15 channels, not 16
     assert not torch.allclose(out[6], out[3], rtol=1e-3, atol=1e-3)  # 12 channels, not 15
+
+
+def test_architecture_reads_the_model():
+    from htnetlib.model import architecture
+
+    model = small(heads=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    levels = architecture(model, 28)
+    assert [lv["blocks"] for lv in levels] == ["4x4", "2x2", "1x1"]
+    assert [lv["tokens per block"] for lv in levels] == [1, 1, 1]
+    assert [lv["width"] for lv in levels] == [16, 32, 64]
+    # 16 // 3 = 5 channels a head: 15 attended channels, 45 for queries, keys and values
+    assert (levels[0]["head width"], levels[0]["attention width"],
+            levels[0]["q, k, v channels"]) == (5, 15, 45)
+    assert sum(lv["transformer parameters"] + lv["aggregation parameters"] for lv in levels) \
+        + count_parameters(model.to_patch_embedding) + count_parameters(model.mlp_head) \
+        == count_parameters(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -217,7 +217,7 @@ def test_a_corrupt_weights_file_is_refused_by_name(smoke_dir, tmp_path):
      r"model\.json: input\.channels"),
     (lambda m: m.pop("seed"), DataError, r"model\.json: missing field\(s\) seed"),
     (lambda m: m.update(format="other/9"), DataError, r"model\.json: format"),
-])
+], ids=["dim", "layers", "heads", "unknown-key", "regions", "channels", "no-seed", "format"])
 def test_a_mismatched_model_json_is_refused_by_name(smoke_dir, tmp_path, change, error, shown):
     folder = copy_model(smoke_dir, tmp_path / "m")
     edit_meta(folder, change)
@@ -326,7 +326,8 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
      "exactly one of"),
     (lambda f, p: [], 2, "exactly one of"),
     (lambda f, p: ["--sequence", str(f["grey"].parent / "none")], 3, "no such frame folder"),
-])
+], ids=["missing-image", "not-an-image", "no-face", "map-32x32", "map-grey", "flow-no-apex",
+        "onset-no-apex", "two-inputs", "no-input", "no-folder"])
 def test_cli_errors_are_one_line(smoke_dir, bad_files, pair_files, capsys, args, code, shown):
     got, out, err = htnet(["predict", "--model", str(smoke_dir), *args(bad_files, pair_files)],
                           capsys)

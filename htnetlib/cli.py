@@ -6,6 +6,8 @@
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
     htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
+    htnet fit --profile {cpu,paper,smoke} [--seed N] [--out DIR]  one model on every sample
+    htnet predict --model DIR (--onset A --apex B | --flow MAP --apex B | --sequence DIR) [--json]
 
 An error a user can cause prints one line, ``htnet: error: <message>``, on stderr, naming the
 file or value and what is wrong, and exits with a status that says what kind of error it was:
@@ -285,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     grid.add_arguments(p)
     p.set_defaults(func=grid.run)
+
+    from . import predict
+
+    p = sub.add_parser("fit", help="fit one model on every sample of the release "
+                                   "(for htnet predict)")
+    predict.add_fit_arguments(p)
+    p.set_defaults(func=predict.run_fit)
+    p = sub.add_parser("predict", help="classify a micro-expression: two frames, a flow map or "
+                                       "a folder of frames")
+    predict.add_predict_arguments(p)
+    p.set_defaults(func=predict.run_predict)
     return parser
 
 

@@ -25,11 +25,20 @@ def pytest_collectstart(collector):
 
 
 def pytest_collection_modifyitems(config, items):
-    if has_release():
-        return
+    """Markers for a fast inner loop (``pytest -m "not notebooks and not slow"``):
+    ``notebooks`` for nbval cells and the papermill tests, ``release`` for tests that read the
+    official release (fixtures ``real_root``/``real``, or a notebook that loads it)."""
     skip = pytest.mark.skip(
         reason="HTNET_DATA does not point at the official release, which this notebook reads")
+    release = has_release()
     for item in items:
         path = Path(str(item.fspath))
-        if path.suffix == ".ipynb" and "load_composite(data_dir" in path.read_text():
-            item.add_marker(skip)
+        reads_release = {"real_root", "real"} & set(getattr(item, "fixturenames", ()))
+        if path.suffix == ".ipynb" or path.name == "test_notebooks.py":
+            item.add_marker(pytest.mark.notebooks)
+            if path.suffix == ".ipynb" and "load_composite(data_dir" in path.read_text():
+                reads_release = True
+        if reads_release:
+            item.add_marker(pytest.mark.release)
+            if not release and path.suffix == ".ipynb":
+                item.add_marker(skip)

@@ -1,3 +1,4 @@
+from pathlib import Path
 import io
 import re
 import shutil
@@ -29,7 +30,11 @@ def test_default_root_is_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HTNET_DATA", str(tmp_path))
     assert data.default_root() == tmp_path
     monkeypatch.delenv("HTNET_DATA")
-    assert str(data.default_root()) == "data"
+    # without the variable: the repository's data/, wherever the caller runs (notebooks/ too)
+    assert data.default_root() == Path(data.__file__).resolve().parent.parent / "data"
+    assert data.resolve_root(tmp_path) == tmp_path  # an argument wins
+    monkeypatch.setenv("HTNET_DATA", str(tmp_path / "env"))
+    assert data.resolve_root(None) == tmp_path / "env"
 
 
 def test_missing_root(tmp_path):

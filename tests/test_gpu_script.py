@@ -50,6 +50,7 @@ def test_usage_names_every_mode():
     assert "set -e" not in res.stdout  # the header comment only
 
 
+@pytest.mark.slow
 def test_bench_writes_a_summary(tmp_path, synthetic_root, synthetic):
     gpu_dir = make_gpu_dir(tmp_path / "gpu", synthetic_root, synthetic)
     out = tmp_path / "out"
@@ -75,6 +76,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_run_cut_off_is_packed_and_continues(tmp_path, synthetic_root, synthetic, monkeypatch):
     """A run stopped by the time limit is packed with its finished folds; unpacked into a fresh
     GPU_DIR (as on the next machine), `run` trains only the missing folds and packs the run."""

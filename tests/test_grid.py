@@ -109,6 +109,7 @@ def slow_task(synthetic, synthetic_root, runs_dir: Path) -> grid.RunJob:
 # --------------------------------------------------------------------------- the grid
 
 
+@pytest.mark.slow
 def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_root, tmp_path,
                                                         capsys):
     runs, logs = tmp_path / "runs", tmp_path / "logs"
@@ -152,6 +153,7 @@ def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
 # --------------------------------------------------------------------------- requeue and resume
 
 
+@pytest.mark.slow
 @linux_only
 def test_preempted_job_is_requeued_and_resumes_from_its_folds(synthetic, synthetic_root,
                                                               reference, tmp_path):
@@ -166,6 +168,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_folds(synthetic, synthet
     assert_same_run(task.runs_dir / task.run_id, reference)
 
 
+@pytest.mark.slow
 @linux_only
 def test_killed_job_resumes_when_the_grid_runs_again(synthetic, synthetic_root, reference,
                                                      tmp_path):

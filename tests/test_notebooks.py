@@ -52,6 +52,43 @@ def test_papermill_smoke(nb, tmp_path, synthetic_root):
     out = tmp_path / nb.name
     execute(nb, out, params, cwd=NOTEBOOKS)
     assert not any(o["output_type"] == "error" for c in cells(out) for o in c.get("outputs", []))
+    check_written_tables(tmp_path / "results" / "tables")
+
+
+def expected_rows(name: str) -> int | None:
+    """Rows a smoke execution writes into table ``name`` (None: not a scored table)."""
+    from htnetlib import ablation, paper, report, reproduce
+
+    if name.startswith("table2_"):
+        measured = sum(1 if report.variant_config(v, "smoke").model == "logreg" else 2
+                       for v in report.VARIANTS)
+        return len(paper.TABLE2) + measured
+    for key, (_, table) in reproduce.ABLATION_TABLES.items():
+        if name.startswith(table + "_"):
+            ab = ablation.ABLATIONS[key]
+            # per grid point: the paper's value where cited, two smoke rows (honest, oracle)
+            # and one "not run" row of the paper profile (never trained in a smoke run)
+            return sum(v in ab.cited for v in ab.values) + 3 * len(ab.values)
+    return None
+
+
+def check_written_tables(folder: Path) -> None:
+    """Every scored table a smoke run wrote: both protocols among its measured rows, every UF1
+    and UAR in [0, 1], and the row count the notebook's configuration implies."""
+    import pandas as pd
+
+    for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        df = pd.read_csv(csv)
+        scores = [c for c in df.columns if c.endswith((" UF1", " UAR"))]
+        values = df[scores].to_numpy(dtype=float)
+        values = values[~pd.isna(values)]
+        assert ((values >= 0) & (values <= 1)).all(), f"{csv.name}: a score outside [0, 1]"
+        if "source" in df.columns and "protocol" in df.columns:
+            measured = df[df["source"].astype(str).str.startswith("measured")]
+            assert {"honest", "oracle"} <= set(measured["protocol"]), csv.name
+        rows = expected_rows(csv.stem)
+        if rows is not None:
+            assert len(df) == rows, f"{csv.name}: {len(df)} rows, expected {rows}"
 
 
 def test_a_bad_profile_parameter_names_the_profiles(tmp_path):

@@ -40,7 +40,7 @@ def test_readme_block_is_generated(runs, tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert "| HTNet (paper) | cited (paper, Table 2) | oracle |" in text
-    assert "| Logistic regression | measured | honest | 1 |" in text
+    assert "| Logistic regression | measured | honest | smoke | 1 |" in text
 
 
 def test_save_table_and_figure_carry_provenance(tmp_path):

@@ -237,6 +237,7 @@ def _wait_for(condition, what, procs, seconds=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_trainers_on_one_run_train_it_once(synthetic_root, reference, tmp_path):
     runs, go = tmp_path / "runs", tmp_path / "go"
     args = [sys.executable, "-c", TRAINER, str(synthetic_root), str(runs), str(go)]

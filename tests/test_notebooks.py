@@ -36,6 +36,22 @@ def test_one_parameters_cell_and_clean_outputs(nb):
             assert out["output_type"] != "error", f"{nb.name}: committed with an error output"
     assert any(c.get("outputs") for c in data["cells"] if c["cell_type"] == "code"), \
         f"{nb.name}: committed without outputs"
+    # tidy outputs (htnetlib.reproduce.tidy): nothing that changes from run to run, no stderr,
+    # no machine paths
+    assert set(data["metadata"].get("papermill", {})) <= {"parameters"}, nb.name
+    for c in data["cells"]:
+        assert not {"papermill", "execution"} & set(c.get("metadata", {})), nb.name
+        for out in c.get("outputs", []):
+            assert out.get("name") != "stderr", f"{nb.name}: stderr in a committed output"
+    assert str(NOTEBOOKS.resolve()) not in nb.read_text(), f"{nb.name}: a machine path"
+
+
+def test_every_notebook_ends_with_computed_findings():
+    for nb in ALL:
+        cs = cells(nb)
+        assert "".join(cs[-2]["source"]).strip() == "## What we found", nb.name
+        last = "".join(cs[-1]["source"])
+        assert cs[-1]["cell_type"] == "code" and "Markdown(" in last, nb.name
 
 
 @pytest.mark.parametrize("nb", ALL, ids=lambda p: p.name)

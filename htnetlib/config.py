@@ -22,6 +22,11 @@ import numpy as np
 
 MODELS = ("htnet", "ststnet", "logreg")
 REGION_MODES = ("official", "corrected", "whole")  # see htnetlib.regions
+CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.train.class_weights)
+LR_SCHEDULES = ("constant", "cosine")  # Config.lr_schedule
+# Fields added after runs were stored, with their defaults: Config.to_dict leaves a field out
+# at its default, so every run id stored before it existed is unchanged.
+LATER_FIELDS = {"class_weights": "none", "mirror": False, "lr_schedule": "constant"}
 
 
 class TrainingError(RuntimeError):
@@ -53,10 +58,19 @@ class Config:
     input_scale: float = 1.0  # the official code feeds raw 0..255 values
     max_folds: int | None = None  # hold out only the first k subjects (smoke tests)
     permute_labels: bool = False  # null model: training labels permuted within each fold
+    # Honest training choices (docs/honest.md); their defaults are the official code's training.
+    class_weights: str = "none"  # none | balanced: eq. 7's sample weights w_i, 1 / class share
+    mirror: bool = False  # left-right mirrored training faces, each sample with chance 1/2 per epoch
+    lr_schedule: str = "constant"  # constant | cosine: cosine decay to 0 over the epochs
 
     def to_dict(self) -> dict:
+        """Every field, except a field of :data:`LATER_FIELDS` at its default value: run ids hash
+        this dict, so runs stored before that field existed keep their ids."""
         d = dataclasses.asdict(self)
         d["block_repeats"] = list(self.block_repeats)
+        for key, default in LATER_FIELDS.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -94,6 +108,11 @@ class Config:
             out.append(f"model={self.model!r} is not one of {', '.join(MODELS)}")
         if self.regions not in REGION_MODES:
             out.append(f"regions={self.regions!r} is not one of {', '.join(REGION_MODES)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            out.append(f"class_weights={self.class_weights!r} is not one of "
+                       f"{', '.join(CLASS_WEIGHTS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            out.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         for name in ("image_size", "patch_size", "dim", "heads", "num_hierarchies", "mlp_mult",
                      "epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -140,14 +159,15 @@ FIELD_KINDS = {"model": "str", "regions": "str", "image_size": "int", "patch_siz
                "dim": "int", "heads": "int", "num_hierarchies": "int", "block_repeats": "ints",
                "mlp_mult": "int", "dropout": "float", "epochs": "int", "lr": "float",
                "batch_size": "int", "shuffle": "bool", "input_scale": "float",
-               "max_folds": "int?", "permute_labels": "bool"}
+               "max_folds": "int?", "permute_labels": "bool", "class_weights": "str",
+               "mirror": "bool", "lr_schedule": "str"}
 _KIND_WORDS = {"str": "a string", "int": "a whole number", "float": "a number",
                "bool": "true or false", "ints": "a list of whole numbers such as 2,2,8",
                "int?": "a whole number or none"}
 # The fields each baseline reads (htnetlib.baselines); HTNet reads every field.
 USED_FIELDS = {
     "ststnet": {"model", "regions", "image_size", "dropout", "epochs", "lr", "batch_size",
-                "shuffle", "input_scale", "max_folds", "permute_labels"},
+                "shuffle", "input_scale", "max_folds", "permute_labels", *LATER_FIELDS},
     "logreg": {"model", "regions", "image_size", "epochs", "input_scale", "max_folds",
                "permute_labels"},
 }

@@ -52,8 +52,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .config import (BASELINES, PROFILES, Config, ConfigError, FoldResult,  # noqa: F401
-                     TrainingError, check_seed, profile_config)
+from .config import (BASELINES, LATER_FIELDS, PROFILES, Config, ConfigError,  # noqa: F401
+                     FoldResult, TrainingError, check_seed, profile_config)
 from .data import Composite, DataError
 from .model import build_model
 
@@ -78,6 +78,56 @@ def model_inputs(data: Composite, config: Config) -> np.ndarray:
 
     x = region_inputs(data, config.regions, size=config.image_size)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) * config.input_scale
+
+
+def mirrored_inputs(data: Composite, config: Config) -> np.ndarray:
+    """(N, 3, S, S) inputs of every sample's left-right mirrored face (``Config.mirror``).
+
+    The mirror is taken *before* the four-region mosaic, so a mirrored sample is what the
+    pipeline makes of the mirrored face: the flow map's columns are flipped and its u channel
+    negated (channels are (strain, v, u), :mod:`htnetlib.data`; the release min-max stretches
+    each channel to 0..255, so -u is 255 - u), MTCNN's landmarks are mirrored (x -> W - x) and
+    renamed left for right (MTCNN names eyes and mouth corners by image side), and the crops and
+    mosaic follow as for any face (a face MTCNN missed keeps the fallback landmarks, as the
+    mirrored image would). Flipping the finished mosaic instead would swap the left and right
+    crops in the ``corrected`` mode, where it agrees, but not in the ``official`` mode, whose
+    crops read (x, y) as (row, col): there a mirrored face moves the crops' rows.
+    """
+    import cv2
+
+    from .regions import Landmarks, crop_centres, find_landmarks, mosaic
+
+    flows, size = data.flows, config.image_size
+    if size != flows.shape[1]:  # as htnetlib.regions.region_inputs resizes
+        interp = cv2.INTER_AREA if size < flows.shape[1] else cv2.INTER_LINEAR
+        flows = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in flows])
+    flows = flows[:, :, ::-1].copy()  # (N, rows, cols, channels): columns flipped
+    flows[..., 2] = 255 - flows[..., 2]  # u, the horizontal flow, changes sign
+    if config.regions != "whole":
+        found = find_landmarks(data, config.regions)
+        points = found.points.copy()
+        points[..., 0] = found.image_size[:, None, 0] - points[..., 0]
+        mirrored = Landmarks(points[:, [1, 0, 2, 4, 3]], found.image_size)
+        flows = mosaic(flows, crop_centres(mirrored, config.regions, size))
+    return np.ascontiguousarray(flows.transpose(0, 3, 1, 2), dtype=np.float32) * config.input_scale
+
+
+def class_weights(config: Config, y_train: np.ndarray, classes: int = 3) -> np.ndarray | None:
+    """Per-class loss weights: eq. 7's sample weights w_i (section 3.4) by class.
+
+    ``balanced`` gives class c the weight n / (classes * n_c) on the fold's training labels, so
+    every class carries the same total weight; ``none`` (the official code passes no weights)
+    returns None, every sample weighing 1.
+    """
+    if config.class_weights == "none":
+        return None
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=classes)
+    return np.where(counts > 0, len(y_train) / (classes * np.maximum(counts, 1)), 0.0)
+
+
+def later_fields(config: Config) -> list[str]:
+    """The fields of :data:`LATER_FIELDS` that ``config`` sets away from their defaults."""
+    return [k for k, default in LATER_FIELDS.items() if getattr(config, k) != default]
 
 
 def data_fingerprint(data: Composite) -> str:
@@ -110,8 +160,12 @@ def fold_seed(seed: int, fold: int) -> int:
 
 def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                y_test: np.ndarray, *, seed: int, device: torch.device, name: str = "fold",
-               progress: bool = False) -> FoldResult:
-    """Train a fresh model on one fold and predict the test samples after every epoch."""
+               progress: bool = False, x_train_mirror: np.ndarray | None = None) -> FoldResult:
+    """Train a fresh model on one fold and predict the test samples after every epoch.
+
+    ``x_train_mirror`` (the mirrored training inputs, :func:`mirrored_inputs`) is needed when
+    ``config.mirror``: each epoch every training sample is shown mirrored with chance 1/2.
+    """
     if config.model == "logreg":
         from .baselines import logreg_fold
         return logreg_fold(x_train, y_train, x_test, y_test, seed=seed)
@@ -121,9 +175,16 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
         y_train = rng.permutation(y_train)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    loss_fn = nn.CrossEntropyLoss()
+    weight = class_weights(config, y_train)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=None if weight is None else torch.tensor(weight, dtype=torch.float32, device=device))
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                if config.lr_schedule == "cosine" else None)
+    if config.mirror and (x_train_mirror is None or x_train_mirror.shape != x_train.shape):
+        raise ValueError(f"{name}: mirror=true needs x_train_mirror of shape {x_train.shape}")
+    xmr = torch.from_numpy(x_train_mirror).to(device) if config.mirror else None
     xtr = torch.from_numpy(x_train).to(device)
-    ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
+    ytr = torch.from_numpy(np.array(y_train, dtype=np.int64)).to(device)  # a writable copy
     xte = torch.from_numpy(x_test).to(device)
     yte = np.asarray(y_test)
     n, bs = len(xtr), config.batch_size
@@ -139,10 +200,14 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
     for epoch in epochs:
         model.train()
         order = rng.permutation(n) if config.shuffle else np.arange(n)
+        xep = xtr
+        if xmr is not None:  # each sample mirrored with chance 1/2 this epoch
+            flip = torch.from_numpy(rng.random(n) < 0.5).to(device)
+            xep = torch.where(flip[:, None, None, None], xmr, xtr)
         total, correct = 0.0, 0
         for lo in range(0, n, bs):
             idx = torch.from_numpy(order[lo:lo + bs]).to(device)
-            xb, yb = xtr[idx], ytr[idx]
+            xb, yb = xep[idx], ytr[idx]
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -153,6 +218,8 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
             total += loss.item() * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
         train_loss[epoch], train_acc[epoch] = total / n, correct / n
+        if schedule is not None:
+            schedule.step()
         model.eval()
         with torch.no_grad():
             pred[epoch] = model(xte).argmax(1).cpu().numpy()
@@ -235,7 +302,7 @@ def train_command(config: Config, seed: int, profile: str | None) -> str:
     args = ["htnet", "train", "--profile", base_profile, "--model", config.model,
             "--seed", str(seed)]
     for key, value in config.to_dict().items():
-        if value != base[key]:
+        if value != base.get(key, LATER_FIELDS.get(key)):
             text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             args += ["--set", f"{key}={text}"]
     return shlex.join(args)
@@ -468,9 +535,13 @@ def _train_run(data: Composite, config: Config, seed: int, fingerprint: str, run
         return run_dir
     dev = pick_device(device)
     if trainer == "auto":
-        trainer = "grouped" if dev.type == "cuda" and config.model == "htnet" else "loop"
+        trainer = "grouped" if (dev.type == "cuda" and config.model == "htnet"
+                                and not later_fields(config)) else "loop"
     if trainer not in ("loop", "grouped"):
         raise ValueError(f"unknown trainer {trainer!r}; expected auto, loop or grouped")
+    if trainer == "grouped" and later_fields(config):
+        raise ConfigError(f"the grouped trainer does not implement {', '.join(later_fields(config))}"
+                          "; train with --trainer loop")
     meta = {"run_id": rid, "profile": profile, "seed": seed, "config": config.stored_dict(),
             "data_fingerprint": fingerprint, "data_root": Path(data.root).resolve().name,
             "git_commit": git_commit(), "device": device_name(dev), "versions": versions(),
@@ -509,6 +580,7 @@ def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
               device: torch.device | str = "cpu") -> list[dict]:
     """One job per held-out subject: its training and test arrays, seed, name and output file."""
     x = model_inputs(data, config)
+    xm = mirrored_inputs(data, config) if config.mirror else None
     y = data.table["label"].to_numpy()
     subjects = data.table["subject"].to_numpy()
     folds = fold_subjects(data, config)
@@ -519,6 +591,8 @@ def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
                          y_test=y[test], seed=fold_seed(seed, k), device=str(device),
                          name=f"fold {k + 1}/{len(folds)} (subject {subject})", subject=subject,
                          path=Path(fold_dir) / f"{k:02d}.npz"))
+        if xm is not None:
+            jobs[-1]["x_train_mirror"] = xm[~test]
     return jobs
 
 
@@ -563,7 +637,7 @@ def _fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
         torch.set_num_threads(threads)
     res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"], job["y_test"],
                      seed=job["seed"], device=torch.device(job["device"]), name=job["name"],
-                     progress=progress)
+                     progress=progress, x_train_mirror=job.get("x_train_mirror"))
     _save_fold(job["path"], job["subject"], res)
 
 

@@ -38,7 +38,7 @@ import zipfile
 from pathlib import Path
 
 from . import data as data_mod
-from .config import ConfigError, TrainingError
+from .config import ConfigError, TrainingError, whole_number
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DATA, EXIT_RUNTIME = 0, 1, 2, 3, 4
 EXIT_BUG, EXIT_INTERRUPTED = 70, 130
@@ -55,21 +55,6 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _whole_number(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
 
 
 def _check_device(text: str | None) -> str | None:
@@ -251,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
     p.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first available)")
-    p.add_argument("--workers", type=_whole_number(1), default=1,
+    p.add_argument("--workers", type=whole_number(1), default=1,
                    help="fold processes (CPU), at least 1")
-    p.add_argument("--threads", type=_whole_number(0), default=1,
+    p.add_argument("--threads", type=whole_number(0), default=1,
                    help="torch threads per fold process (default 1; 0 keeps torch's default)")
     p.add_argument("--trainer", choices=("auto", "loop", "grouped"), default="auto",
                    help="loop: fold after fold in --workers processes; grouped: many folds as "

@@ -302,3 +302,20 @@ class FoldResult:
     test_acc: np.ndarray  # (epochs,)
     seconds: float = 0.0
     logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
+
+
+def whole_number(minimum: int):
+    """An argparse type: a whole number of at least ``minimum`` (``--workers``, ``--threads``,
+    grid job sizes); anything else is a one-line usage error."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+        return value
+
+    return parse

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PROFILES, ConfigError, check_seed
+from .config import PROFILES, ConfigError, check_seed, whole_number
 
 # htnetlib.plan (and with it torch) is imported where needed: a job that fails on its data
 # fails before importing torch
@@ -339,21 +339,6 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip().lstrip("-"), value
 
 
-def _count(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``htnet grid`` to ``parser``."""
     from . import plan as plan_mod
@@ -371,21 +356,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slurm: sbatch; local: processes here; debug: in this process "
                              "with pdb on an error; auto (default): slurm where srun exists")
     parser.add_argument("--partition", help="Slurm partition")
-    parser.add_argument("--gpus-per-job", type=_count(0),
+    parser.add_argument("--gpus-per-job", type=whole_number(0),
                         help="GPUs per job (default 1 for the paper profile, else 0); 0 plans "
                              "and trains on CPU")
-    parser.add_argument("--cpus-per-job", type=_count(1), default=1,
+    parser.add_argument("--cpus-per-job", type=whole_number(1), default=1,
                         help="CPU cores per job, its fold processes on a CPU (default 1)")
-    parser.add_argument("--time-min", type=_count(1), default=60,
+    parser.add_argument("--time-min", type=whole_number(1), default=60,
                         help="time limit per job in minutes (default 60); a job that reaches "
                              "it is requeued and resumes from its stored folds")
     parser.add_argument("--slurm-args", type=_key_value, nargs="+", default=[],
                         metavar="KEY=VALUE", help="further #SBATCH options, e.g. "
                                                   "account=myproject qos=normal mem=16G")
-    parser.add_argument("--parallel", type=_count(0),
+    parser.add_argument("--parallel", type=whole_number(0),
                         help="jobs at a time, 0 for all at once (default: all for slurm; for "
                              "local, cores / --cpus-per-job, or 1 with GPUs)")
-    parser.add_argument("--limit", type=_count(1),
+    parser.add_argument("--limit", type=whole_number(1),
                         help="submit only the first N missing runs (a trial)")
     parser.add_argument("--log-dir", type=Path,
                         help="job logs and submitit's files (default: .cache/grid-logs/"

@@ -98,6 +98,10 @@ def train_network(config: Config, x: np.ndarray, y: np.ndarray, *, seed: int,
     official unshuffled batches, permuted labels for the null model) without predicting a test
     fold after each epoch, which changes nothing the network computes.
     """
+    if train.later_fields(config):
+        raise ConfigError(f"htnet fit trains the official schedule; "
+                          f"{', '.join(train.later_fields(config))} (the honest training "
+                          "choices of htnetlib.protocols) are trained by htnet train only")
     dev = train.pick_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -71,6 +71,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from htnetlib.config import whole_number
 from htnetlib.data import DataError, _complete_image
 from htnetlib.flow import (APEX_METHODS, FLOW_METHODS, crop_face, detect_landmarks, flow_map,
                           spot_apex)
@@ -675,17 +676,6 @@ def _merge_table(path: Path, dataset: str, new: pd.DataFrame) -> pd.DataFrame:
 # Command line (wired into ``htnet preprocess`` by htnetlib.cli)
 
 
-def _positive_int(text: str) -> int:
-    """argparse type of ``--workers``: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --dataset, --root, --out, --workers and --method to ``parser``."""
     if parser.epilog is None:
@@ -698,7 +688,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the dataset's raw folder with its annotation table (layouts below)")
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder: combined_3_class2_for_optical_flow.csv and datasets/...")
-    parser.add_argument("--workers", type=_positive_int, default=1,
+    parser.add_argument("--workers", type=whole_number(1), default=1,
                         help="processes working on samples in parallel (default 1)")
     parser.add_argument("--method", choices=FLOW_METHODS, default="farneback",
                         help="optical flow: farneback (the paper's, default) or dis")

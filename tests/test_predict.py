@@ -388,3 +388,14 @@ def test_a_cpu_model_predicts_a_pair_in_under_a_second(synthetic, tmp_path):
         torch.set_num_threads(threads)
     print(f"predict per pair: {min(times):.3f} s (best of 5), {np.median(times):.3f} s median")
     assert np.median(times) < 1.0
+
+
+def test_fit_refuses_training_choices_it_does_not_implement(synthetic):
+    import dataclasses
+
+    from htnetlib.config import ConfigError
+    from htnetlib.predict import train_network
+
+    cfg = dataclasses.replace(train.PROFILES["smoke"], class_weights="balanced")
+    with pytest.raises(ConfigError, match="class_weights"):
+        train_network(cfg, np.zeros((4, 3, 28, 28), np.float32), np.array([0, 1, 2, 0]), seed=0)

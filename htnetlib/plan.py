@@ -7,7 +7,12 @@ seed), so the list of runs a profile needs is known before any notebook executes
 * 05 (Table 2) and 11 (protocol audit): HTNet, HTNet on the whole map, STSTNet with every seed,
   logistic regression once, and the permuted-label null model (seed 0);
 * 06-09 (section 4.4): every grid point of the four ablations with the first seed, and the
-  profile's default with every seed.
+  profile's default with every seed;
+* 12 (honest selection): the training variants of :data:`htnetlib.protocols.VARIANTS`, the single
+  changes with the first seed and the combinations with every seed (its nested rule adds the
+  inner fits of :func:`htnetlib.protocols.run_nested`, stored inside their outer run).
+
+Notebook 13 reads stored LOSO runs only; its leave-one-dataset-out results are not LOSO runs.
 
 :func:`make_plan` splits that list into stored and missing runs and estimates what each missing
 run costs on a device, from timings measured in this repository (:func:`estimate`): a stored run
@@ -46,9 +51,12 @@ class Need:
     seconds: float | None = None  # estimated cost on the planned device, if missing
     basis: str = ""  # what the estimate rests on
 
+    nested: bool = False  # the inner fits of this run for the nested rule, not the run
+
     @property
     def label(self) -> str:
-        return f"{self.run_id} ({'; '.join(self.why)})"
+        what = f"{self.run_id}/inner" if self.nested else self.run_id
+        return f"{what} ({'; '.join(self.why)})"
 
 
 def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
@@ -78,7 +86,21 @@ def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
     need(dataclasses.replace(default, permute_labels=True), 0, "11 null model")
     for s in seeds:
         need(variant_config("STSTNet", profile), s, "11 protocol audit")
+    from . import protocols
+
+    for name in protocols.VARIANTS:
+        for s in protocols.variant_seeds(name, seeds):
+            need(protocols.variant_config(name, profile), s, f"12 honest selection: {name}")
     return list(found.values())
+
+
+def needed_nested(profile: str, seeds=SEEDS) -> list[Need]:
+    """The runs whose inner fits notebook 12's nested rule needs (first seed)."""
+    from . import protocols
+
+    return [Need(protocols.variant_config(name, profile), list(seeds)[0], profile,
+                 [f"12 nested rule: {name}"], nested=True)
+            for name in protocols.NESTED_VARIANTS]
 
 
 # --------------------------------------------------------------------------- cost
@@ -174,15 +196,23 @@ class Plan:
     profile: str
     device_type: str
     needs: list
+    nested: list = field(default_factory=list)  # inner stores of notebook 12's nested rule
 
     @property
     def missing(self) -> list:
+        """The missing LOSO runs (what ``htnet grid`` submits)."""
         return [n for n in self.needs if not n.stored]
 
     @property
+    def missing_nested(self) -> list:
+        """The runs whose nested rule lacks its inner fits (notebook 12 trains them)."""
+        return [n for n in self.nested if not n.stored]
+
+    @property
     def missing_seconds(self) -> float | None:
-        """Total estimated cost of the missing runs; None when one of them has no estimate."""
-        costs = [n.seconds for n in self.missing]
+        """Total estimated cost of the missing runs and inner fits; None when one of them has
+        no estimate."""
+        costs = [n.seconds for n in self.missing + self.missing_nested]
         return None if any(c is None for c in costs) else float(sum(costs))
 
     def summary(self, limit: int = 12) -> str:
@@ -194,8 +224,11 @@ class Plan:
             lines.append(f"  missing {n.label}: {cost} on this {self.device_type} ({n.basis})")
         if len(self.missing) > limit:
             lines.append(f"  ... and {len(self.missing) - limit} more")
+        for n in self.missing_nested:
+            cost = "no timing" if n.seconds is None else _duration(n.seconds)
+            lines.append(f"  missing {n.label}: {cost} on this {self.device_type} ({n.basis})")
         total = self.missing_seconds
-        if self.missing:
+        if self.missing or self.missing_nested:
             lines.append("  estimated cost of the missing runs here: "
                          + ("unknown (a run has no timing)" if total is None else
                             _duration(total)))
@@ -225,4 +258,17 @@ def make_plan(data, profile: str, *, runs_dir: Path = ROOT / "results" / "runs",
         if not n.stored:
             n.seconds, n.basis = estimate(n.config, device_type, workers=workers,
                                           n_folds=n_folds, timings=timings)
-    return Plan(profile, device_type, needs)
+    nested = needed_nested(profile, seeds)
+    for n in nested:
+        from .protocols import INNER_GROUPS, nested_complete
+
+        n.run_id = train.run_id(n.config, n.seed, fingerprint, profile)
+        n.stored = not retrain and nested_complete(Path(runs_dir) / n.run_id)
+        if not n.stored:
+            # INNER_GROUPS fits per fold, each on (INNER_GROUPS - 1) / INNER_GROUPS of its
+            # training subjects: (INNER_GROUPS - 1) times the LOSO run (4.4 measured, cpu)
+            seconds, basis = estimate(n.config, device_type, workers=workers, n_folds=n_folds,
+                                      timings=timings)
+            n.seconds = None if seconds is None else seconds * (INNER_GROUPS - 1)
+            n.basis = f"{INNER_GROUPS - 1} x the LOSO run, {basis}"
+    return Plan(profile, device_type, needs, nested)

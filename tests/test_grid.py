@@ -130,22 +130,22 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
     assert grid.run(parse("--profile", "smoke", "--data", str(synthetic_root), "--out",
                           str(runs), "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert "31 runs needed by the notebooks, 1 stored" in out
+    assert "40 runs needed by the notebooks, 1 stored" in out
     jobs = [line for line in out.splitlines() if re.match(r"  \S+-smoke-s\d-", line)]
-    assert len(jobs) == 30 and not any(first.run_id in line for line in jobs)
+    assert len(jobs) == 39 and not any(first.run_id in line for line in jobs)
     assert any(re.search(r"\d+\.\d CPU-min  05 Table 2: HTNet", line) for line in jobs)
     assert any("no timing" in line and line.split()[0].startswith("logreg") for line in jobs)
-    assert re.search(r"total: 30 jobs, at least \d+\.\d+ CPU-hours", out)
+    assert re.search(r"total: 39 jobs, at least \d+\.\d+ CPU-hours", out)
     assert "nothing submitted" in out
 
 
 def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
     assert grid.run(parse("--profile", "paper", "--data", str(real_root), "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert "paper: 31 runs needed by the notebooks" in out
+    assert "paper: 40 runs needed by the notebooks" in out
     jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d-", line)]
     stored = int(re.search(r"(\d+) stored", out).group(1))
-    assert len(jobs) == 31 - stored
+    assert len(jobs) == 40 - stored
     assert re.search(r"total: \d+ jobs, (at least )?\d+\.\d+ GPU-hours", out)
     assert any("GPU-min" in line for line in jobs)
 

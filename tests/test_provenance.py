@@ -118,6 +118,64 @@ def flat(tree: dict, prefix: tuple = ()) -> dict:
     return out
 
 
+LODO_DIRS = sorted(p for p in (RESULTS / "tables" / "lodo").glob("*") if p.is_dir())
+INNER_STORES = sorted(p / "inner" for p in RUN_DIRS if (p / "inner").is_dir())
+
+
+@pytest.mark.parametrize("path", LODO_DIRS, ids=lambda p: p.name)
+def test_stored_lodo_result_recomputes_from_its_epochs(path):
+    """A leave-one-dataset-out result (notebook 13) agrees with itself like a run."""
+    from htnetlib import protocols
+
+    r = protocols.load_lodo(path)
+    meta, p, ep = r["meta"], r["predictions"], r["epochs"]
+    config = train.Config.from_dict(meta["config"])
+    assert meta["lodo_id"] == path.name == protocols.lodo_id(
+        config, meta["seed"], meta["data_fingerprint"], meta["profile"])
+    pred, y = ep["pred"], p["label"].to_numpy()
+    assert pred.shape == (meta["epochs"], meta["n_samples"]) == (config.epochs, len(p))
+    held = list(dict.fromkeys(p["dataset"]))
+    assert held == meta["held_out"] == ep["datasets"].tolist()
+    assert not p.duplicated(metrics.KEY).any()
+    for k, d in enumerate(held):
+        idx = (p["dataset"] == d).to_numpy()
+        np.testing.assert_array_equal(ep["test_acc"][k], (pred[:, idx] == y[idx]).mean(1),
+                                      err_msg=f"test accuracy with {d} held out")
+    np.testing.assert_array_equal(p["honest"].to_numpy(), metrics.honest_predictions(pred))
+    scores = {d: {"uf1": metrics.uf1(part["label"], part["honest"]),
+                  "uar": metrics.uar(part["label"], part["honest"]), "n": len(part)}
+              for d, part in p.groupby("dataset", sort=False)}
+    assert flat(r["metrics"]) == pytest.approx(flat({"honest": scores}), rel=0, abs=1e-12)
+
+
+@pytest.mark.parametrize("inner", INNER_STORES, ids=lambda p: p.parent.name)
+def test_stored_inner_store_is_finished_and_matches_its_run(inner):
+    """The nested rule's inner fits (notebook 12): finished, made for their run, split as
+    protocols.inner_splits splits the run's samples, and blind to each outer held-out subject."""
+    from types import SimpleNamespace
+
+    from htnetlib import protocols
+
+    run_dir = inner.parent
+    assert protocols.nested_complete(run_dir), f"{inner}: an unfinished inner store"
+    store, run = protocols.load_inner(run_dir), load(run_dir.name)
+    meta = store["meta"]
+    assert meta["outer_run_id"] == run_dir.name and meta["seed"] == run.meta["seed"]
+    assert meta["data_fingerprint"] == run.meta["data_fingerprint"]
+    assert train.Config.from_dict(meta["config"]) == run.config
+    assert store["subjects"].tolist() == run.epochs["subjects"].tolist()
+    table = pd.DataFrame({k: store[k] for k in metrics.KEY}).assign(label=store["label"])
+    rows = protocols.table_rows(table, run.predictions)
+    np.testing.assert_array_equal(store["label"][rows], run.predictions["label"].to_numpy())
+    splits = protocols.inner_splits(SimpleNamespace(table=table), run.config, meta["n_groups"])
+    np.testing.assert_array_equal(store["groups"], np.stack([s["groups"] for s in splits]))
+    pred = store["pred"]
+    assert pred.shape == (meta["n_folds"], run.config.epochs, len(table))
+    assert ((pred == -1) == (store["groups"] == -1)[:, None, :]).all(), \
+        "an inner prediction for an outer held-out sample, or a training sample without one"
+    assert meta["n_fits"] == sum(int(g.max()) + 1 for g in store["groups"])
+
+
 # --------------------------------------------------------------------------- 2. tables
 
 
@@ -207,13 +265,47 @@ def table1(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     return data.table1(SimpleNamespace(table=run.predictions))
 
 
+def honest_selection(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 12: protocols.selection_table of every training variant's runs, with the seeds
+    the table lists (its nested rows read each run's inner/ store)."""
+    from htnetlib import protocols
+
+    runs = {}
+    for name, seeds in stored.loc[stored["rule"] == "final epoch", ["variant", "seeds"]
+                                  ].itertuples(index=False):
+        runs[name] = [find(protocols.variant_config(name, profile), profile, seed=int(s))[0]
+                      for s in str(seeds).split(",")]
+    return protocols.selection_table(runs, n_boot=N_BOOT)
+
+
+def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 13: protocols.lodo_table of the stored leave-one-dataset-out results
+    (results/tables/lodo/) beside the same models' stored LOSO runs."""
+    from htnetlib import protocols
+
+    results, loso = {}, {}
+    for name in dict.fromkeys(stored["model"]):
+        rows = stored[stored["model"] == name]
+        cfg = protocols.lodo_config(name, profile)
+        paths = [RESULTS / "tables" / "lodo" / protocols.lodo_id(cfg, int(s), find.fingerprint,
+                                                                 profile)
+                 for s in str(rows["seeds"].iloc[0]).split(",")]
+        if not all(p.is_dir() for p in paths):
+            raise Missing(f"leave-one-dataset-out results of {name}: {paths}")
+        results[name] = [protocols.load_lodo(p) for p in paths]
+        seeds = str(rows["LOSO seeds"].iloc[0])
+        loso[name] = [] if seeds == "-" else [find(cfg, profile, seed=int(s))[0]
+                                              for s in seeds.split(",")]
+    return protocols.lodo_table(results, loso, n_boot=N_BOOT)
+
+
 # How each results/tables/<name>_<profile>.csv is made. Not checked here, because none is
 # committed: table3_casme3 (notebook 10), which needs the CAS(ME)^3 release. A table missing
 # from this list fails test_table_recomputes_from_the_stored_runs until it gets a check.
 ABLATION_TABLES = {"table4_block_size": "block_size", "fig5_dim": "dim", "fig6_heads": "heads",
                    "table5_layers": "layers"}
 RECOMPUTE = {"table1": table1, "table2": table2, "protocol_audit": protocol_audit,
-             "table5_costs": table5_costs,
+             "table5_costs": table5_costs, "honest_selection": honest_selection, "lodo": lodo,
              **{name: ablation_table(key) for name, key in ABLATION_TABLES.items()}}
 
 
@@ -346,3 +438,42 @@ def test_readme_ablations_block_shows_the_ablation_tables():
     # every ablation with a table, every grid point in order
     assert shown == {key: [ablation.ABLATIONS[key].label(v) for v in ablation.ABLATIONS[key].values]
                      for key in tables}
+
+
+def test_readme_beyond_blocks_show_notebooks_12_and_13():
+    """The README's honest-selection rows are the table's rows of the fixed README rules for
+    every variant (the oracle for the plain model only) plus the largest honest row, labelled;
+    its leave-one-dataset-out block is the whole table."""
+    from htnetlib import reproduce
+
+    comment, rows = readme_block(reproduce.SEL_START, reproduce.SEL_END)
+    profile = re.search(r"profile (\w+)", comment)[1]
+    table = pd.read_csv(RESULTS / "tables" / f"honest_selection_{profile}.csv",
+                        keep_default_na=False)
+    honest = table[table["honest"].astype(str) == "True"]
+    best = honest.loc[honest["Full UF1"].astype(float).idxmax()]
+    expected = table[table["rule"].isin(reproduce.README_RULES)
+                     & ((table["variant"] == "plain") | (table["honest"].astype(str) == "True"))]
+    keys = [(r["variant"], r["rule"].removesuffix(" (largest honest row)"), r["seeds"])
+            for r in rows]
+    assert sorted(set(keys)) == sorted({(v, r, str(s)) for v, r, s in zip(
+        expected["variant"], expected["rule"], expected["seeds"])}
+        | {(best["variant"], best["rule"], str(best["seeds"]))})
+    assert [r["rule"].endswith("(largest honest row)") for r in rows].count(True) == 1
+    for row, key in zip(rows, keys):
+        at = table[(table["variant"] == key[0]) & (table["rule"] == key[1])
+                   & (table["seeds"].astype(str) == key[2])]
+        assert len(at) == 1, key
+        if row["rule"].endswith("(largest honest row)"):
+            assert key == (best["variant"], best["rule"], str(best["seeds"]))
+        for col, cell in row.items():
+            if col not in ("variant", "rule", "seeds"):
+                assert cell == fmt(at[col].iloc[0]), f"README honest selection {key}: {col}"
+
+    comment, rows = readme_block(reproduce.LODO_START, reproduce.LODO_END)
+    profile = re.search(r"profile (\w+)", comment)[1]
+    table = read_table(RESULTS / "tables" / f"lodo_{profile}.csv")
+    assert len(rows) == len(table)
+    for row, (_, at) in zip(rows, table.iterrows()):
+        for col, cell in row.items():
+            assert cell == fmt(at[col]), f"README leave-one-dataset-out {row['model']}: {col}"

@@ -45,8 +45,11 @@ def test_the_plan_of_each_profile():
         assert sum(n.config.permute_labels for n in needs) == 1
         assert sum(n.config.model == "logreg" for n in needs) == 1
         # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
-        # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs
-        assert len(needs) == 31, profile
+        # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
+        # its three single changes (first seed) and two combinations with every seed: 9 more
+        assert len(needs) == 31 + 9, profile
+        # (the plain model is the default: its three seeds are needed by 12 too)
+        assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6
         assert all(n.why for n in needs)
 
 
@@ -157,3 +160,33 @@ def test_defaults_inject_nothing_and_a_second_run_changes_nothing(tmp_path):
     assert nb["metadata"]["papermill"] == {"parameters": {"x": 5}}
     reproduce.execute(out, out, {"x": 1}, cwd=tmp_path)
     assert out.read_text() == text
+
+
+def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, monkeypatch):
+    """Notebook 12's nested rule trains five inner fits per fold: the plan lists them apart from
+    the runs, at 4 times the run's estimate, and a finished inner store counts as stored."""
+    from htnetlib import protocols
+
+    timings = plan._stored_timings(RUNS)  # the committed runs' timings, in an empty store
+    monkeypatch.setattr(plan, "_stored_timings", lambda runs_dir: timings)
+    empty = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "none")
+    assert [n.why for n in empty.nested] == [[f"12 nested rule: {v}"]
+                                            for v in protocols.NESTED_VARIANTS]
+    assert empty.missing_nested == empty.nested
+    for n in empty.nested:
+        run = next(m for m in empty.needs if m.run_id == n.run_id)
+        assert run.seconds > 0 and n.seconds == pytest.approx(4 * run.seconds)
+        assert n.basis.startswith("4 x the LOSO run")
+    assert empty.missing_seconds == pytest.approx(
+        sum(n.seconds for n in empty.missing + empty.missing_nested))
+    assert f"missing {empty.nested[0].run_id}/inner" in empty.summary()
+
+    # a finished inner store (as protocols.nested_complete reads it) is stored
+    first = empty.nested[0]
+    inner = tmp_path / "runs" / first.run_id / protocols.INNER_DIR
+    inner.mkdir(parents=True)
+    (inner / "epochs.npz").write_bytes(b"")
+    (inner / "config.json").write_text(json.dumps({"n_groups": protocols.INNER_GROUPS,
+                                                   "n_fits": 1}))
+    again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
+    assert [n.stored for n in again.nested] == [True, False]

@@ -58,7 +58,7 @@ class Config:
     input_scale: float = 1.0  # the official code feeds raw 0..255 values
     max_folds: int | None = None  # hold out only the first k subjects (smoke tests)
     permute_labels: bool = False  # null model: training labels permuted within each fold
-    # Honest training choices (docs/honest.md); their defaults are the official code's training.
+    # Honest training choices (notebook 12); their defaults are the official code's training.
     class_weights: str = "none"  # none | balanced: eq. 7's sample weights w_i, 1 / class share
     mirror: bool = False  # left-right mirrored training faces, each sample with chance 1/2 per epoch
     lr_schedule: str = "constant"  # constant | cosine: cosine decay to 0 over the epochs

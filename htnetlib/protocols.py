@@ -388,9 +388,9 @@ def table_rows(release: pd.DataFrame, predictions: pd.DataFrame) -> np.ndarray:
 # --------------------------------------------------------------------------- the plan of notebook 12
 
 # The training variants, fixed before any was trained: name -> changes to the profile's
-# configuration (notebook 12 states the plan). Single changes are trained with the first seed, the plain
-# model and the two combinations with every seed; the nested rule runs for NESTED_VARIANTS
-# (first seed), leave-one-dataset-out for LODO_MODELS.
+# configuration (notebook 12 states the plan). Single changes are trained with the first seed,
+# the plain model and the two combinations with every seed; the nested rule runs for
+# NESTED_VARIANTS (first seed), leave-one-dataset-out for LODO_MODELS.
 VARIANTS = {
     "plain": {},
     "class-balanced loss (eq. 7)": {"class_weights": "balanced"},

@@ -3,6 +3,7 @@
     htnet data check [--data DIR]           verify a release folder (counts, SHA-256)
     htnet data fetch [--dest DIR]           download and verify the official release
     htnet train --profile {smoke,cpu,paper} [--seed N] [--out DIR] [--data DIR]
+                [--protocol loso|nested|lodo]   a LOSO run; its nested inner fits; or LODO
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
     htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
@@ -157,14 +158,63 @@ def _train(args) -> int:
         config = train.profile_config(args.profile, args.model)
     config = apply_overrides(config, args.set or [])
     device = _check_device(args.device)
-    runs_dir = _check_out(args.out)
+    if args.protocol != "loso" and (args.trainer == "grouped" or device not in (None, "cpu")):
+        raise CliError(f"--protocol {args.protocol}: its extra fits train on the CPU, fold "
+                       "after fold in --workers processes; leave --device and --trainer out")
+    out = args.out or ("results/tables/lodo" if args.protocol == "lodo" else "results/runs")
+    runs_dir = _check_out(out)
     composite = data_mod.load_composite(args.data)
-    run_dir = train.run_loso(composite, config, seed=seed, runs_dir=runs_dir,
-                             profile=args.profile, device=device, retrain=args.retrain,
-                             workers=args.workers, threads=args.threads or None,
-                             trainer=args.trainer)
+    if args.protocol == "lodo":
+        from . import protocols
+
+        path = protocols.run_lodo(composite, config, seed=seed, store_dir=runs_dir,
+                                  profile=args.profile, workers=args.workers,
+                                  retrain=args.retrain)
+        print(path)
+        return _print_lodo(path)
+    if args.protocol == "nested":
+        from . import protocols
+
+        run_dir = protocols.run_nested(composite, config, seed=seed, runs_dir=runs_dir,
+                                       profile=args.profile, workers=args.workers,
+                                       retrain=args.retrain)
+    else:
+        run_dir = train.run_loso(composite, config, seed=seed, runs_dir=runs_dir,
+                                 profile=args.profile, device=device, retrain=args.retrain,
+                                 workers=args.workers, threads=args.threads or None,
+                                 trainer=args.trainer)
     print(run_dir)
-    return _print_evaluation(run_dir)
+    code = _print_evaluation(run_dir)
+    if args.protocol == "nested":
+        _print_nested(run_dir)
+    return code
+
+
+def _print_nested(run_dir) -> None:
+    """The nested rule's composite UF1 and UAR (notebook 12), beside the run's Table 2 row."""
+    from . import metrics, protocols
+
+    run = _load_run(run_dir)
+    p = run.predictions
+    for metric in ("uf1", "accuracy"):
+        pred = protocols.nested_predictions(run, metric)
+        print(f"nested epoch (chosen by inner {metric.upper() if metric == 'uf1' else metric}): "
+              f"composite UF1 {metrics.uf1(p['label'], pred):.4f}, "
+              f"UAR {metrics.uar(p['label'], pred):.4f}")
+
+
+def _print_lodo(path) -> int:
+    from . import protocols
+    from .data import DATASET_NAMES
+
+    result = protocols.load_lodo(path)
+    meta = result["meta"]
+    print(f"leave one dataset out {meta['lodo_id']}: profile {meta.get('profile')}, seed "
+          f"{meta['seed']}, final epoch, device {meta['device']}")
+    for d, s in result["metrics"]["honest"].items():
+        print(f"  tested on {DATASET_NAMES[d]} ({s['n']} samples): UF1 {s['uf1']:.4f}, "
+              f"UAR {s['uar']:.4f}")
+    return EXIT_OK
 
 
 def _load_run(run_dir):
@@ -233,8 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("htnet", "ststnet", "logreg"), default="htnet",
                    help="HTNet, or a Table 2 baseline trained on the same folds")
     p.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**31 - 1 (default 0)")
-    p.add_argument("--out", default="results/runs", help="runs folder (default results/runs)")
+    p.add_argument("--out", help="runs folder (default results/runs; results/tables/lodo for "
+                                 "--protocol lodo)")
     p.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
+    p.add_argument("--protocol", choices=("loso", "nested", "lodo"), default="loso",
+                   help="loso: the run (default); nested: the run and its inner fits for the "
+                        "nested rule (notebook 12, about 4 x a run); lodo: leave one dataset "
+                        "out (notebook 13)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first available)")
     p.add_argument("--workers", type=whole_number(1), default=1,
                    help="fold processes (CPU), at least 1")

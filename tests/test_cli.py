@@ -61,3 +61,42 @@ def test_bad_ablation_is_refused(synthetic_root, tmp_path, capsys, arg, message)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("htnet: error: --ablation") and message in err[0]
     assert not out.exists()
+
+
+def test_train_nested_and_lodo_protocols(synthetic, synthetic_root, tmp_path, capsys):
+    """``--protocol nested`` stores the run and its finished inner fits and prints the nested
+    rule's scores; ``--protocol lodo`` stores a leave-one-dataset-out result; both as the
+    library (notebooks 12 and 13) finds them."""
+    from htnetlib import protocols, train
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
+                 str(runs), "--protocol", "nested"]) == 0
+    out = capsys.readouterr().out
+    cfg = train.profile_config("smoke")
+    run_dir = runs / train.run_id(cfg, 0, train.data_fingerprint(synthetic), "smoke")
+    assert protocols.nested_complete(run_dir)
+    run = train.load_run(run_dir)
+    nested = protocols.nested_predictions(run, "uf1")
+    from htnetlib import metrics
+
+    assert (f"nested epoch (chosen by inner UF1): composite UF1 "
+            f"{metrics.uf1(run.predictions['label'], nested):.4f}") in out
+
+    lodo = tmp_path / "lodo"
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
+                 str(lodo), "--protocol", "lodo"]) == 0
+    out = capsys.readouterr().out
+    path = lodo / protocols.lodo_id(cfg, 0, train.data_fingerprint(synthetic), "smoke")
+    result = protocols.load_lodo(path)
+    for d, s in result["metrics"]["honest"].items():
+        assert f"({s['n']} samples): UF1 {s['uf1']:.4f}" in out
+
+
+def test_nested_and_lodo_refuse_a_gpu_trainer(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out", str(out),
+                 "--protocol", "nested", "--trainer", "grouped"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--protocol nested" in err and "CPU" in err
+    assert not out.exists()

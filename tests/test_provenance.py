@@ -111,6 +111,18 @@ def test_stored_run_recomputes_from_its_epochs(run_dir):
     assert flat(run.metrics) == pytest.approx(flat(scores), rel=0, abs=1e-12)
 
 
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|private|var/folders)/")
+
+
+def test_stored_results_name_no_machine_path():
+    """Every text file under results/ reads the same on a reader's machine: no absolute path of
+    the machine that made it (data roots are stored by folder name, commands portably)."""
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}..." for path in sorted(RESULTS.rglob("*"))
+             if path.suffix in (".json", ".md", ".csv") and path.is_file()
+             for m in [MACHINE_PATH.search(path.read_text(errors="replace"))] if m]
+    assert not found, "absolute machine paths in stored results: " + "; ".join(found)
+
+
 def flat(tree: dict, prefix: tuple = ()) -> dict:
     out = {}
     for k, v in tree.items():

@@ -164,17 +164,15 @@ def _train(args) -> int:
     out = args.out or ("results/tables/lodo" if args.protocol == "lodo" else "results/runs")
     runs_dir = _check_out(out)
     composite = data_mod.load_composite(args.data)
-    if args.protocol == "lodo":
-        from . import protocols
+    from . import protocols
 
+    if args.protocol == "lodo":
         path = protocols.run_lodo(composite, config, seed=seed, store_dir=runs_dir,
                                   profile=args.profile, workers=args.workers,
                                   retrain=args.retrain)
         print(path)
         return _print_lodo(path)
     if args.protocol == "nested":
-        from . import protocols
-
         run_dir = protocols.run_nested(composite, config, seed=seed, runs_dir=runs_dir,
                                        profile=args.profile, workers=args.workers,
                                        retrain=args.retrain)

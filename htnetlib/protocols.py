@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import pandas as pd
 import torch
 
 from . import metrics, train
-from .config import Config, TrainingError, check_seed
+from .config import Config, check_seed
 from .data import Composite
 
 CLASSES = 3  # negative, positive, surprise
@@ -211,25 +210,21 @@ def inner_splits(data: Composite, config: Config, n_groups: int = INNER_GROUPS) 
     return out
 
 
-def inner_jobs(data: Composite, config: Config, seed: int, store: Path, device="cpu",
-               n_groups: int = INNER_GROUPS) -> list[dict]:
-    """One :func:`htnetlib.train.train_fold` job per inner fit: train on the outer fold's
-    training subjects outside inner group g, predict group g after every epoch."""
-    x = train.model_inputs(data, config)
-    xm = train.mirrored_inputs(data, config) if config.mirror else None
-    y = data.table["label"].to_numpy()
+def inner_jobs(data: Composite, config: Config, seed: int, store: Path, splits: list[dict],
+               device="cpu") -> list[dict]:
+    """One :func:`htnetlib.train.train_fold` job per inner fit of ``splits``
+    (:func:`inner_splits`): train on the outer fold's training subjects outside inner group g,
+    predict group g after every epoch."""
+    arrays = train.JobArrays(data, config)
     jobs = []
-    for k, split in enumerate(inner_splits(data, config, n_groups)):
+    for k, split in enumerate(splits):
         groups = split["groups"]
         for g in range(int(groups.max()) + 1):
-            fit, val = (groups >= 0) & (groups != g), groups == g
-            job = dict(config=config, x_train=x[fit], y_train=y[fit], x_test=x[val],
-                       y_test=y[val], seed=inner_seed(seed, k, g), device=str(device),
-                       name=f"inner fit {g + 1} of fold {k + 1} (subject {split['subject']})",
-                       subject=f"{split['subject']}/{g}", path=Path(store) / f"{k:02d}_{g}.npz")
-            if xm is not None:
-                job["x_train_mirror"] = xm[fit]
-            jobs.append(job)
+            jobs.append(arrays.job(
+                (groups >= 0) & (groups != g), groups == g, seed=inner_seed(seed, k, g),
+                device=str(device),
+                name=f"inner fit {g + 1} of fold {k + 1} (subject {split['subject']})",
+                subject=f"{split['subject']}/{g}", path=Path(store) / f"{k:02d}_{g}.npz"))
     return jobs
 
 
@@ -252,11 +247,8 @@ def run_nested(data: Composite, config: Config, *, seed: int = 0,
     store = run_dir / INNER_DIR
     if nested_complete(run_dir, n_groups) and not retrain:
         return run_dir
-    allowed = os.environ.get("HTNET_TRAIN_PROFILES")
-    if allowed and (profile or "custom") not in allowed.split(","):
-        raise TrainingError(f"{run_dir.name} has no finished inner store ({store}), and training "
-                            f"the {profile!r} profile is switched off here "
-                            f"(HTNET_TRAIN_PROFILES={allowed})")
+    train.check_training_allowed(profile, f"{run_dir.name} has no finished inner store "
+                                          f"({store})")
     with train.run_lock(store):
         if retrain:
             for path in store.iterdir():
@@ -269,13 +261,19 @@ def run_nested(data: Composite, config: Config, *, seed: int = 0,
 
 def nested_complete(run_dir: Path, n_groups: int = INNER_GROUPS) -> bool:
     """Whether ``run_dir`` holds a finished inner store of ``n_groups`` groups."""
-    path = Path(run_dir) / INNER_DIR / "config.json"
+    return _finished_inner_meta(run_dir, n_groups) is not None
+
+
+def _finished_inner_meta(run_dir: Path, n_groups: int | None = None) -> dict | None:
+    """The inner store's config.json if the store is finished (of ``n_groups`` groups, where
+    given), else None."""
+    store = Path(run_dir) / INNER_DIR
     try:
-        meta = train.read_json(path)
+        meta = train.read_json(store / "config.json")
     except train.RunError:
-        return False
-    return meta.get("n_groups") == n_groups and "n_fits" in meta \
-        and (Path(run_dir) / INNER_DIR / "epochs.npz").is_file()
+        return None
+    finished = "n_fits" in meta and (store / "epochs.npz").is_file()
+    return meta if finished and n_groups in (None, meta.get("n_groups")) else None
 
 
 def _train_inner(data, config, seed, run_dir, n_groups, workers, progress) -> None:
@@ -291,12 +289,12 @@ def _train_inner(data, config, seed, run_dir, n_groups, workers, progress) -> No
             "recompute": "htnetlib.protocols.run_nested(data, config, seed=seed, "
                          "runs_dir=..., profile=..., retrain=True)"}
     train.write_json(store / "config.json", meta)  # without n_fits: unfinished
-    jobs = inner_jobs(data, config, seed, store, dev, n_groups)
+    splits = inner_splits(data, config, n_groups)
+    jobs = inner_jobs(data, config, seed, store, splits, dev)
     todo = [j for j in jobs if not train._stored_fold_ok(j)]
     start = time.perf_counter()
     for _ in train._train_jobs(todo, "loop", dev, workers, 1, progress):
         pass
-    splits = inner_splits(data, config, n_groups)
     n, epochs = len(data.table), config.epochs
     pred = np.full((len(splits), epochs, n), -1, dtype=np.int8)
     seconds = np.zeros((len(splits), n_groups))
@@ -320,13 +318,12 @@ def _train_inner(data, config, seed, run_dir, n_groups, workers, progress) -> No
 
 def load_inner(run_dir: Path | str) -> dict:
     """A run's finished inner store: ``meta`` and the arrays of ``inner/epochs.npz``."""
-    run_dir = Path(run_dir)
-    path = run_dir / INNER_DIR / "config.json"
-    if not path.is_file() or not nested_complete(run_dir, train.read_json(path).get("n_groups")):
-        raise train.RunError(f"{run_dir / INNER_DIR}: no finished inner store; run "
+    meta = _finished_inner_meta(run_dir)
+    if meta is None:
+        raise train.RunError(f"{Path(run_dir) / INNER_DIR}: no finished inner store; run "
                              "htnetlib.protocols.run_nested for this run")
-    inner = train.read_npz(run_dir / INNER_DIR / "epochs.npz")
-    inner["meta"] = train.read_json(run_dir / INNER_DIR / "config.json")
+    inner = train.read_npz(Path(run_dir) / INNER_DIR / "epochs.npz")
+    inner["meta"] = meta
     return inner
 
 
@@ -489,8 +486,7 @@ def selection_table(runs: dict[str, list[train.Run]], *, n_boot: int = 1000) -> 
     for name, rs in runs.items():
         for rule, fn in RULES.items():
             add(name, rule, True, rs, rule_tables(rs, fn))
-        nested = [r for r in rs if (r.path / INNER_DIR / "config.json").is_file()
-                  and nested_complete(r.path)]
+        nested = [r for r in rs if nested_complete(r.path)]
         for metric in ("uf1", "accuracy"):
             if nested:
                 add(name, f"nested epoch ({'UF1' if metric == 'uf1' else metric})", True, nested,
@@ -534,19 +530,13 @@ def run_lodo(data: Composite, config: Config, *, seed: int = 0,
     out = Path(store_dir) / lodo_id(config, seed, fingerprint, profile)
     if all((out / f).is_file() for f in LODO_FILES) and not retrain:
         return out
-    allowed = os.environ.get("HTNET_TRAIN_PROFILES")
-    if allowed and (profile or "custom") not in allowed.split(","):
-        raise TrainingError(f"{out.name} is not stored under {store_dir}, and training the "
-                            f"{profile!r} profile is switched off here "
-                            f"(HTNET_TRAIN_PROFILES={allowed})")
+    train.check_training_allowed(profile, f"{out.name} is not stored under {store_dir}")
     table = data.table
     held = [d for d in LODO_DATASETS if d in set(table["dataset"])]
     if len(held) < 2:
         raise ValueError(f"leave-one-dataset-out needs two datasets or more; the release holds "
                          f"{held}")
-    x = train.model_inputs(data, config)
-    xm = train.mirrored_inputs(data, config) if config.mirror else None
-    y = table["label"].to_numpy()
+    arrays = train.JobArrays(data, config)
     dev = torch.device("cpu")
     with train.run_lock(out):
         if retrain:
@@ -554,13 +544,9 @@ def run_lodo(data: Composite, config: Config, *, seed: int = 0,
         jobs = []
         for k, d in enumerate(held):
             test = (table["dataset"] == d).to_numpy()
-            job = dict(config=config, x_train=x[~test], y_train=y[~test], x_test=x[test],
-                       y_test=y[test], seed=train.fold_seed(seed, k), device="cpu",
-                       name=f"held-out dataset {d}", subject=d,
-                       path=out / "folds" / f"{k:02d}.npz")
-            if xm is not None:
-                job["x_train_mirror"] = xm[~test]
-            jobs.append(job)
+            jobs.append(arrays.job(~test, test, seed=train.fold_seed(seed, k), device="cpu",
+                                   name=f"held-out dataset {d}", subject=d,
+                                   path=out / "folds" / f"{k:02d}.npz"))
         todo = [j for j in jobs if not train._stored_fold_ok(j)]
         for _ in train._train_jobs(todo, "loop", dev, workers, 1, False):
             pass

@@ -474,6 +474,15 @@ def run_lock(run_dir: Path):
         os.close(fd)
 
 
+def check_training_allowed(profile: str | None, missing: str) -> None:
+    """TrainingError when ``HTNET_TRAIN_PROFILES`` (comma-separated profiles; ``none``: train
+    nothing) leaves ``profile`` out; ``missing`` says what would have been trained."""
+    allowed = os.environ.get("HTNET_TRAIN_PROFILES")
+    if allowed and (profile or "custom") not in allowed.split(","):
+        raise TrainingError(f"{missing}, and training the {profile!r} profile is switched off "
+                            f"here (HTNET_TRAIN_PROFILES={allowed})")
+
+
 def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path | str = "results/runs",
              profile: str | None = None, device: str | None = None, retrain: bool = False,
              workers: int = 1, threads: int | None = 1, trainer: str = "auto",
@@ -507,11 +516,8 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
     finished = is_complete(run_dir) and not retrain
     if finished and not any((run_dir / name).exists() for name in ("folds", LOCK_NAME)):
         return run_dir  # a finished run is read without taking the lock
-    allowed = os.environ.get("HTNET_TRAIN_PROFILES")
-    if not finished and allowed and (profile or "custom") not in allowed.split(","):
-        raise TrainingError(f"run {rid} is not stored under {runs_dir}, and training the "
-                            f"{profile!r} profile is switched off here "
-                            f"(HTNET_TRAIN_PROFILES={allowed})")
+    if not finished:
+        check_training_allowed(profile, f"run {rid} is not stored under {runs_dir}")
     with run_lock(run_dir):
         return _train_run(data, config, seed, fingerprint, run_dir, profile=profile,
                           device=device, retrain=retrain, workers=workers, threads=threads,
@@ -576,23 +582,38 @@ def _train_run(data: Composite, config: Config, seed: int, fingerprint: str, run
     return run_dir
 
 
+class JobArrays:
+    """The model inputs, mirrored inputs (``config.mirror``, else None) and labels of every
+    sample, from which :meth:`job` cuts one :func:`train_fold` job."""
+
+    def __init__(self, data: Composite, config: Config):
+        self.config = config
+        self.x = model_inputs(data, config)
+        self.mirror = mirrored_inputs(data, config) if config.mirror else None
+        self.y = data.table["label"].to_numpy()
+
+    def job(self, fit: np.ndarray, test: np.ndarray, **job) -> dict:
+        """A job training on the rows ``fit`` and testing on the rows ``test`` (masks);
+        ``job`` adds seed, device, name, subject and path."""
+        out = dict(config=self.config, x_train=self.x[fit], y_train=self.y[fit],
+                   x_test=self.x[test], y_test=self.y[test], **job)
+        if self.mirror is not None:
+            out["x_train_mirror"] = self.mirror[fit]
+        return out
+
+
 def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
               device: torch.device | str = "cpu") -> list[dict]:
     """One job per held-out subject: its training and test arrays, seed, name and output file."""
-    x = model_inputs(data, config)
-    xm = mirrored_inputs(data, config) if config.mirror else None
-    y = data.table["label"].to_numpy()
+    arrays = JobArrays(data, config)
     subjects = data.table["subject"].to_numpy()
     folds = fold_subjects(data, config)
     jobs = []
     for k, subject in enumerate(folds):
         test = subjects == subject
-        jobs.append(dict(config=config, x_train=x[~test], y_train=y[~test], x_test=x[test],
-                         y_test=y[test], seed=fold_seed(seed, k), device=str(device),
-                         name=f"fold {k + 1}/{len(folds)} (subject {subject})", subject=subject,
-                         path=Path(fold_dir) / f"{k:02d}.npz"))
-        if xm is not None:
-            jobs[-1]["x_train_mirror"] = xm[~test]
+        jobs.append(arrays.job(~test, test, seed=fold_seed(seed, k), device=str(device),
+                               name=f"fold {k + 1}/{len(folds)} (subject {subject})",
+                               subject=subject, path=Path(fold_dir) / f"{k:02d}.npz"))
     return jobs
 
 

@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from htnetlib import flow, synthetic  # noqa: E402
+from htnetlib.data import flow
+from htnetlib.data import synthetic  # noqa: E402
 
 MARGIN = 16
 

@@ -42,8 +42,11 @@ from torch import nn
 
 from htnetlib import model as model_mod
 from htnetlib.data import load_composite
-from htnetlib.train import (PROFILES, _train_jobs, device_name, fold_jobs, pick_device,
-                            train_fold, versions)
+from htnetlib.config import PROFILES
+from htnetlib.training.jobs import train_jobs as _train_jobs
+from htnetlib.io import device_name, versions
+from htnetlib.training.loso import fold_jobs
+from htnetlib.training.fold import pick_device, train_fold
 
 HERE = Path(__file__).resolve().parent
 
@@ -107,8 +110,8 @@ def gpu_bench(data_root, profile: str, epochs: int, straight_epochs: int,
     profile's samples x epochs at the measured rate; the straightforward loop's is the samples x
     epochs at its rate.
     """
-    from htnetlib.parallel import dry_run, group_size, initial_state, train_group
-    from htnetlib.train import profile_config
+    from htnetlib.training.parallel import dry_run, group_size, initial_state, train_group
+    from htnetlib.config import profile_config
 
     dev = pick_device(device)
     cuda = dev.type == "cuda"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError, TrainingError  # noqa: F401 (re-exported)
+
 MODELS = ("htnet", "ststnet", "logreg")
 REGION_MODES = ("official", "corrected", "whole")  # see htnetlib.regions
 CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.train.class_weights)
@@ -27,14 +29,6 @@ LR_SCHEDULES = ("constant", "cosine")  # Config.lr_schedule
 # Fields added after runs were stored, with their defaults: Config.to_dict leaves a field out
 # at its default, so every run id stored before it existed is unchanged.
 LATER_FIELDS = {"class_weights": "none", "mirror": False, "lr_schedule": "constant"}
-
-
-class TrainingError(RuntimeError):
-    """Training went wrong (for example a NaN loss); the message names the fold and epoch."""
-
-
-class ConfigError(ValueError):
-    """A configuration value of the wrong type or out of range; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -302,20 +296,3 @@ class FoldResult:
     test_acc: np.ndarray  # (epochs,)
     seconds: float = 0.0
     logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
-
-
-def whole_number(minimum: int):
-    """An argparse type: a whole number of at least ``minimum`` (``--workers``, ``--threads``,
-    grid job sizes); anything else is a one-line usage error."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
-        return value
-
-    return parse

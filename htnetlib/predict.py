@@ -45,7 +45,6 @@ model folder (naming it), :class:`htnetlib.config.ConfigError` for bad settings.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -59,19 +58,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import flow, regions, train
-from .config import PROFILES, Config, ConfigError, TrainingError, apply_overrides, check_seed
-from .data import (LABELS, Composite, DataError, load_composite, read_flow, read_image,
-                   sha256)
+from .config import PROFILES, Config, check_seed
+from .data import LABELS, Composite, read_flow, read_image, sha256
+from .data import flow, regions
+from .data.preprocess import FACE_SIZE, MAP_SIZE
+from .data.regions import network_inputs
+from .errors import ConfigError, DataError
+from .io import ROOT, atomic_write, device_name, git_commit, versions, write_json
 from .model import build_model
-from .preprocess import FACE_SIZE, MAP_SIZE
+from .training.fold import pick_device, train_network
+from .training.store import data_fingerprint
 
 FORMAT = "htnet-model/1"
 WEIGHTS, META = "model.safetensors", "model.json"
 CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
 REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
             "weights")
-ROOT = Path(__file__).resolve().parent.parent
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -89,54 +91,6 @@ def default_model_dir(profile: str, seed: int, fingerprint: str, config: Config 
 # --------------------------------------------------------------------------- fitting
 
 
-def train_network(config: Config, x: np.ndarray, y: np.ndarray, *, seed: int,
-                  device: str | torch.device | None = None, progress: bool = False
-                  ) -> tuple[nn.Module, dict]:
-    """Train a fresh network on ``(x, y)``; the network after the final epoch, on the CPU.
-
-    The same steps as :func:`htnetlib.train.train_fold` (seeding, Adam, cross-entropy, the
-    official unshuffled batches, permuted labels for the null model) without predicting a test
-    fold after each epoch, which changes nothing the network computes.
-    """
-    if train.later_fields(config):
-        raise ConfigError(f"htnet fit trains the official schedule; "
-                          f"{', '.join(train.later_fields(config))} (the honest training "
-                          "choices of htnetlib.protocols) are trained by htnet train only")
-    dev = train.pick_device(device)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if config.permute_labels:
-        y = rng.permutation(y)
-    network = build_model(config).to(dev)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    loss_fn = nn.CrossEntropyLoss()
-    xs = torch.from_numpy(x).to(dev)
-    ys = torch.from_numpy(np.array(y, dtype=np.int64)).to(dev)
-    n, bs = len(xs), config.batch_size
-    epochs = range(config.epochs)
-    if progress:
-        from tqdm.auto import tqdm
-        epochs = tqdm(epochs, desc="fit", unit="epoch", leave=False)
-    start = time.perf_counter()
-    for epoch in epochs:
-        network.train()
-        order = rng.permutation(n) if config.shuffle else np.arange(n)
-        total, correct = 0.0, 0
-        for lo in range(0, n, bs):
-            idx = torch.from_numpy(order[lo:lo + bs]).to(dev)
-            xb, yb = xs[idx], ys[idx]
-            optimizer.zero_grad(set_to_none=True)
-            logits = network(xb)
-            loss = loss_fn(logits, yb)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"fit: loss is {loss.item()} at epoch {epoch + 1}")
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-    history = {"final_train_loss": round(total / n, 6), "final_train_acc": round(correct / n, 6),
-               "seconds": round(time.perf_counter() - start, 2), "device": train.device_name(dev)}
-    return network.cpu().eval(), history
 
 
 def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None = None,
@@ -146,20 +100,27 @@ def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None =
     seed = check_seed(seed)
     if config.model == "logreg":
         raise ConfigError("model=logreg has no network to fit; fit htnet or ststnet")
-    x = train.model_inputs(data, config)
+    x = network_inputs(data, config)
+    mirror = network_inputs(data, config, mirror=True) if config.mirror else None
     y = data.table["label"].to_numpy()
-    network, history = train_network(config, x, y, seed=seed, device=device, progress=progress)
+    dev = pick_device(device)
+    network, curves = train_network(config, x, y, seed=seed, device=dev, progress=progress,
+                                    x_train_mirror=mirror)
+    history = {"final_train_loss": round(float(curves["train_loss"][-1]), 6),
+               "final_train_acc": round(float(curves["train_acc"][-1]), 6),
+               "seconds": round(curves["seconds"], 2), "device": device_name(dev)}
+    network = network.cpu().eval()
     counts = {LABELS[k]: int((y == k).sum()) for k in LABELS}
     meta = {
         "format": FORMAT, "model": config.model, "profile": profile, "seed": seed,
-        "config": config.to_dict(), "data_fingerprint": train.data_fingerprint(data),
+        "config": config.to_dict(), "data_fingerprint": data_fingerprint(data),
         "data_root": Path(data.root).resolve().name, "data_manifest": data.manifest_status,
         "n_samples": len(y), "class_counts": counts,
         "classes": {str(k): name for k, name in LABELS.items()},
         "input": input_convention(config),
         "training": {"epochs": config.epochs, "schedule": "every sample, final epoch", **history},
-        "versions": {**train.versions(), "safetensors": _safetensors_version()},
-        "git_commit": train.git_commit(),
+        "versions": {**versions(), "safetensors": _safetensors_version()},
+        "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Model(network, meta)
@@ -192,7 +153,7 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     seed = check_seed(seed)
     config = (config or PROFILES[profile]).check()
-    fingerprint = train.data_fingerprint(data)
+    fingerprint = data_fingerprint(data)
     folder = Path(model_dir) if model_dir else default_model_dir(profile, seed, fingerprint,
                                                                   config)
     check_out_dir(folder)
@@ -245,23 +206,12 @@ def _tracked_in_repo(folder: Path) -> bool:
 # --------------------------------------------------------------------------- images
 
 
-def read_frame(path: Path | str) -> np.ndarray:
-    """An image file as BGR uint8 (PNG and JPEG checked for truncation); DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        return read_image(path)
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: not an image OpenCV can decode")
-    return image
 
 
 def as_image(image, what: str) -> np.ndarray:
     """``image`` (a file path, or a uint8 grey or BGR array) as a BGR uint8 array."""
     if isinstance(image, (str, Path)):
-        return read_frame(image)
+        return read_image(image, any_format=True)
     a = np.asarray(image)
     if a.dtype != np.uint8:
         raise DataError(f"{what}: image must be uint8, got {a.dtype}")
@@ -298,7 +248,7 @@ def sequence_files(folder: Path | str) -> list[Path]:
     return sorted(files, key=natural)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -339,10 +289,10 @@ class Model:
         folder = Path(folder)
         check_out_dir(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        train.atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p),
+        atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p),
                                                                  metadata={"format": "pt"}))
         self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
-        train.write_json(folder / META, self.meta)
+        write_json(folder / META, self.meta)
         self.path = folder
         return folder
 
@@ -419,7 +369,7 @@ class Model:
         picture, extra = self.network_input(map28, apex)
         x = np.ascontiguousarray(picture[None].transpose(0, 3, 1, 2), dtype=np.float32)
         logits = self.logits(x * self.config.input_scale)[0]
-        probs = _softmax(logits)
+        probs = softmax(logits)
         if not return_maps:
             return probs
         return probs, {"map": check_map(map28), "input": picture, "logits": logits, **extra}
@@ -530,147 +480,3 @@ def _state_problem(network: nn.Module, state: dict) -> str | None:
     if shapes:
         parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
     return "; ".join(parts) or None
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _device(text: str | None) -> str | None:
-    if text is None:
-        return None
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {text!r} is not a device; use cpu, cuda, cuda:N or mps") \
-            from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {text}: CUDA is not available on this machine")
-    return text
-
-
-def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: fastest for HTNet and MTCNN on shared "
-                             "CPU cores, as htnet train; 0 keeps torch's default)")
-
-
-def _set_threads(threads: int) -> None:
-    if threads < 0:
-        raise ConfigError(f"--threads {threads}: must be 0 (torch's default) or more")
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """``htnet fit``: --profile, --seed, --out, --data, --device, --threads, --set, --refit."""
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                        help="the configuration and schedule to fit (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**31 - 1 (default 0)")
-    parser.add_argument("--out", type=Path, help="model folder (default: .cache/models/"
-                        "<profile>-s<seed>-<data fingerprint> in the repository, git-ignored)")
-    parser.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first "
-                        "available)")
-    _add_threads(parser)
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set regions=whole")
-    parser.add_argument("--refit", action="store_true",
-                        help="fit again even if --out holds this model")
-
-
-def run_fit(args: argparse.Namespace) -> int:
-    """``htnet fit``: check the arguments, load the release, fit (or reuse), print the folder."""
-    seed = check_seed(args.seed)
-    config = apply_overrides(PROFILES[args.profile], args.set or [])
-    device = _device(args.device)
-    _set_threads(args.threads)
-    if args.out is not None:
-        check_out_dir(args.out)
-    data = load_composite(args.data)
-    model, fitted = fitted_model(data, args.profile, seed, model_dir=args.out, config=config,
-                                 device=device, refit=args.refit)
-    t = model.meta["training"]
-    what = (f"fitted in {t['seconds']} s on {t['device']}" if fitted
-            else "already fitted, reused")
-    print(f"{model.path}\n{model.config.model} (profile {args.profile}, seed {seed}, regions "
-          f"{model.config.regions}) on all {model.meta['n_samples']} samples, {what}; final "
-          f"epoch {t['epochs']}: training loss {t['final_train_loss']:.4f}, training accuracy "
-          f"{t['final_train_acc']:.3f} (not an accuracy estimate: see htnet train)")
-    return 0
-
-
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """``htnet predict``: --model and one of --onset/--apex, --flow (+ --apex), --sequence."""
-    parser.add_argument("--model", required=True, type=Path, help="a folder made by htnet fit")
-    parser.add_argument("--onset", type=Path, help="onset frame (with --apex)")
-    parser.add_argument("--apex", type=Path,
-                        help="apex frame (with --onset); with --flow: the apex face the map was "
-                             "computed from, for the landmarks of the four regions")
-    parser.add_argument("--flow", type=Path, help="a 28x28 release-style flow map PNG "
-                        "(channels (u, v, strain) as RGB)")
-    parser.add_argument("--sequence", type=Path, help="a folder of frames, the first the onset; "
-                        "the apex is spotted (D&C-RoIs)")
-    parser.add_argument("--flow-method", choices=flow.FLOW_METHODS, default="farneback",
-                        help="optical flow from frames (default farneback, section 4.2)")
-    parser.add_argument("--apex-method", choices=flow.APEX_METHODS, default="lbp",
-                        help="apex spotting for --sequence (default lbp: D&C-RoIs, eq. 1)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    _add_threads(parser)
-
-
-def _predict_input(args) -> str:
-    """Which input the arguments give: pair, flow or sequence; ConfigError otherwise."""
-    given = [k for k, v in (("--onset", args.onset), ("--flow", args.flow),
-                            ("--sequence", args.sequence)) if v is not None]
-    if len(given) != 1:
-        raise ConfigError("give exactly one of --onset A --apex B, --flow MAP.png [--apex FACE] "
-                          f"or --sequence FOLDER (got {', '.join(given) or 'none'})")
-    if args.onset is not None and args.apex is None:
-        raise ConfigError("--onset needs --apex (the apex frame)")
-    if args.sequence is not None and args.apex is not None:
-        raise ConfigError("--sequence finds the apex itself; leave out --apex")
-    return {"--onset": "pair", "--flow": "flow", "--sequence": "sequence"}[given[0]]
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """``htnet predict``: the class and the three probabilities (``--json``: as JSON)."""
-    kind = _predict_input(args)
-    _set_threads(args.threads)
-    model = Model.load(args.model)
-    out = {"model": str(args.model), "input": kind}
-    if kind == "pair":
-        probs, maps = model.predict(args.onset, args.apex, return_maps=True,
-                                    flow_method=args.flow_method)
-        out["files"] = {"onset": str(args.onset), "apex": str(args.apex)}
-    elif kind == "flow":
-        if args.apex is None and model.config.regions != "whole":
-            raise ConfigError(f"--flow needs --apex FACE for this model (regions="
-                              f"{model.config.regions}: the four regions are placed by landmarks "
-                              "of the apex face, which a flow map does not hold)")
-        probs, maps = model.predict_map(args.flow, args.apex, return_maps=True)
-        out["files"] = {"flow": str(args.flow), "apex": str(args.apex) if args.apex else None}
-    else:
-        files = sequence_files(args.sequence)
-        probs, maps = model.predict_sequence(files, return_maps=True,
-                                             apex_method=args.apex_method,
-                                             flow_method=args.flow_method)
-        apex = maps["apex_index"]
-        out["files"] = {"sequence": str(args.sequence)}
-        out["apex_frame"] = {"index": apex, "file": str(files[apex]), "frames": len(files)}
-    label = int(np.argmax(probs))
-    out.update({"class": model.classes[label], "label": label,
-                "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probs)},
-                "landmarks_found": maps["landmarks_found"]})
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return 0
-    if kind == "sequence":
-        a = out["apex_frame"]
-        print(f"apex: {Path(a['file']).name}, frame {a['index'] + 1} of {a['frames']}")
-    if maps["landmarks_found"] is False:
-        print(f"note: MTCNN found no face for the landmarks ({model.config.regions} mode); "
-              "the fixed fallback landmarks were used, as in training")
-    print(f"prediction: {out['class']}")
-    for c, p in out["probabilities"].items():
-        print(f"  {c:9s} {p:.3f}")
-    return 0

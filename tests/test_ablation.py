@@ -7,8 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import ablation, paper, train
-from htnetlib.ablation import ABLATIONS
+from htnetlib.study import ablation
+from htnetlib.study import experiments
+from htnetlib import config as config_mod
+from htnetlib import model as model_mod
+from htnetlib.data import regions
+from htnetlib import paper
+from htnetlib.study.experiments import ABLATIONS
 
 
 def test_paper_grids_match_section_4_4():
@@ -20,12 +25,12 @@ def test_paper_grids_match_section_4_4():
     assert [c.block_repeats for c in cfg["layers"]] == [(2, 2, n) for n in (2, 4, 6, 8, 10, 12)]
     for k, ab in ABLATIONS.items():
         # one setting changes, everything else is the paper's default, and the default is a point
-        assert ab.config(ab.paper_default, "paper") == train.PROFILES["paper"], k
+        assert ab.config(ab.paper_default, "paper") == config_mod.PROFILES["paper"], k
         assert ab.grid("paper")["default"].sum() == 1
 
 
 def test_cpu_profile_scales_each_grid_and_contains_its_default():
-    cpu = train.PROFILES["cpu"]
+    cpu = config_mod.PROFILES["cpu"]
     assert [ABLATIONS["dim"].config(v, "cpu").dim for v in ABLATIONS["dim"].values] == [
         8, 16, 24, 32, 48, 64]
     assert [ABLATIONS["layers"].config(v, "cpu").block_repeats
@@ -43,14 +48,14 @@ def test_cpu_profile_scales_each_grid_and_contains_its_default():
 
 
 def test_dimension_that_does_not_scale_is_refused():
-    base = dataclasses.replace(train.PROFILES["cpu"], dim=10)
+    base = dataclasses.replace(config_mod.PROFILES["cpu"], dim=10)
     with pytest.raises(ValueError, match="hidden dimension 64 does not scale"):
-        ablation._dim(64, base)
+        experiments._dim(64, base)
 
 
 def test_parameter_counts_of_table_5():
     ab = ABLATIONS["layers"]
-    counts = [ablation.parameter_count(ab.config(v, "paper")) for v in ab.values]
+    counts = [model_mod.parameter_count(ab.config(v, "paper")) for v in ab.values]
     assert counts[0] == 38_968_838 and counts[3] == 114_429_446 and counts[-1] == 164_736_518
     assert np.all(np.diff(counts) > 0)
     # the paper's "#Params (millions)" is within 1 % of float32 MiB, 3.8x off a count
@@ -60,8 +65,8 @@ def test_parameter_counts_of_table_5():
     assert np.all(cited / (np.array(counts) / 1e6) > 3.8)
     # the count on the meta device is the count of the real model
     cfg = ab.config(2, "smoke")
-    built = train.build_model(cfg)
-    assert ablation.parameter_count(cfg) == sum(p.numel() for p in built.parameters())
+    built = model_mod.build_model(cfg)
+    assert model_mod.parameter_count(cfg) == sum(p.numel() for p in built.parameters())
 
 
 def test_cited_values_are_the_paper_default_at_the_default_point():
@@ -141,14 +146,14 @@ def test_block_size_inputs_scale_with_the_image(synthetic):
     ab = ABLATIONS["block_size"]
     for v in (5, 10):
         cfg = ab.config(v, "smoke")
-        x = train.model_inputs(synthetic, cfg)
+        x = regions.network_inputs(synthetic, cfg)
         assert x.shape[1:] == (3, 4 * v, 4 * v)
-        out = train.build_model(cfg)(__import__("torch").from_numpy(x[:2]))
+        out = model_mod.build_model(cfg)(__import__("torch").from_numpy(x[:2]))
         assert tuple(out.shape) == (2, 3)
 
 
 def test_readme_ablation_block(smoke_runs, tmp_path):
-    from htnetlib.reproduce import ABL_END, ABL_START, update_readme
+    from htnetlib.study.readme import ABL_END, ABL_START, update_readme
 
     ab, _, runs = smoke_runs
     df = ablation.table(ab, {"smoke": runs, "paper": {v: None for v in ab.values}}, n_boot=20)
@@ -171,7 +176,7 @@ def test_readme_ablation_block(smoke_runs, tmp_path):
 
 
 def test_readme_ablation_block_reads_numeric_grid_labels(synthetic, tmp_path):
-    from htnetlib.reproduce import ablation_block
+    from htnetlib.study.readme import ablation_block
 
     ab = ABLATIONS["heads"]
     runs = ablation.grid_runs(synthetic, ab, "smoke", 0, runs_dir=tmp_path / "runs")

@@ -1,6 +1,11 @@
 import pytest
 
-from htnetlib.cli import main
+from htnetlib.cli.app import main
+from htnetlib import config as config_mod
+from htnetlib.study import experiments
+from htnetlib.training import lodo as lodo_mod
+from htnetlib.training import nested as nested_mod
+from htnetlib.training import store
 
 
 def test_data_check_fails_on_a_small_release(synthetic_root, capsys):
@@ -40,15 +45,15 @@ def test_real_data_check(real_root, capsys):
 
 
 def test_train_an_ablation_grid_point_stores_the_notebooks_run(synthetic, synthetic_root, tmp_path):
-    from htnetlib import ablation, train
+    from htnetlib.study import ablation
 
     assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
                  str(tmp_path), "--ablation", "layers=6"]) == 0
-    ab = ablation.ABLATIONS["layers"]
+    ab = experiments.ABLATIONS["layers"]
     run = ablation.stored_run(synthetic, ab.config(6, "smoke"), 0, "smoke", tmp_path)
     assert run is not None and run.meta["config"]["block_repeats"] == [1, 1, 3]
     assert [p.name for p in tmp_path.iterdir()] == [run.path.name]
-    assert train.profile_config("smoke").block_repeats == (1, 1, 1)
+    assert config_mod.profile_config("smoke").block_repeats == (1, 1, 1)
 
 
 @pytest.mark.parametrize("arg, message", [("layers=7", "not a grid point of Table 5"),
@@ -67,18 +72,17 @@ def test_train_nested_and_lodo_protocols(synthetic, synthetic_root, tmp_path, ca
     """``--protocol nested`` stores the run and its finished inner fits and prints the nested
     rule's scores; ``--protocol lodo`` stores a leave-one-dataset-out result; both as the
     library (notebooks 12 and 13) finds them."""
-    from htnetlib import protocols, train
 
     runs = tmp_path / "runs"
     assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
                  str(runs), "--protocol", "nested"]) == 0
     out = capsys.readouterr().out
-    cfg = train.profile_config("smoke")
-    run_dir = runs / train.run_id(cfg, 0, train.data_fingerprint(synthetic), "smoke")
-    assert protocols.nested_complete(run_dir)
-    run = train.load_run(run_dir)
-    nested = protocols.nested_predictions(run, "uf1")
-    from htnetlib import metrics
+    cfg = config_mod.profile_config("smoke")
+    run_dir = runs / store.run_id(cfg, 0, store.data_fingerprint(synthetic), "smoke")
+    assert nested_mod.nested_complete(run_dir)
+    run = store.load_run(run_dir)
+    nested = nested_mod.nested_predictions(run, "uf1")
+    from htnetlib.evaluation import metrics
 
     assert (f"nested epoch (chosen by inner UF1): composite UF1 "
             f"{metrics.uf1(run.predictions['label'], nested):.4f}") in out
@@ -87,8 +91,8 @@ def test_train_nested_and_lodo_protocols(synthetic, synthetic_root, tmp_path, ca
     assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out",
                  str(lodo), "--protocol", "lodo"]) == 0
     out = capsys.readouterr().out
-    path = lodo / protocols.lodo_id(cfg, 0, train.data_fingerprint(synthetic), "smoke")
-    result = protocols.load_lodo(path)
+    path = lodo / lodo_mod.lodo_id(cfg, 0, store.data_fingerprint(synthetic), "smoke")
+    result = lodo_mod.load_lodo(path)
     for d, s in result["metrics"]["honest"].items():
         assert f"({s['n']} samples): UF1 {s['uf1']:.4f}" in out
 

@@ -7,8 +7,10 @@ import shutil
 import pytest
 import torch
 
-from htnetlib import cli, regions, train
-from htnetlib.cli import main
+from htnetlib.cli import app as cli
+from htnetlib.training import loso
+from htnetlib.data import regions
+from htnetlib.cli.app import main
 from htnetlib.config import ConfigError, TrainingError
 
 
@@ -77,7 +79,7 @@ def test_set_values_are_typed_and_apply_on_top_of_an_ablation(train_args, monkey
         seen["config"], seen["seed"] = config, kw["seed"]
         return "run"
 
-    monkeypatch.setattr(train, "run_loso", fake_run_loso)
+    monkeypatch.setattr(loso, "run_loso", fake_run_loso)
     monkeypatch.setattr(cli, "_print_evaluation", lambda run_dir: 0)
     assert main(train_args + ["--set", "permute_labels=False", "--seed", "7"]) == 0
     assert seen["config"].permute_labels is False and seen["seed"] == 7
@@ -179,7 +181,7 @@ def test_training_failure_is_one_line_exit_4(train_args, capsys, monkeypatch, er
     def fail(*args, **kw):
         raise error
 
-    monkeypatch.setattr(train, "run_loso", fail)
+    monkeypatch.setattr(loso, "run_loso", fail)
     assert main(train_args) == 4
     assert shown in error_line(capsys)
 
@@ -188,13 +190,13 @@ def test_interrupt_is_one_line_exit_130(train_args, capsys, monkeypatch):
     def interrupt(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "run_loso", interrupt)
+    monkeypatch.setattr(loso, "run_loso", interrupt)
     assert main(train_args) == 130
     assert "interrupted" in error_line(capsys)
 
 
 def test_unexpected_error_shows_its_traceback_exit_70(train_args, capsys, monkeypatch):
-    monkeypatch.setattr(train, "run_loso", lambda *a, **kw: 1 / 0)
+    monkeypatch.setattr(loso, "run_loso", lambda *a, **kw: 1 / 0)
     assert main(train_args) == 70
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("Traceback")

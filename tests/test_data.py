@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import data
+from htnetlib.data import release as data
 from htnetlib.data import DataError, check_release, extract_release, load_composite
 
 
@@ -31,7 +31,7 @@ def test_default_root_is_env(monkeypatch, tmp_path):
     assert data.default_root() == tmp_path
     monkeypatch.delenv("HTNET_DATA")
     # without the variable: the repository's data/, wherever the caller runs (notebooks/ too)
-    assert data.default_root() == Path(data.__file__).resolve().parent.parent / "data"
+    assert data.default_root() == Path(data.__file__).resolve().parents[2] / "data"
     assert data.resolve_root(tmp_path) == tmp_path  # an argument wins
     monkeypatch.setenv("HTNET_DATA", str(tmp_path / "env"))
     assert data.resolve_root(None) == tmp_path / "env"

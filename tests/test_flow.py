@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from htnetlib import flow, synthetic
+from htnetlib.data import flow
+from htnetlib.data import synthetic
 from htnetlib.data import DataError
 
 MARGIN = 16  # border pixels left out of the flow accuracy figure (flow is poorly posed there)

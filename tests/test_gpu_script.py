@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from htnetlib import config as config_mod
+from htnetlib.training import jobs as jobs_mod
+from htnetlib.training import loso
 
-from htnetlib import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu.sh"
@@ -22,7 +24,7 @@ SCRIPT = ROOT / "bench" / "gpu.sh"
 
 def make_gpu_dir(path: Path, synthetic_root: Path, synthetic) -> Path:
     """A GPU_DIR as `gpu.sh prepare` leaves it: data/ (the release) and cache/ (landmarks)."""
-    from htnetlib.regions import cache_dir, find_landmarks
+    from htnetlib.data.regions import cache_dir, find_landmarks
 
     find_landmarks(synthetic, "official")  # into this session's HTNET_CACHE, once
     path.mkdir()
@@ -82,15 +84,15 @@ def test_run_cut_off_is_packed_and_continues(tmp_path, synthetic_root, synthetic
     GPU_DIR (as on the next machine), `run` trains only the missing folds and packs the run."""
     first = make_gpu_dir(tmp_path / "first", synthetic_root, synthetic)
     # one fold of the smoke run finished, then the process was killed
-    real = train._train_jobs
+    real = jobs_mod.train_jobs
 
     def one_fold_then_killed(jobs, *args):
         yield from real(jobs[:1], *args)
         raise Killed
 
-    monkeypatch.setattr(train, "_train_jobs", one_fold_then_killed)
+    monkeypatch.setattr(jobs_mod, "train_jobs", one_fold_then_killed)
     with pytest.raises(Killed):
-        train.run_loso(synthetic, train.PROFILES["smoke"], runs_dir=first / "runs",
+        loso.run_loso(synthetic, config_mod.PROFILES["smoke"], runs_dir=first / "runs",
                        profile="smoke", trainer="loop", progress=False)
     monkeypatch.undo()
     (run_dir,) = [p for p in (first / "runs").iterdir() if p.is_dir()]

@@ -22,9 +22,13 @@ import pytest
 
 submitit = pytest.importorskip("submitit")
 
-from htnetlib import grid, plan, train  # noqa: E402
-from htnetlib.config import PROFILES, ConfigError  # noqa: E402
-from htnetlib.data import DataError  # noqa: E402
+from htnetlib.cli import grid
+from htnetlib import io
+from htnetlib.training import loso
+from htnetlib.training import store
+from htnetlib.study import plan
+from htnetlib.config import PROFILES, ConfigError
+from htnetlib.data import DataError
 
 # the interrupting tests find a job's process in /proc
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="finds job processes in /proc")
@@ -44,9 +48,9 @@ def local_executor(log_dir: Path):
 
 def assert_same_run(a: Path, b: Path) -> None:
     """Two run folders hold the same predictions and per-epoch curves (timings aside)."""
-    pd.testing.assert_frame_equal(train.read_predictions(a / "predictions.csv"),
-                                  train.read_predictions(b / "predictions.csv"))
-    ea, eb = train.read_npz(a / "epochs.npz"), train.read_npz(b / "epochs.npz")
+    pd.testing.assert_frame_equal(store.read_predictions(a / "predictions.csv"),
+                                  store.read_predictions(b / "predictions.csv"))
+    ea, eb = io.read_npz(a / "epochs.npz"), io.read_npz(b / "epochs.npz")
     assert sorted(ea) == sorted(eb)
     for key in ea:
         if key != "fold_seconds":
@@ -97,12 +101,12 @@ def launch_and_interrupt(task: grid.RunJob, log_dir: Path, sig: int) -> grid.Out
 @pytest.fixture(scope="module")
 def reference(synthetic, tmp_path_factory) -> Path:
     """The SLOW run trained directly (``htnet train``'s run_loso), for comparison."""
-    return train.run_loso(synthetic, SLOW, seed=0, profile="smoke", progress=False,
+    return loso.run_loso(synthetic, SLOW, seed=0, profile="smoke", progress=False,
                           runs_dir=tmp_path_factory.mktemp("direct"))
 
 
 def slow_task(synthetic, synthetic_root, runs_dir: Path) -> grid.RunJob:
-    rid = train.run_id(SLOW, 0, train.data_fingerprint(synthetic), "smoke")
+    rid = store.run_id(SLOW, 0, store.data_fingerprint(synthetic), "smoke")
     return grid.RunJob(synthetic_root, SLOW, 0, "smoke", runs_dir, rid, why="test")
 
 
@@ -122,7 +126,7 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
     assert f"finished {first.run_id}" in out
     assert "summary: 1 finished, 0 failed, 0 left" in out
     assert list(logs.glob("*_log.out")), "submitit keeps each job's log in --log-dir"
-    direct = train.run_loso(synthetic, first.config, seed=first.seed, profile="smoke",
+    direct = loso.run_loso(synthetic, first.config, seed=first.seed, profile="smoke",
                             runs_dir=tmp_path / "direct", progress=False)
     assert_same_run(runs / first.run_id, direct)
 
@@ -176,7 +180,7 @@ def test_killed_job_resumes_when_the_grid_runs_again(synthetic, synthetic_root, 
     killed = launch_and_interrupt(task, tmp_path / "logs", signal.SIGKILL)
     (end,) = killed.ends
     assert end.state == "failed" and "ended without a result" in end.error, killed.summary()
-    assert not train.is_complete(task.runs_dir / task.run_id)
+    assert not store.is_complete(task.runs_dir / task.run_id)
 
     again = grid.launch(local_executor(tmp_path / "logs2"), [task], poll_s=0.2)
     assert again.ok, again.summary()
@@ -202,7 +206,7 @@ def test_summary_names_the_error_of_a_failed_job(tmp_path):
     outcome = grid.launch(local_executor(tmp_path / "logs"), [task], poll_s=0.2)
     assert not outcome.ok
     (end,) = outcome.runs("failed")
-    assert end.error.startswith("htnetlib.data.DataError: data root ")
+    assert end.error.startswith("htnetlib.errors.DataError: data root ")
     assert "no-release does not exist" in end.error
     summary = outcome.summary()
     assert "0 finished, 1 failed, 0 left" in summary

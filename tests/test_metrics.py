@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import metrics
+from htnetlib.evaluation import metrics
 
 
 def test_uf1_uar_by_hand():

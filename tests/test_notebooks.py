@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from htnetlib.reproduce import NOTEBOOKS, execute, notebooks, parameters_for
+from htnetlib.cli.reproduce import NOTEBOOKS, execute, notebooks, parameters_for
+from htnetlib.study import experiments
+from htnetlib.study import readme
 
 ALL = notebooks()
 
@@ -74,15 +76,18 @@ def test_papermill_smoke(nb, tmp_path, synthetic_root):
 
 def expected_rows(name: str) -> int | None:
     """Rows a smoke execution writes into table ``name`` (None: not a scored table)."""
-    from htnetlib import ablation, paper, report, reproduce
+    from htnetlib.study import ablation
+    from htnetlib import paper
+    from htnetlib.study import tables as report
+    from htnetlib.cli import reproduce
 
     if name.startswith("table2_"):
-        measured = sum(1 if report.variant_config(v, "smoke").model == "logreg" else 2
-                       for v in report.VARIANTS)
+        measured = sum(1 if experiments.table2_config(v, "smoke").model == "logreg" else 2
+                       for v in experiments.TABLE2)
         return len(paper.TABLE2) + measured
-    for key, (_, table) in reproduce.ABLATION_TABLES.items():
+    for key, (_, table) in readme.ABLATION_TABLES.items():
         if name.startswith(table + "_"):
-            ab = ablation.ABLATIONS[key]
+            ab = experiments.ABLATIONS[key]
             # per grid point: the paper's value where cited, two smoke rows (honest, oracle)
             # and one "not run" row of the paper profile (never trained in a smoke run)
             return sum(v in ab.cited for v in ab.values) + 3 * len(ab.values)

@@ -8,11 +8,14 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from htnetlib import parallel, train
+from htnetlib.training import parallel
+from htnetlib import model as model_mod
+from htnetlib.training import fold as fold_mod
 from htnetlib.model import Attention, PointwiseConv, build_model
-from htnetlib.parallel import (DryRun, dry_run, fold_memory, group_size, initial_state, is_oom,
-                               plan_group_size, train_group, train_groups)
-from htnetlib.train import Config, TrainingError, fold_jobs, train_fold
+from htnetlib.training.parallel import DryRun, dry_run, fold_memory, group_size, initial_state, is_oom, plan_group_size, train_group, train_groups
+from htnetlib.config import Config, TrainingError
+from htnetlib.training.loso import fold_jobs
+from htnetlib.training.fold import train_fold
 
 CFG = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=5, lr=1e-3, batch_size=8)
 CPU = torch.device("cpu")
@@ -60,8 +63,8 @@ def test_grouped_training_equals_one_fold_at_a_time(synthetic, config, monkeypat
     jobs[1]["x_train"], jobs[1]["y_train"] = jobs[1]["x_train"][1:], jobs[1]["y_train"][1:]
     grouped = train_group(config, jobs, device=CPU)
     single = [alone(config, job) for job in jobs]
-    build = train.build_model
-    monkeypatch.setattr(train, "build_model", lambda c: build(c).double())
+    build = model_mod.build_model
+    monkeypatch.setattr(fold_mod, "build_model", lambda c: build(c).double())
     reference = [alone(config, job, np.float64) for job in jobs]
     for g, a in zip(grouped, single):
         np.testing.assert_array_equal(g.pred, a.pred)
@@ -216,7 +219,8 @@ def test_fold_memory_counts_weights_and_activations():
 
 @pytest.mark.parametrize("groups", [None, "2"], ids=["one-group", "groups-of-2"])
 def test_run_with_grouped_trainer_matches_loop(synthetic, tmp_path, monkeypatch, groups):
-    from htnetlib.train import load_run, run_loso
+    from htnetlib.training.store import load_run
+    from htnetlib.training.loso import run_loso
 
     if groups:
         monkeypatch.setenv("HTNET_GROUP_SIZE", groups)

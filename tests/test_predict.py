@@ -2,7 +2,7 @@
 
 A smoke model is fitted once on the synthetic release; the checks: the fit is train_fold's
 training, the model folder round-trips, damaged or mismatched folders are refused by name,
-``--flow`` equals the network on train.model_inputs, and every user error is one line.
+``--flow`` equals the network on regions_mod.network_inputs, and every user error is one line.
 """
 
 import argparse
@@ -19,8 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from htnetlib import predict, train
-from htnetlib import synthetic as syn
+from htnetlib import predict
+from htnetlib.cli import predict as cli_predict
+from htnetlib import config as config_mod
+from htnetlib.training import fold
+from htnetlib.data import regions as regions_mod
+from htnetlib.training import store
+from htnetlib.data import synthetic as syn
 from htnetlib.config import PROFILES, ConfigError
 from htnetlib.data import LABELS, Composite, DataError
 from htnetlib.predict import META, WEIGHTS, Model
@@ -69,24 +74,32 @@ def edit_meta(folder: Path, change) -> None:
 # --------------------------------------------------------------------------- fit
 
 
-def test_the_fit_is_train_folds_training(synthetic):
-    """train_network trains exactly what train_fold trains (same seed and data)."""
-    config = PROFILES["smoke"]
-    x = train.model_inputs(synthetic, config)
+@pytest.mark.parametrize("changes", [{}, {"class_weights": "balanced", "mirror": True,
+                                          "lr_schedule": "cosine"}], ids=["official", "all three"])
+def test_the_fit_is_train_folds_training(synthetic, changes):
+    """htnet fit trains exactly what a LOSO fold trains (same loop, seed and data), with every
+    training choice htnet train takes."""
+    import dataclasses
+
+    config = dataclasses.replace(PROFILES["smoke"], **changes)
+    x = regions_mod.network_inputs(synthetic, config)
+    xm = regions_mod.network_inputs(synthetic, config, mirror=True) if config.mirror else None
     y = synthetic.table["label"].to_numpy()
-    res = train.train_fold(config, x, y, x[:5], y[:5], seed=7, device=torch.device("cpu"))
-    network, history = predict.train_network(config, x, y, seed=7, device="cpu")
-    with torch.no_grad():
-        logits = network(torch.from_numpy(x[:5])).numpy()
+    res = fold.train_fold(config, x, y, x[:5], y[:5], seed=7, device=torch.device("cpu"),
+                          x_train_mirror=xm)
+    model = predict.fit(synthetic, config, seed=7, device="cpu")
+    logits = model.logits(x[:5])
     np.testing.assert_allclose(logits, res.logits, rtol=1e-5, atol=1e-6)
-    assert history["final_train_loss"] == pytest.approx(res.train_loss[-1], abs=1e-6)
+    assert model.meta["training"]["final_train_loss"] == pytest.approx(res.train_loss[-1],
+                                                                        abs=1e-6)
+    assert model.meta["config"] == config.to_dict()
 
 
 def test_model_json_records_what_the_model_reads(smoke_dir, synthetic):
     meta = json.loads((smoke_dir / META).read_text())
     assert meta["profile"] == "smoke" and meta["seed"] == 0
     assert meta["config"] == PROFILES["smoke"].to_dict()
-    assert meta["data_fingerprint"] == train.data_fingerprint(synthetic)
+    assert meta["data_fingerprint"] == store.data_fingerprint(synthetic)
     assert meta["classes"] == {"0": "negative", "1": "positive", "2": "surprise"}
     assert meta["input"]["channels"] == ["strain", "v", "u"]
     assert meta["input"]["map_size"] == 28 and meta["input"]["value_range"] == [0, 255]
@@ -139,13 +152,13 @@ def test_predict_runs_on_a_synthetic_pair(smoke_model):
     assert maps["map"].dtype == np.uint8
     assert maps["landmarks_found"] is True and maps["centres"].shape == (4, 2)
     # the map is the release's channel order: strain first, u last
-    from htnetlib.flow import flow_to_map
+    from htnetlib.data.flow import flow_to_map
     np.testing.assert_array_equal(maps["map"], flow_to_map(maps["flow"])[..., ::-1])
     np.testing.assert_allclose(smoke_model.predict_map(maps["map"], maps["apex_face"]), probs)
 
 
 def test_save_and_load_give_identical_logits(smoke_model, synthetic, tmp_path):
-    x = train.model_inputs(synthetic, smoke_model.config)
+    x = regions_mod.network_inputs(synthetic, smoke_model.config)
     again = Model.load(smoke_model.save(tmp_path / "copy"))
     np.testing.assert_array_equal(again.logits(x), smoke_model.logits(x))
     assert (tmp_path / "copy" / WEIGHTS).read_bytes()[:2] != b"PK"  # not a torch (zip) pickle
@@ -154,7 +167,7 @@ def test_save_and_load_give_identical_logits(smoke_model, synthetic, tmp_path):
 @pytest.mark.parametrize("i", [0, 5, 13])
 def test_flow_input_equals_the_forward_pass_on_that_sample(smoke_model, synthetic, i):
     root, row = synthetic.root, synthetic.table.iloc[i]
-    expected = predict._softmax(smoke_model.logits(train.model_inputs(synthetic,
+    expected = predict.softmax(smoke_model.logits(regions_mod.network_inputs(synthetic,
                                                                       smoke_model.config)[i:i + 1]))
     got = smoke_model.predict_map(root / row.flow_path, root / row.apex_path)
     np.testing.assert_allclose(got, expected[0], rtol=1e-6)
@@ -162,15 +175,15 @@ def test_flow_input_equals_the_forward_pass_on_that_sample(smoke_model, syntheti
 
 def test_flow_input_equals_the_forward_pass_on_the_real_release(real):
     """On the official release (three samples of it, so MTCNN runs three times): a smoke
-    network, --flow against train.model_inputs."""
+    network, --flow against regions_mod.network_inputs."""
     idx = [0, 200, 441]
     some = Composite(root=real.root, table=real.table.iloc[idx].reset_index(drop=True),
                      flows=real.flows[idx])
     model = predict.fit(some, dataclasses.replace(PROFILES["smoke"], epochs=1), profile="smoke")
-    x = train.model_inputs(some, model.config)
+    x = regions_mod.network_inputs(some, model.config)
     for k, row in enumerate(some.table.itertuples()):
         got = model.predict_map(real.root / row.flow_path, real.root / row.apex_path)
-        np.testing.assert_allclose(got, predict._softmax(model.logits(x[k:k + 1]))[0], rtol=1e-6)
+        np.testing.assert_allclose(got, predict.softmax(model.logits(x[k:k + 1]))[0], rtol=1e-6)
 
 
 def test_a_sequence_finds_its_apex_and_predicts(smoke_model, tmp_path):
@@ -243,10 +256,10 @@ def htnet(argv: list[str], capsys) -> tuple[int, str, str]:
     error (``htnet: error: ...``, exit 2 for settings, 3 for data) where cli.py is not wired."""
     parser = argparse.ArgumentParser(prog="htnet")
     sub = parser.add_subparsers(dest="command", required=True)
-    predict.add_fit_arguments(sub.add_parser("fit"))
-    predict.add_predict_arguments(sub.add_parser("predict"))
+    cli_predict.add_fit_arguments(sub.add_parser("fit"))
+    cli_predict.add_predict_arguments(sub.add_parser("predict"))
     args = parser.parse_args(argv)
-    run = predict.run_fit if args.command == "fit" else predict.run_predict
+    run = cli_predict.run_fit if args.command == "fit" else cli_predict.run_predict
     try:
         code = run(args)
     except ConfigError as exc:
@@ -291,8 +304,8 @@ def test_cli_flow_json_equals_the_forward_pass(smoke_dir, smoke_model, synthetic
                           "--flow", str(synthetic.root / row.flow_path),
                           "--apex", str(synthetic.root / row.apex_path)], capsys)
     assert code == 0
-    x = train.model_inputs(synthetic, smoke_model.config)[2:3]
-    expected = predict._softmax(smoke_model.logits(x))[0]
+    x = regions_mod.network_inputs(synthetic, smoke_model.config)[2:3]
+    expected = predict.softmax(smoke_model.logits(x))[0]
     got = list(json.loads(out)["probabilities"].values())
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
@@ -311,7 +324,7 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("args, code, shown", [
     (lambda f, p: ["--onset", "missing.png", "--apex", str(p[1])], 3,
-     "missing.png: no such image file"),
+     "missing.png: file is missing"),
     (lambda f, p: ["--onset", str(f["text"]), "--apex", str(p[1])], 3,
      "notes.png: not a PNG or JPEG file"),
     (lambda f, p: ["--onset", str(f["grey"]), "--apex", str(f["grey"])], 3,
@@ -343,7 +356,7 @@ def test_cli_error_for_a_folder_that_is_no_model(tmp_path, pair_files, capsys):
 
 def test_htnet_predict_through_cli_main(smoke_dir, bad_files, pair_files, capsys):
     """The same errors through ``htnet`` itself, once cli.py wires fit and predict."""
-    from htnetlib import cli
+    from htnetlib.cli import app as cli
 
     try:
         cli.build_parser().parse_args(["predict", "--model", "m", "--flow", "f"])
@@ -390,12 +403,3 @@ def test_a_cpu_model_predicts_a_pair_in_under_a_second(synthetic, tmp_path):
     assert np.median(times) < 1.0
 
 
-def test_fit_refuses_training_choices_it_does_not_implement(synthetic):
-    import dataclasses
-
-    from htnetlib.config import ConfigError
-    from htnetlib.predict import train_network
-
-    cfg = dataclasses.replace(train.PROFILES["smoke"], class_weights="balanced")
-    with pytest.raises(ConfigError, match="class_weights"):
-        train_network(cfg, np.zeros((4, 3, 28, 28), np.float32), np.array([0, 1, 2, 0]), seed=0)

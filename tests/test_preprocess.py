@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import preprocess as pp
-from htnetlib import synthetic
+from htnetlib.data import preprocess as pp
+from htnetlib.cli import preprocess as cli_preprocess
+from htnetlib.data import synthetic
 from htnetlib.data import DataError
 
 N_FRAMES, APEX = 6, 3  # frames per synthetic clip; the apex is the 4th frame
@@ -202,7 +203,7 @@ def test_spotted_apex_is_near_the_true_apex(tmp_path):
 def test_flow_spotter_through_the_command_line(tmp_path):
     """--apex-spotter flow reaches spot_apex and lands near the true apex of every SMIC clip."""
     parser = argparse.ArgumentParser()
-    pp.add_arguments(parser)
+    cli_preprocess.add_arguments(parser)
     root = make_smic(tmp_path / "raw")
     args = parser.parse_args(["--dataset", "smic", "--root", str(root), "--out",
                               str(tmp_path / "out"), "--apex-spotter", "flow"])
@@ -252,11 +253,11 @@ def test_two_workers_give_the_same_result(tmp_path):
 def test_command_line_arguments_and_summary(tmp_path, capsys):
     root = make_casme3a(tmp_path / "raw")
     parser = argparse.ArgumentParser()
-    pp.add_arguments(parser)
+    cli_preprocess.add_arguments(parser)
     args = parser.parse_args(["--dataset", "casme3a", "--root", str(root), "--out", str(tmp_path / "out"),
                               "--method", "dis"])
     assert args.workers == 1 and args.method == "dis"
-    assert pp.run(args) == 0
+    assert cli_preprocess.run(args) == 0
     summary = capsys.readouterr().out.strip()
     assert summary.count("\n") == 0 and "3 samples" in summary
     assert "1 outside the three classes dropped" in summary
@@ -388,7 +389,7 @@ def test_truncated_frame_raises_data_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("workers", ["0", "-2", "two"])
 def test_workers_below_one_is_a_usage_error(tmp_path, capsys, workers):
-    from htnetlib import cli
+    from htnetlib.cli import app as cli
 
     argv = ["preprocess", "--dataset", "samm", "--root", str(tmp_path), "--out",
             str(tmp_path / "out"), "--workers", workers]

@@ -7,7 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from htnetlib import metrics, protocols, train
+from htnetlib.training import jobs as jobs_mod
+from htnetlib.evaluation import metrics
+from htnetlib import config as config_mod
+from htnetlib.training import fold as fold_mod
+from htnetlib.evaluation import leak as leak_mod
+from htnetlib.training import lodo
+from htnetlib.training import loso
+from htnetlib.training import nested as nested_mod
+from htnetlib.data import regions as regions_mod
+from htnetlib.evaluation import selection as selection_mod
+from htnetlib.training import store as store_mod
 from htnetlib.config import LATER_FIELDS, Config, ConfigError, apply_overrides, profile_config
 
 TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=3, lr=1e-3)
@@ -40,19 +50,19 @@ def fake_inner(pred, y, subjects, seed: int = 0):
 
 
 def leak_protocols(inner, n):
-    """Every protocol under test, as ``f(pred, y, subjects)``: the rules of protocols.RULES,
+    """Every protocol under test, as ``f(pred, y, subjects)``: the rules of selection_mod.RULES,
     the seed rules (one run standing for three seeds), and the nested rules."""
-    out = dict(protocols.RULES)
-    for name, rule in protocols.SEED_RULES.items():
+    out = dict(selection_mod.RULES)
+    for name, rule in selection_mod.SEED_RULES.items():
         out[name] = lambda p, y, s, rule=rule: rule([p, np.roll(p, 1, axis=0), p[::-1]])
     for metric in ("uf1", "accuracy"):
-        out[f"nested ({metric})"] = protocols.nested_rule(inner, np.arange(n), np.zeros(n), metric)
+        out[f"nested ({metric})"] = selection_mod.nested_rule(inner, np.arange(n), np.zeros(n), metric)
     return out
 
 
 def moved_subjects(protocol, pred, y, subjects) -> list:
     """Subjects whose own predictions change when their labels are replaced (each in turn)."""
-    return protocols.leaked_subjects(protocol, pred, y, subjects)
+    return leak_mod.leaked_subjects(protocol, pred, y, subjects)
 
 
 def test_the_leak_test_replaces_one_subjects_labels_at_a_time():
@@ -62,7 +72,7 @@ def test_the_leak_test_replaces_one_subjects_labels_at_a_time():
     def spy(p, labels, s):
         seen.append(np.flatnonzero(labels != y))
         return p[-1]
-    assert protocols.leaked_subjects(spy, pred, y, subjects) == []
+    assert leak_mod.leaked_subjects(spy, pred, y, subjects) == []
     changed = [set(subjects[i]) for i in seen[1:]]
     assert all(len(c) == 1 for c in changed)  # one subject's labels, all of them
     assert [c.pop() for c in changed[::2]] == list(dict.fromkeys(subjects))
@@ -80,56 +90,56 @@ def test_the_oracle_fails_the_leak_test():
     """The test can fail: the oracle's predictions follow the held-out labels."""
     for seed in range(3):
         pred, y, subjects = fake_run(seed)
-        moved = moved_subjects(protocols.oracle_rule, pred, y, subjects)
+        moved = moved_subjects(selection_mod.oracle_rule, pred, y, subjects)
         assert len(moved) >= len(set(subjects)) // 2, moved
 
 
 def test_rules_match_slow_definitions():
     pred, y, subjects = fake_run(3)
     for metric, fn in (("uf1", metrics.uf1), ("accuracy", lambda a, b: float((a == b).mean()))):
-        chosen = protocols.cross_subject_epochs(pred, y, subjects, metric)
+        chosen = selection_mod.cross_subject_epochs(pred, y, subjects, metric)
         for s in set(subjects):
             other = subjects != s
             slow = [fn(y[other], pred[e, other]) for e in range(len(pred))]
-            assert chosen[s] == protocols.best_epoch(slow), (metric, s)
-    np.testing.assert_array_equal(protocols.oracle_rule(pred, y, subjects),
+            assert chosen[s] == selection_mod.best_epoch(slow), (metric, s)
+    np.testing.assert_array_equal(selection_mod.oracle_rule(pred, y, subjects),
                                   metrics.oracle_predictions(pred, y, subjects))
-    np.testing.assert_array_equal(protocols.RULES["final epoch"](pred, y, subjects), pred[-1])
-    cm = protocols.confusion_by_epoch(pred, y, np.zeros(len(y)))[1][:, 0]
-    np.testing.assert_allclose(protocols.scores_from_confusion(cm, "uf1"),
+    np.testing.assert_array_equal(selection_mod.RULES["final epoch"](pred, y, subjects), pred[-1])
+    cm = selection_mod.confusion_by_epoch(pred, y, np.zeros(len(y)))[1][:, 0]
+    np.testing.assert_allclose(selection_mod.scores_from_confusion(cm, "uf1"),
                                [metrics.uf1(y, p) for p in pred])
-    np.testing.assert_allclose(protocols.scores_from_confusion(cm, "uar"),
+    np.testing.assert_allclose(selection_mod.scores_from_confusion(cm, "uar"),
                                [metrics.uar(y, p) for p in pred])
 
 
 def test_vote_breaks_ties_by_the_latest_member():
     stack = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 0, 1]], dtype=np.int8)
-    np.testing.assert_array_equal(protocols.vote(stack), [2, 1, 0, 1])
-    np.testing.assert_array_equal(protocols.last_epochs_vote(stack, 1), stack[-1])
+    np.testing.assert_array_equal(selection_mod.vote(stack), [2, 1, 0, 1])
+    np.testing.assert_array_equal(selection_mod.last_epochs_vote(stack, 1), stack[-1])
     with pytest.raises(ValueError, match="k=4"):
-        protocols.last_epochs_vote(stack, 4)
-    assert protocols.fraction_of_epochs(100, 0.1) == 10
-    assert protocols.fraction_of_epochs(3, 0.1) == 1
+        selection_mod.last_epochs_vote(stack, 4)
+    assert selection_mod.fraction_of_epochs(100, 0.1) == 10
+    assert selection_mod.fraction_of_epochs(3, 0.1) == 1
 
 
 # --------------------------------------------------------------------------- nested store
 
 
 def count_fits(monkeypatch, fail_after=None) -> list:
-    calls, real = [], train.train_fold
+    calls, real = [], fold_mod.train_fold
 
     def fit(*a, **k):
         if fail_after is not None and len(calls) >= fail_after:
             raise KeyboardInterrupt("killed")
         calls.append(1)
         return real(*a, **k)
-    monkeypatch.setattr(train, "train_fold", fit)
+    monkeypatch.setattr(jobs_mod, "train_fold", fit)
     return calls
 
 
 def test_nested_store_is_honest_resumable_and_reused(synthetic, tmp_path, monkeypatch):
     n_subjects = synthetic.table["subject"].nunique()
-    splits = protocols.inner_splits(synthetic, TINY)
+    splits = nested_mod.inner_splits(synthetic, TINY)
     fits = sum(int(s["groups"].max()) + 1 for s in splits)
     assert fits == n_subjects * min(5, n_subjects - 1)
     for k, s in enumerate(splits):  # every training sample is tested once, the subject never
@@ -139,8 +149,8 @@ def test_nested_store_is_honest_resumable_and_reused(synthetic, tmp_path, monkey
             in_g = set(synthetic.table["subject"][s["groups"] == g])
             assert not in_g & set(synthetic.table["subject"][(s["groups"] != g) & ~own])
 
-    ref = protocols.run_nested(synthetic, TINY, runs_dir=tmp_path / "ref", profile="smoke")
-    inner = protocols.load_inner(ref)
+    ref = nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "ref", profile="smoke")
+    inner = nested_mod.load_inner(ref)
     assert inner["pred"].shape == (n_subjects, TINY.epochs, len(synthetic.table))
     assert sorted(p.name for p in (ref / "inner").iterdir()) == ["config.json", "epochs.npz"]
 
@@ -148,44 +158,44 @@ def test_nested_store_is_honest_resumable_and_reused(synthetic, tmp_path, monkey
     with monkeypatch.context() as m:
         count_fits(m, fail_after=4 + n_subjects)  # the outer run's folds come first
         with pytest.raises(KeyboardInterrupt):
-            protocols.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
+            nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
     calls = count_fits(monkeypatch)
-    again = protocols.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
+    again = nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
     assert len(calls) == fits - 4
-    np.testing.assert_array_equal(protocols.load_inner(again)["pred"], inner["pred"])
-    protocols.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
+    np.testing.assert_array_equal(nested_mod.load_inner(again)["pred"], inner["pred"])
+    nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
     assert len(calls) == fits - 4  # reused
 
-    run = train.load_run(ref)
-    nested = protocols.nested_predictions(run)
+    run = store_mod.load_run(ref)
+    nested = nested_mod.nested_predictions(run)
     p = run.predictions
-    chosen = protocols.nested_epochs(inner["pred"], synthetic.table["label"].to_numpy(),
+    chosen = selection_mod.nested_epochs(inner["pred"], synthetic.table["label"].to_numpy(),
                                      [str(s) for s in inner["subjects"]])
-    np.testing.assert_array_equal(nested, protocols.at_epochs(run.epochs["pred"],
+    np.testing.assert_array_equal(nested, selection_mod.at_epochs(run.epochs["pred"],
                                                               p["subject"], chosen))
-    assert chosen == protocols.nested_chosen_epochs(run)
-    rule = protocols.nested_rule(inner, protocols.table_rows(synthetic.table, p),
+    assert chosen == nested_mod.nested_chosen_epochs(run)
+    rule = selection_mod.nested_rule(inner, nested_mod.table_rows(synthetic.table, p),
                                  synthetic.table["label"])
     assert moved_subjects(rule, run.epochs["pred"], p["label"].to_numpy(),
                           p["subject"].to_numpy()) == []
 
 
 def test_nested_obeys_the_training_switch(synthetic, tmp_path, monkeypatch):
-    train.run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)
+    loso.run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)
     monkeypatch.setenv("HTNET_TRAIN_PROFILES", "custom")
-    with pytest.raises(train.TrainingError, match="no finished inner store"):
-        protocols.run_nested(synthetic, TINY, runs_dir=tmp_path, profile="smoke")
+    with pytest.raises(config_mod.TrainingError, match="no finished inner store"):
+        nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path, profile="smoke")
 
 
 # --------------------------------------------------------------------------- leave one dataset out
 
 
 def test_lodo_store_recomputes_and_is_reused(synthetic, tmp_path, monkeypatch):
-    out = protocols.run_lodo(synthetic, TINY, seed=1, store_dir=tmp_path, profile="smoke")
-    assert out.name == protocols.lodo_id(TINY, 1, train.data_fingerprint(synthetic), "smoke")
-    res = protocols.load_lodo(out)
+    out = lodo.run_lodo(synthetic, TINY, seed=1, store_dir=tmp_path, profile="smoke")
+    assert out.name == lodo.lodo_id(TINY, 1, store_mod.data_fingerprint(synthetic), "smoke")
+    res = lodo.load_lodo(out)
     p, pred = res["predictions"], res["epochs"]["pred"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(protocols.LODO_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(lodo.LODO_FILES)
     assert res["meta"]["held_out"] == ["smic", "casme2", "samm"] == list(p["dataset"].unique())
     assert pred.shape == (TINY.epochs, len(synthetic.table))
     np.testing.assert_array_equal(p["honest"], pred[-1])
@@ -193,11 +203,11 @@ def test_lodo_store_recomputes_and_is_reused(synthetic, tmp_path, monkeypatch):
         assert res["metrics"]["honest"][d]["uf1"] == metrics.uf1(part["label"], part["honest"])
     assert Config.from_dict(res["meta"]["config"]) == TINY and res["meta"]["seed"] == 1
     calls = count_fits(monkeypatch)
-    assert protocols.run_lodo(synthetic, TINY, seed=1, store_dir=tmp_path, profile="smoke") == out
+    assert lodo.run_lodo(synthetic, TINY, seed=1, store_dir=tmp_path, profile="smoke") == out
     assert calls == []
     monkeypatch.setenv("HTNET_TRAIN_PROFILES", "custom")
-    with pytest.raises(train.TrainingError, match="not stored"):
-        protocols.run_lodo(synthetic, TINY, seed=2, store_dir=tmp_path, profile="smoke")
+    with pytest.raises(config_mod.TrainingError, match="not stored"):
+        lodo.run_lodo(synthetic, TINY, seed=2, store_dir=tmp_path, profile="smoke")
 
 
 # --------------------------------------------------------------------------- training choices
@@ -212,10 +222,10 @@ def test_new_fields_leave_run_ids_and_commands_unchanged():
     assert (d["mirror"], d["class_weights"], d["lr_schedule"]) == (True, "balanced", "cosine")
     assert Config.from_dict(json.loads(json.dumps(d))) == cfg
     assert Config.from_dict(profile_config("cpu").to_dict()) == profile_config("cpu")
-    command = train.train_command(cfg, 0, "cpu")
+    command = store_mod.train_command(cfg, 0, "cpu")
     assert command.endswith("--set class_weights=balanced --set mirror=true "
                             "--set lr_schedule=cosine")
-    assert train.run_id(cfg, 0, "x", "cpu") != train.run_id(profile_config("cpu"), 0, "x", "cpu")
+    assert store_mod.run_id(cfg, 0, "x", "cpu") != store_mod.run_id(profile_config("cpu"), 0, "x", "cpu")
     with pytest.raises(ConfigError, match="class_weights='equal' is not one of none, balanced"):
         apply_overrides(profile_config("cpu"), ["class_weights=equal"])
     with pytest.raises(ConfigError, match="lr_schedule='step' is not one of constant, cosine"):
@@ -224,10 +234,10 @@ def test_new_fields_leave_run_ids_and_commands_unchanged():
 
 def test_balanced_class_weights_give_every_class_the_same_total():
     y = np.array([0] * 6 + [1] * 3 + [2] * 1)
-    w = train.class_weights(dataclasses.replace(TINY, class_weights="balanced"), y)
+    w = fold_mod.class_weights(dataclasses.replace(TINY, class_weights="balanced"), y)
     counts = np.bincount(y)
     np.testing.assert_allclose(w * counts, len(y) / 3)
-    assert train.class_weights(TINY, y) is None
+    assert fold_mod.class_weights(TINY, y) is None
 
 
 @pytest.mark.parametrize("mode", ["whole", "corrected"])
@@ -236,7 +246,8 @@ def test_mirror_is_the_flipped_mosaic_where_the_crops_allow(synthetic, mode):
     mosaic of the mirrored face is the flipped mosaic (left and right crops swap), except where
     rounding a landmark moves a crop by a pixel or MTCNN found no face."""
     cfg = dataclasses.replace(TINY, regions=mode, mirror=True)
-    x, xm = train.model_inputs(synthetic, cfg), train.mirrored_inputs(synthetic, cfg)
+    x = regions_mod.network_inputs(synthetic, cfg)
+    xm = regions_mod.network_inputs(synthetic, cfg, mirror=True)
     flipped = x[:, :, :, ::-1].copy()
     flipped[:, 2] = 255 - flipped[:, 2]  # channels (strain, v, u)
     same = (flipped == xm).all(axis=(1, 2, 3))
@@ -247,14 +258,14 @@ def test_mirror_is_the_flipped_mosaic_where_the_crops_allow(synthetic, mode):
 
 
 def test_training_choices_change_training_and_keep_the_default(synthetic):
-    x = train.model_inputs(synthetic, TINY)
+    x = regions_mod.network_inputs(synthetic, TINY)
     y = synthetic.table["label"].to_numpy().copy()
     args = (x[4:], y[4:], x[:4], y[:4])
-    fit = lambda cfg, **kw: train.train_fold(cfg, *args, seed=0, device="cpu", **kw)  # noqa: E731
+    fit = lambda cfg, **kw: fold_mod.train_fold(cfg, *args, seed=0, device="cpu", **kw)  # noqa: E731
     base = fit(TINY)
     again = fit(dataclasses.replace(TINY, class_weights="none", lr_schedule="constant"))
     np.testing.assert_array_equal(base.logits, again.logits)
-    xm = train.mirrored_inputs(synthetic, dataclasses.replace(TINY, mirror=True))
+    xm = regions_mod.network_inputs(synthetic, TINY, mirror=True)
     for change, kw in ((dict(class_weights="balanced"), {}), (dict(lr_schedule="cosine"), {}),
                        (dict(mirror=True), dict(x_train_mirror=xm[4:]))):
         other = fit(dataclasses.replace(TINY, **change), **kw)

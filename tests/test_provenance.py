@@ -24,7 +24,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import ablation, metrics, report, train
+from htnetlib.study import ablation
+from htnetlib import config as config_mod
+from htnetlib.study import experiments
+from htnetlib.training import lodo as lodo_mod
+from htnetlib.training import loso as loso_mod
+from htnetlib.training import nested as nested_mod
+from htnetlib.study import readme
+from htnetlib.training import store as store_mod
+from htnetlib.study import tables as report
+from htnetlib.evaluation import metrics
+from htnetlib.study import tables as report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -35,15 +45,15 @@ N_BOOT = 1000  # the notebooks' bootstrap resamples (report.table2_full, ablatio
 
 
 @functools.cache
-def load(run_id: str) -> train.Run:
-    return train.load_run(RESULTS / "runs" / run_id)
+def load(run_id: str) -> store_mod.Run:
+    return store_mod.load_run(RESULTS / "runs" / run_id)
 
 
 @functools.cache
 def store() -> dict[str, dict]:
     """config.json of every finished run, by run id."""
     return {p.name: json.loads((p / "config.json").read_text())
-            for p in RUN_DIRS if train.is_complete(p)}
+            for p in RUN_DIRS if store_mod.is_complete(p)}
 
 
 class Missing(LookupError):
@@ -56,12 +66,12 @@ def finder(fingerprint: str):
     With ``seed``, that seed's run; with ``n``, the ``n`` lowest stored seeds, which is what
     the notebooks show for their ``seeds`` parameter (default [0, 1, 2]; a profile shown
     beside another keeps the seeds it has stored)."""
-    def find(config: train.Config, profile: str, *, seed: int | None = None, n: int = 1):
+    def find(config: config_mod.Config, profile: str, *, seed: int | None = None, n: int = 1):
         seeds = [seed] if seed is not None else sorted(
             m["seed"] for m in store().values() if m["profile"] == profile
             and m["data_fingerprint"] == fingerprint
-            and train.Config.from_dict(m["config"]) == config)[:n]
-        ids = [train.run_id(config, s, fingerprint, profile) for s in seeds]
+            and config_mod.Config.from_dict(m["config"]) == config)[:n]
+        ids = [store_mod.run_id(config, s, fingerprint, profile) for s in seeds]
         if len(ids) < n or not all(i in store() for i in ids):
             what = f"seed {seed}" if seed is not None else f"{n} seeds"
             raise Missing(f"{config.model}, {profile} profile, {what}: stored "
@@ -76,13 +86,13 @@ def finder(fingerprint: str):
 
 @pytest.mark.parametrize("run_dir", RUN_DIRS, ids=lambda p: p.name)
 def test_stored_run_recomputes_from_its_epochs(run_dir):
-    assert train.is_complete(run_dir), f"{run_dir.name} is not a finished run"
+    assert store_mod.is_complete(run_dir), f"{run_dir.name} is not a finished run"
     run = load(run_dir.name)
     meta, p, ep = run.meta, run.predictions, run.epochs
     pred, y = ep["pred"], p["label"].to_numpy()
 
     # config.json: its id, and the sizes of the arrays
-    assert meta["run_id"] == run_dir.name == train.run_id(
+    assert meta["run_id"] == run_dir.name == store_mod.run_id(
         run.config, meta["seed"], meta["data_fingerprint"], meta["profile"])
     assert pred.shape == (meta["epochs"], meta["n_samples"]) == (run.config.epochs, len(p))
     assert ep["epoch"].tolist() == list(range(1, meta["epochs"] + 1))
@@ -105,7 +115,7 @@ def test_stored_run_recomputes_from_its_epochs(run_dir):
     np.testing.assert_array_equal(p["honest"].to_numpy(), honest)
     np.testing.assert_array_equal(p["oracle"].to_numpy(), oracle)
 
-    # metrics.json, as train.assemble computes it
+    # metrics.json, as loso_mod.assemble computes it
     table = p.assign(honest=honest, oracle=oracle)
     scores = {proto: metrics.scores(table, proto) for proto in metrics.PROTOCOLS}
     assert flat(run.metrics) == pytest.approx(flat(scores), rel=0, abs=1e-12)
@@ -137,12 +147,11 @@ INNER_STORES = sorted(p / "inner" for p in RUN_DIRS if (p / "inner").is_dir())
 @pytest.mark.parametrize("path", LODO_DIRS, ids=lambda p: p.name)
 def test_stored_lodo_result_recomputes_from_its_epochs(path):
     """A leave-one-dataset-out result (notebook 13) agrees with itself like a run."""
-    from htnetlib import protocols
 
-    r = protocols.load_lodo(path)
+    r = lodo_mod.load_lodo(path)
     meta, p, ep = r["meta"], r["predictions"], r["epochs"]
-    config = train.Config.from_dict(meta["config"])
-    assert meta["lodo_id"] == path.name == protocols.lodo_id(
+    config = config_mod.Config.from_dict(meta["config"])
+    assert meta["lodo_id"] == path.name == lodo_mod.lodo_id(
         config, meta["seed"], meta["data_fingerprint"], meta["profile"])
     pred, y = ep["pred"], p["label"].to_numpy()
     assert pred.shape == (meta["epochs"], meta["n_samples"]) == (config.epochs, len(p))
@@ -163,23 +172,22 @@ def test_stored_lodo_result_recomputes_from_its_epochs(path):
 @pytest.mark.parametrize("inner", INNER_STORES, ids=lambda p: p.parent.name)
 def test_stored_inner_store_is_finished_and_matches_its_run(inner):
     """The nested rule's inner fits (notebook 12): finished, made for their run, split as
-    protocols.inner_splits splits the run's samples, and blind to each outer held-out subject."""
+    nested_mod.inner_splits splits the run's samples, and blind to each outer held-out subject."""
     from types import SimpleNamespace
 
-    from htnetlib import protocols
 
     run_dir = inner.parent
-    assert protocols.nested_complete(run_dir), f"{inner}: an unfinished inner store"
-    store, run = protocols.load_inner(run_dir), load(run_dir.name)
+    assert nested_mod.nested_complete(run_dir), f"{inner}: an unfinished inner store"
+    store, run = nested_mod.load_inner(run_dir), load(run_dir.name)
     meta = store["meta"]
     assert meta["outer_run_id"] == run_dir.name and meta["seed"] == run.meta["seed"]
     assert meta["data_fingerprint"] == run.meta["data_fingerprint"]
-    assert train.Config.from_dict(meta["config"]) == run.config
+    assert config_mod.Config.from_dict(meta["config"]) == run.config
     assert store["subjects"].tolist() == run.epochs["subjects"].tolist()
     table = pd.DataFrame({k: store[k] for k in metrics.KEY}).assign(label=store["label"])
-    rows = protocols.table_rows(table, run.predictions)
+    rows = nested_mod.table_rows(table, run.predictions)
     np.testing.assert_array_equal(store["label"][rows], run.predictions["label"].to_numpy())
-    splits = protocols.inner_splits(SimpleNamespace(table=table), run.config, meta["n_groups"])
+    splits = nested_mod.inner_splits(SimpleNamespace(table=table), run.config, meta["n_groups"])
     np.testing.assert_array_equal(store["groups"], np.stack([s["groups"] for s in splits]))
     pred = store["pred"]
     assert pred.shape == (meta["n_folds"], run.config.epochs, len(table))
@@ -197,12 +205,12 @@ def table2(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     by_profile = {}
     for name, p, n in stored.loc[stored["source"] == "measured", ["approach", "profile", "seeds"]
                                  ].drop_duplicates().itertuples(index=False):
-        by_profile.setdefault(p, {})[name] = find(report.variant_config(name, p), p, n=int(n))
+        by_profile.setdefault(p, {})[name] = find(experiments.table2_config(name, p), p, n=int(n))
     runs, others = by_profile.pop(profile, {}), by_profile
     return report.table2_full(runs, n_boot=N_BOOT, **({"others": others} if others else {}))
 
 
-def ablation_runs(ab: ablation.Ablation, stored: pd.DataFrame, find) -> dict:
+def ablation_runs(ab: experiments.Ablation, stored: pd.DataFrame, find) -> dict:
     """``{profile: {grid value: Run or None}}`` as the table's rows name them: a measured row
     its seed, a "not run" row no run (test_ablation_tables_show_every_stored_grid_run checks
     that it has none)."""
@@ -223,7 +231,7 @@ def ablation_runs(ab: ablation.Ablation, stored: pd.DataFrame, find) -> dict:
 
 def ablation_table(key: str):
     """Notebooks 06-09: ablation.table of the grid's runs."""
-    ab = ablation.ABLATIONS[key]
+    ab = experiments.ABLATIONS[key]
 
     def recompute(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
         return ablation.table(ab, ablation_runs(ab, stored, find), n_boot=N_BOOT)
@@ -237,8 +245,8 @@ def protocol_audit(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     for name, p, n in stored[["model", "profile", "seeds"]].drop_duplicates().itertuples(
             index=False):
         variant = re.sub(r" \(\w+ profile\)$", "", name)
-        cfg = (dataclasses.replace(train.profile_config(p), permute_labels=True)
-               if variant == "HTNet, labels permuted (null)" else report.variant_config(variant, p))
+        cfg = (dataclasses.replace(config_mod.profile_config(p), permute_labels=True)
+               if variant == "HTNet, labels permuted (null)" else experiments.table2_config(variant, p))
         rs = find(cfg, p, n=int(n))
         for m in ("uf1", "uar"):
             h = np.mean([r.metrics["honest"]["full"][m] for r in rs])
@@ -252,7 +260,7 @@ def table5_costs(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     """Notebook 09: ablation.layers_costs of the stored timing. ablation.layer_timing reads it
     after comparing its data fingerprint with the release's; here its configurations are
     compared, and its fingerprint with the one tried (the runs' release)."""
-    ab = ablation.ABLATIONS["layers"]
+    ab = experiments.ABLATIONS["layers"]
     files = [f for f in (RESULTS / "timing").glob("table5_layers_*.json")
              if profile in f.stem.removeprefix("table5_layers_").split("_")]
     assert len(files) == 1, f"timings of the {profile} profile: {files}"
@@ -273,42 +281,40 @@ def table1(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
 
     from htnetlib import data
 
-    (run,) = find(train.PROFILES["cpu"], "cpu", seed=0)
+    (run,) = find(config_mod.PROFILES["cpu"], "cpu", seed=0)
     return data.table1(SimpleNamespace(table=run.predictions))
 
 
 def honest_selection(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 12: protocols.selection_table of every training variant's runs, with the seeds
+    """Notebook 12: report.selection_table of every training variant's runs, with the seeds
     the table lists (its nested rows read each run's inner/ store)."""
-    from htnetlib import protocols
 
     runs = {}
     for name, seeds in stored.loc[stored["rule"] == "final epoch", ["variant", "seeds"]
                                   ].itertuples(index=False):
-        runs[name] = [find(protocols.variant_config(name, profile), profile, seed=int(s))[0]
+        runs[name] = [find(experiments.selection_config(name, profile), profile, seed=int(s))[0]
                       for s in str(seeds).split(",")]
-    return protocols.selection_table(runs, n_boot=N_BOOT)
+    return report.selection_table(runs, n_boot=N_BOOT)
 
 
 def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 13: protocols.lodo_table of the stored leave-one-dataset-out results
+    """Notebook 13: report.lodo_table of the stored leave-one-dataset-out results
     (results/tables/lodo/) beside the same models' stored LOSO runs."""
-    from htnetlib import protocols
 
     results, loso = {}, {}
     for name in dict.fromkeys(stored["model"]):
         rows = stored[stored["model"] == name]
-        cfg = protocols.lodo_config(name, profile)
-        paths = [RESULTS / "tables" / "lodo" / protocols.lodo_id(cfg, int(s), find.fingerprint,
+        cfg = experiments.lodo_config(name, profile)
+        paths = [RESULTS / "tables" / "lodo" / lodo_mod.lodo_id(cfg, int(s), find.fingerprint,
                                                                  profile)
                  for s in str(rows["seeds"].iloc[0]).split(",")]
         if not all(p.is_dir() for p in paths):
             raise Missing(f"leave-one-dataset-out results of {name}: {paths}")
-        results[name] = [protocols.load_lodo(p) for p in paths]
+        results[name] = [lodo_mod.load_lodo(p) for p in paths]
         seeds = str(rows["LOSO seeds"].iloc[0])
         loso[name] = [] if seeds == "-" else [find(cfg, profile, seed=int(s))[0]
                                               for s in seeds.split(",")]
-    return protocols.lodo_table(results, loso, n_boot=N_BOOT)
+    return report.lodo_table(results, loso, n_boot=N_BOOT)
 
 
 # How each results/tables/<name>_<profile>.csv is made. Not checked here, because none is
@@ -360,13 +366,13 @@ def test_ablation_tables_show_every_stored_grid_run(path):
     """A grid point listed as "not run" has no run in the store (of the table's seed and data
     release); otherwise the notebook, run again, shows it and the table is out of date."""
     stored = read_table(path)
-    ab = ablation.ABLATIONS[ABLATION_TABLES[path.stem.rsplit("_", 1)[0]]]
+    ab = experiments.ABLATIONS[ABLATION_TABLES[path.stem.rsplit("_", 1)[0]]]
     _, fingerprint = recomputed(path)
     (seed,) = {int(s) for s in stored["source"].str.extract(r"seed (\d+)")[0].dropna()}
     stale = []
     for _, row in stored[stored["source"].str.startswith("not run")].iterrows():
         v = next(v for v in ab.values if ab.label(v) == str(row[ab.setting]))
-        rid = train.run_id(ab.config(v, row["profile"]), seed, fingerprint, row["profile"])
+        rid = store_mod.run_id(ab.config(v, row["profile"]), seed, fingerprint, row["profile"])
         if rid in store():
             stale.append(f"{row[ab.setting]} ({row['profile']} profile): run {rid}")
     assert not stale, (f"{path.name} lists grid points as not run whose run is stored; run "
@@ -422,7 +428,7 @@ def test_readme_ablations_block_shows_the_ablation_tables():
     shown = {}
     for row in rows:
         if row["ablation"]:
-            ab = next(a for a in ablation.ABLATIONS.values() if row["ablation"].startswith(a.item))
+            ab = next(a for a in experiments.ABLATIONS.values() if row["ablation"].startswith(a.item))
             table = tables[ab.key].astype({ab.setting: str})
         grid = row["paper grid point"].removesuffix(" (paper default)")
         shown.setdefault(ab.key, []).append(grid)
@@ -448,7 +454,7 @@ def test_readme_ablations_block_shows_the_ablation_tables():
         default = " (default)" if mine["source"].str.contains("profile default").any() else ""
         assert row[f"{profile} setting"] == mine["config"].iloc[0] + default, where
     # every ablation with a table, every grid point in order
-    assert shown == {key: [ablation.ABLATIONS[key].label(v) for v in ablation.ABLATIONS[key].values]
+    assert shown == {key: [experiments.ABLATIONS[key].label(v) for v in experiments.ABLATIONS[key].values]
                      for key in tables}
 
 
@@ -456,15 +462,15 @@ def test_readme_beyond_blocks_show_notebooks_12_and_13():
     """The README's honest-selection rows are the table's rows of the fixed README rules for
     every variant (the oracle for the plain model only) plus the largest honest row, labelled;
     its leave-one-dataset-out block is the whole table."""
-    from htnetlib import reproduce
+    from htnetlib.cli import reproduce
 
-    comment, rows = readme_block(reproduce.SEL_START, reproduce.SEL_END)
+    comment, rows = readme_block(readme.SEL_START, readme.SEL_END)
     profile = re.search(r"profile (\w+)", comment)[1]
     table = pd.read_csv(RESULTS / "tables" / f"honest_selection_{profile}.csv",
                         keep_default_na=False)
     honest = table[table["honest"].astype(str) == "True"]
     best = honest.loc[honest["Full UF1"].astype(float).idxmax()]
-    expected = table[table["rule"].isin(reproduce.README_RULES)
+    expected = table[table["rule"].isin(readme.README_RULES)
                      & ((table["variant"] == "plain") | (table["honest"].astype(str) == "True"))]
     keys = [(r["variant"], r["rule"].removesuffix(" (largest honest row)"), r["seeds"])
             for r in rows]
@@ -482,7 +488,7 @@ def test_readme_beyond_blocks_show_notebooks_12_and_13():
             if col not in ("variant", "rule", "seeds"):
                 assert cell == fmt(at[col].iloc[0]), f"README honest selection {key}: {col}"
 
-    comment, rows = readme_block(reproduce.LODO_START, reproduce.LODO_END)
+    comment, rows = readme_block(readme.LODO_START, readme.LODO_END)
     profile = re.search(r"profile (\w+)", comment)[1]
     table = read_table(RESULTS / "tables" / f"lodo_{profile}.csv")
     assert len(rows) == len(table)

@@ -50,9 +50,9 @@ if _VIT_VERSION.split(".")[0].isdigit() and int(_VIT_VERSION.split(".")[0]) >= 1
                 "HTNet code copies; later NesT versions changed the network",
                 allow_module_level=True)
 
-from htnetlib import model as htnet_model  # noqa: E402
-from htnetlib.config import PROFILES  # noqa: E402
-from htnetlib.model import build_model  # noqa: E402
+from htnetlib import model as htnet_model
+from htnetlib.config import PROFILES
+from htnetlib.model import build_model
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from htnetlib import regions
-from htnetlib.regions import FALLBACK_LANDMARKS, Landmarks, crop_centres, mosaic
+from htnetlib.data import regions
+from htnetlib.data.regions import FALLBACK_LANDMARKS, Landmarks, crop_centres, mosaic
 
 
 def coded_flows(n=1, size=28):

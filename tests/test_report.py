@@ -1,8 +1,10 @@
 import pandas as pd
 import pytest
 
-from htnetlib import paper, report
-from htnetlib.reproduce import END, START, update_readme
+from htnetlib import paper
+from htnetlib.study import figures
+from htnetlib.study import tables as report
+from htnetlib.study.readme import END, START, update_readme
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +50,10 @@ def test_save_table_and_figure_carry_provenance(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    md = report.save_table(pd.DataFrame({"a": [1.23456]}), "t", tmp_path, item="Table 9",
+    md = figures.save_table(pd.DataFrame({"a": [1.23456]}), "t", tmp_path, item="Table 9",
                            profile="cpu", protocol="honest", device="cpu")
     assert md.read_text().startswith("Reproduces Table 9; profile cpu; protocol honest; device cpu")
     assert (tmp_path / "tables" / "t.csv").read_text() == "a\n1.23456\n"
     fig, _ = plt.subplots()
-    png = report.save_figure(fig, "f", tmp_path, item="Figure 9", profile="cpu")
+    png = figures.save_figure(fig, "f", tmp_path, item="Figure 9", profile="cpu")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

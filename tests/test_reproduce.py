@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from htnetlib import plan, reproduce, train
+from htnetlib.study import plan
+from htnetlib import config as config_mod
+from htnetlib import errors
+from htnetlib.study import experiments
+from htnetlib.training import fold as fold_mod
+from htnetlib.training import nested as nested_mod
+from htnetlib.training import store as store_mod
+from htnetlib.cli import reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "runs"
@@ -30,7 +37,7 @@ def test_the_cpu_plan_is_exactly_the_committed_cpu_runs():
     fingerprint = set(runs.values())
     assert len(fingerprint) == 1
     (fp,) = fingerprint
-    needed = {train.run_id(n.config, n.seed, fp, "cpu") for n in plan.needed_runs("cpu")}
+    needed = {store_mod.run_id(n.config, n.seed, fp, "cpu") for n in plan.needed_runs("cpu")}
     assert needed == set(runs)
 
 
@@ -40,7 +47,7 @@ def test_the_plan_of_each_profile():
         models = {n.config.model for n in needs}
         assert models == {"htnet", "ststnet", "logreg"}
         # the default with every seed, the null model once, one logistic regression
-        default = train.profile_config(profile)
+        default = config_mod.profile_config(profile)
         assert sorted(n.seed for n in needs if n.config == default) == list(plan.SEEDS)
         assert sum(n.config.permute_labels for n in needs) == 1
         assert sum(n.config.model == "logreg" for n in needs) == 1
@@ -63,14 +70,14 @@ def test_plan_seeds_are_the_notebooks_default_seeds():
 
 
 def test_estimates_rest_on_measured_timings():
-    seconds, basis = plan.estimate(train.PROFILES["paper"], "cuda")
+    seconds, basis = plan.estimate(config_mod.PROFILES["paper"], "cuda")
     assert "htnet-paper-s0-86185f5c54" in basis and "same configuration" in basis
     assert 300 < seconds < 1200  # the stored H200 run took 614 s
-    seconds, basis = plan.estimate(train.PROFILES["paper"], "cpu", workers=2)
+    seconds, basis = plan.estimate(config_mod.PROFILES["paper"], "cpu", workers=2)
     assert seconds > 24 * 3600 and "per epoch on this CPU" in basis
-    seconds, basis = plan.estimate(train.PROFILES["cpu"], "cpu", workers=2)
+    seconds, basis = plan.estimate(config_mod.PROFILES["cpu"], "cpu", workers=2)
     assert 60 < seconds < 3600
-    seconds, basis = plan.estimate(train.BASELINES["ststnet"]["paper"], "cuda")
+    seconds, basis = plan.estimate(config_mod.BASELINES["ststnet"]["paper"], "cuda")
     assert seconds is None and "no ststnet run timed" in basis
 
 
@@ -84,7 +91,7 @@ def _digest(folder: Path) -> str:
 def test_paper_profile_on_a_cpu_is_refused_before_any_notebook(synthetic_root, monkeypatch,
                                                                capsys):
     monkeypatch.setenv("HTNET_DATA", str(synthetic_root))
-    monkeypatch.setattr(train, "pick_device", lambda preferred=None: __import__("torch").device("cpu"))
+    monkeypatch.setattr(fold_mod, "pick_device", lambda preferred=None: __import__("torch").device("cpu"))
     before = _digest(reproduce.NOTEBOOKS)
     executed = []
     monkeypatch.setattr(reproduce, "execute", lambda *a, **k: executed.append(a))
@@ -92,7 +99,7 @@ def test_paper_profile_on_a_cpu_is_refused_before_any_notebook(synthetic_root, m
     code = reproduce.main(["--profile", "paper"])
     took = time.perf_counter() - start
     out, err = capsys.readouterr()
-    assert code == reproduce.EXIT_REFUSED
+    assert code == errors.EXIT_REFUSED
     assert not executed and _digest(reproduce.NOTEBOOKS) == before
     assert "missing" in out and "on this cpu" in out
     assert "refused" in err and "bench/gpu.sh run" in err and "--stored-only" in err
@@ -165,13 +172,12 @@ def test_defaults_inject_nothing_and_a_second_run_changes_nothing(tmp_path):
 def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, monkeypatch):
     """Notebook 12's nested rule trains five inner fits per fold: the plan lists them apart from
     the runs, at 4 times the run's estimate, and a finished inner store counts as stored."""
-    from htnetlib import protocols
 
     timings = plan._stored_timings(RUNS)  # the committed runs' timings, in an empty store
     monkeypatch.setattr(plan, "_stored_timings", lambda runs_dir: timings)
     empty = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "none")
     assert [n.why for n in empty.nested] == [[f"12 nested rule: {v}"]
-                                            for v in protocols.NESTED_VARIANTS]
+                                            for v in experiments.NESTED_VARIANTS]
     assert empty.missing_nested == empty.nested
     for n in empty.nested:
         run = next(m for m in empty.needs if m.run_id == n.run_id)
@@ -181,12 +187,12 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
         sum(n.seconds for n in empty.missing + empty.missing_nested))
     assert f"missing {empty.nested[0].run_id}/inner" in empty.summary()
 
-    # a finished inner store (as protocols.nested_complete reads it) is stored
+    # a finished inner store (as nested_mod.nested_complete reads it) is stored
     first = empty.nested[0]
-    inner = tmp_path / "runs" / first.run_id / protocols.INNER_DIR
+    inner = tmp_path / "runs" / first.run_id / nested_mod.INNER_DIR
     inner.mkdir(parents=True)
     (inner / "epochs.npz").write_bytes(b"")
-    (inner / "config.json").write_text(json.dumps({"n_groups": protocols.INNER_GROUPS,
+    (inner / "config.json").write_text(json.dumps({"n_groups": nested_mod.INNER_GROUPS,
                                                    "n_fits": 1}))
     again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
     assert [n.stored for n in again.nested] == [True, False]

@@ -13,10 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import train
 from htnetlib.config import ConfigError, apply_overrides, profile_config
+from htnetlib import config as config_mod
+from htnetlib.training import fold as fold_mod
+from htnetlib import io
+from htnetlib.training import jobs
+from htnetlib.training import loso
+from htnetlib.training import store as store_mod
 from htnetlib.data import DataError
-from htnetlib.train import Config, RunError, is_complete, load_run, run_id, run_loso
+from htnetlib.config import Config
+from htnetlib.training.store import RunError, is_complete, load_run, run_id
+from htnetlib.training.loso import run_loso
 
 TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/config.json"))
@@ -31,8 +38,8 @@ def reference(synthetic, tmp_path_factory):
 
 def count_training(monkeypatch) -> list:
     """Record every fold trained from now on."""
-    calls, real = [], train.train_fold
-    monkeypatch.setattr(train, "train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls, real = [], jobs.train_fold
+    monkeypatch.setattr(jobs, "train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -47,7 +54,7 @@ def killed(*args, **kwargs):
 def interrupted_before_assembly(synthetic, runs_dir, monkeypatch) -> Path:
     """A run whose folds are all stored but which was never assembled."""
     with monkeypatch.context() as m:
-        m.setattr(train, "assemble", killed)
+        m.setattr(loso, "assemble", killed)
         with pytest.raises(Killed):
             run_loso(synthetic, TINY, runs_dir=runs_dir, profile="smoke", progress=False)
     (run_dir,) = runs_dir.iterdir()
@@ -59,7 +66,7 @@ def interrupted_before_assembly(synthetic, runs_dir, monkeypatch) -> Path:
 def assert_same_run(run, reference):
     np.testing.assert_array_equal(run.epochs["pred"], reference.epochs["pred"])
     pd.testing.assert_frame_equal(run.predictions, reference.predictions)
-    assert sorted(p.name for p in run.path.iterdir()) == sorted(train.RUN_FILES)
+    assert sorted(p.name for p in run.path.iterdir()) == sorted(store_mod.RUN_FILES)
     assert sorted(p.name for p in run.path.parent.iterdir()) == [run.path.name]  # no lock file
 
 
@@ -129,7 +136,7 @@ def _other_subject(folds):
 
 def _fewer_epochs(folds):
     with np.load(folds / "01.npz") as f:
-        arrays = {k: f[k] for k in train.FOLD_KEYS}
+        arrays = {k: f[k] for k in store_mod.FOLD_KEYS}
     np.savez(folds / "01.npz", **{**arrays, "pred": arrays["pred"][:-1]})
 
 
@@ -161,7 +168,7 @@ def test_damaged_fold_is_set_aside_and_trained_again(synthetic, reference, tmp_p
 
 
 def test_interrupted_assembly_is_assembled_again(synthetic, reference, tmp_path, monkeypatch):
-    write_json = train.write_json
+    write_json = io.write_json
 
     def killed_before_final_config(path, obj):
         if Path(path).name == "config.json" and "n_folds" in obj:
@@ -169,11 +176,11 @@ def test_interrupted_assembly_is_assembled_again(synthetic, reference, tmp_path,
         write_json(path, obj)
 
     with monkeypatch.context() as m:
-        m.setattr(train, "write_json", killed_before_final_config)
+        m.setattr(loso, "write_json", killed_before_final_config)
         with pytest.raises(Killed):
             run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)
     (run_dir,) = tmp_path.iterdir()
-    assert all((run_dir / f).is_file() for f in train.RUN_FILES) and (run_dir / "folds").is_dir()
+    assert all((run_dir / f).is_file() for f in store_mod.RUN_FILES) and (run_dir / "folds").is_dir()
     assert not is_complete(run_dir)
     with pytest.raises(RunError, match="not finished"):
         load_run(run_dir)
@@ -195,7 +202,7 @@ def test_leftovers_of_a_finished_run_are_removed(reference, synthetic, tmp_path)
     mtime = (run_dir / "metrics.json").stat().st_mtime_ns
     assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
                     progress=False) == run_dir
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(train.RUN_FILES)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(store_mod.RUN_FILES)
     assert (run_dir / "metrics.json").stat().st_mtime_ns == mtime
 
 
@@ -212,19 +219,18 @@ def test_retrain_under_the_lock(reference, synthetic, tmp_path):
 TRAINER = """
 import sys, time
 from pathlib import Path
-from htnetlib import train
 from htnetlib.data import load_composite
 
 root, runs, go = sys.argv[1:]
-calls, real = [], train.train_fold
+calls, real = [], fold_mod.train_fold
 def held(*a, **k):
     while not Path(go).exists():  # the first trainer holds the lock until the test says go
         time.sleep(0.05)
     calls.append(1)
     return real(*a, **k)
-train.train_fold = held
-cfg = train.Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
-run = train.run_loso(load_composite(root), cfg, runs_dir=runs, profile="smoke", progress=False)
+fold_mod.train_fold = held
+cfg = config_mod.Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
+run = loso.run_loso(load_composite(root), cfg, runs_dir=runs, profile="smoke", progress=False)
 print(run.name, len(calls))
 """
 
@@ -269,7 +275,7 @@ def test_two_trainers_on_one_run_train_it_once(synthetic_root, reference, tmp_pa
 
 def rebuilt_config(command: str) -> tuple[Config, int, str]:
     """The configuration, seed and profile an ``htnet train`` command line trains."""
-    from htnetlib.cli import build_parser
+    from htnetlib.cli.app import build_parser
 
     argv = shlex.split(command)
     assert argv[:2] == ["htnet", "train"]
@@ -281,13 +287,13 @@ def rebuilt_config(command: str) -> tuple[Config, int, str]:
 def test_train_command_round_trips():
     cfg = dataclasses.replace(profile_config("cpu", "ststnet"), block_repeats=(1, 2, 3),
                               max_folds=None, shuffle=True, lr=1 / 3, regions="corrected")
-    command = train.train_command(cfg, 7, "cpu")
+    command = store_mod.train_command(cfg, 7, "cpu")
     assert command.startswith("htnet train --profile cpu --model ststnet --seed 7 --set ")
     assert rebuilt_config(command) == (cfg, 7, "cpu")
-    assert train.train_command(profile_config("smoke"), 0, "smoke") == \
+    assert store_mod.train_command(profile_config("smoke"), 0, "smoke") == \
         "htnet train --profile smoke --model htnet --seed 0"
     # a run without a profile is written against the paper profile (Config's defaults)
-    assert rebuilt_config(train.train_command(TINY, 3, None)) == (TINY, 3, "paper")
+    assert rebuilt_config(store_mod.train_command(TINY, 3, None)) == (TINY, 3, "paper")
 
 
 @pytest.mark.parametrize("model", ["htnet", "logreg"])
@@ -306,7 +312,7 @@ def test_new_run_records_portable_provenance(synthetic, synthetic_root, tmp_path
 
 
 def test_dirty_tree_names_its_files(synthetic, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "git_dirty_files", lambda: ["htnetlib/train.py"])
+    monkeypatch.setattr(io, "git_dirty_files", lambda: ["htnetlib/train.py"])
     meta = load_run(run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False)).meta
     assert meta["git_dirty_files"] == ["htnetlib/train.py"]
 

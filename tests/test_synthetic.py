@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from htnetlib import synthetic
+from htnetlib.data import synthetic
 
 
 def test_astronaut_face_shape_and_dtype():

@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from htnetlib import metrics, train
-from htnetlib.train import Config, TrainingError, load_run, run_loso
+from htnetlib.evaluation import metrics
+from htnetlib import config as config_mod
+from htnetlib.data import regions as regions_mod
+from htnetlib.training import store
+from htnetlib.config import Config, TrainingError
+from htnetlib.training.store import load_run
+from htnetlib.training.loso import run_loso
 
 TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
 
@@ -68,8 +73,10 @@ def test_workers_give_the_same_predictions(synthetic, tmp_path):
 
 def test_nan_loss_names_fold_and_epoch(synthetic, tmp_path, monkeypatch):
     # a NaN input_scale is now refused up front (ConfigError), so the NaN comes in with the data
-    inputs = train.model_inputs
-    monkeypatch.setattr(train, "model_inputs", lambda data, cfg: inputs(data, cfg) * np.nan)
+    from htnetlib.training import jobs
+
+    inputs = jobs.network_inputs
+    monkeypatch.setattr(jobs, "network_inputs", lambda data, cfg, **kw: inputs(data, cfg, **kw) * np.nan)
     with pytest.raises(TrainingError, match=r"fold 1/3 \(subject \w+\): loss is nan at epoch 1"):
         run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False)
 
@@ -109,24 +116,24 @@ def test_killed_run_resumes_to_the_same_predictions(synthetic_root, tmp_path):
 
 
 def test_profiles():
-    assert train.PROFILES["paper"] == Config()
-    paper = train.PROFILES["paper"]
+    assert config_mod.PROFILES["paper"] == Config()
+    paper = config_mod.PROFILES["paper"]
     assert (paper.lr, paper.batch_size, paper.epochs, paper.block_repeats) == \
         (5e-5, 256, 800, (2, 2, 8))
-    assert train.PROFILES["cpu"].max_folds is None
+    assert config_mod.PROFILES["cpu"].max_folds is None
     cfg = Config.from_dict(json.loads(json.dumps(TINY.to_dict())))
     assert cfg == TINY
 
 
 def test_load_run_reports_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(train.RunError, match="missing predictions.csv, epochs.npz"):
+    with pytest.raises(store.RunError, match="missing predictions.csv, epochs.npz"):
         load_run(tmp_path)
 
 
 @pytest.mark.parametrize("model", ["ststnet", "logreg"])
 def test_baselines_train_on_the_same_folds(synthetic, tmp_path, model):
-    cfg = train.profile_config("smoke", model)
+    cfg = config_mod.profile_config("smoke", model)
     run = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, profile="smoke", progress=False))
     ref = load_run(run_loso(synthetic, TINY, runs_dir=tmp_path, progress=False))
     pd.testing.assert_frame_equal(run.predictions[["dataset", "subject", "sample", "label"]],
@@ -137,7 +144,7 @@ def test_baselines_train_on_the_same_folds(synthetic, tmp_path, model):
 def test_ststnet_shape_and_size():
     import torch
 
-    from htnetlib.baselines import STSTNet
+    from htnetlib.model.baselines import STSTNet
     from htnetlib.model import count_parameters
 
     net = STSTNet()
@@ -146,7 +153,7 @@ def test_ststnet_shape_and_size():
 
 
 def test_logreg_learns_the_synthetic_task(synthetic, tmp_path):
-    cfg = dataclasses.replace(train.profile_config("cpu", "logreg"))
+    cfg = dataclasses.replace(config_mod.profile_config("cpu", "logreg"))
     run = load_run(run_loso(synthetic, cfg, runs_dir=tmp_path, progress=False))
     assert run.metrics["honest"]["full"]["uf1"] > 0.8
     np.testing.assert_array_equal(run.predictions.honest, run.predictions.oracle)

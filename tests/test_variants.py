@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from htnetlib.ablation import ABLATIONS
+from htnetlib.study.experiments import ABLATIONS
 from htnetlib.config import BASELINES, PROFILES
 from htnetlib.model import build_model
 

@@ -38,9 +38,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file or value and what is wrong."""
+from ..errors import DataError
+from ..io import ROOT
 
 
 class ReleaseWarning(UserWarning):
@@ -88,7 +87,7 @@ class Composite:
         return len(self.table)
 
 
-REPOSITORY_DATA = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY_DATA = ROOT / "data"
 
 
 def resolve_root(root: Path | str | None = None) -> Path:
@@ -108,7 +107,7 @@ def default_root() -> Path:
     return resolve_root()
 
 
-def _complete_image(path: Path, *, other_formats: bool = False) -> bytes:
+def complete_image(path: Path, *, other_formats: bool = False) -> bytes:
     """The bytes of a PNG or JPEG file, checked to be present and not truncated.
 
     With ``other_formats``, files of other formats (BMP, TIFF frames) pass unchecked.
@@ -129,10 +128,19 @@ def _complete_image(path: Path, *, other_formats: bool = False) -> bytes:
     return data
 
 
-def read_image(path: Path | str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Read an image as ``cv2.imread`` does (BGR uint8), validating it and its shape."""
+def read_image(path: Path | str, shape: tuple[int, ...] | None = None, *,
+               any_format: bool = False) -> np.ndarray:
+    """Read an image as ``cv2.imread`` does (BGR uint8), validating it and its shape.
+
+    The one image reader: the release's apex faces, raw frames (``htnet preprocess``) and the
+    frames given to ``htnet predict``. PNG and JPEG files are checked for truncation
+    (:func:`complete_image`); with ``any_format`` other formats OpenCV reads (SMIC's BMP frames,
+    TIFF) are decoded unchecked, else refused.
+    """
     path = Path(path)
-    img = cv2.imdecode(np.frombuffer(_complete_image(path), np.uint8), cv2.IMREAD_COLOR)
+    checked = path.suffix.lower() in (".png", ".jpg", ".jpeg")  # a named PNG or JPEG must be one
+    raw = complete_image(path, other_formats=any_format and not checked)
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"{path}: OpenCV cannot decode this image")
     if shape is not None and img.shape != tuple(shape):
@@ -147,7 +155,7 @@ def read_flow(path: Path | str, size: int = FLOW_SIZE) -> np.ndarray:
     four-channel PNG is reported rather than silently turned into a 3-channel uint8 map.
     """
     path = Path(path)
-    img = cv2.imdecode(np.frombuffer(_complete_image(path), np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(np.frombuffer(complete_image(path), np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"{path}: OpenCV cannot decode this image")
     if img.shape != (size, size, 3) or img.dtype != np.uint8:
@@ -218,7 +226,7 @@ def load_composite(root: Path | str | None = None, *, check_apex: bool = True,
     flows = [read_flow(root / p, flow_size) for p in table["flow_path"]]
     if check_apex:
         for p in table["apex_path"]:
-            _complete_image(root / p)
+            complete_image(root / p)
     files = [CSV_NAME, *table["flow_path"], *table["apex_path"]]
     status = manifest_status(root, files)
     if status.startswith("differs"):

@@ -57,7 +57,6 @@ image is processed, and all its problems are reported together.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re
@@ -71,9 +70,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from htnetlib.config import whole_number
-from htnetlib.data import DataError, _complete_image
-from htnetlib.flow import (APEX_METHODS, FLOW_METHODS, crop_face, detect_landmarks, flow_map,
+from ..errors import DataError
+from .release import read_image
+from .flow import (APEX_METHODS, FLOW_METHODS, crop_face, detect_landmarks, flow_map,
                           spot_apex)
 
 __all__ = [
@@ -83,10 +82,8 @@ __all__ = [
     "FLOW_DIR",
     "TABLE_NAME",
     "Sample",
-    "add_arguments",
     "preprocess",
     "read_samples",
-    "run",
 ]
 
 DATASETS = ("casme2", "samm", "smic", "casme3a")
@@ -96,17 +93,6 @@ FLOW_DIR = Path("datasets") / "STSNet_whole_norm_u_v_os"
 FACE_DIR = Path("datasets") / "combined_datasets_whole"
 FACE_SIZE, MAP_SIZE = 224, 28
 
-LAYOUT_HELP = """\
-raw layouts (--root):
-  casme2   <root>/[<frames>/]sub01/EP02_01f/img46.jpg + CASME2-coding-*.csv
-           (Subject, Filename, OnsetFrame, ApexFrame, OffsetFrame, Estimated Emotion)
-  samm     <root>/[<frames>/]006/006_1_2/006_05562.jpg + SAMM_Micro_FACS_Codes*.csv
-           (Subject, Filename, Onset Frame, Apex Frame, Offset Frame, Estimated Emotion)
-  smic     <root>/[HS/]s1/micro/negative/s1_ne_01/image106474.bmp (apex by D&C-RoIs)
-  casme3a  <root>/[<frames>/]spNO.1/b/color/166.jpg + cas(me)3_part_A*.csv
-           (Subject, Filename, Onset, Apex, emotion[, imagename_onset, imagename_apex])
-tables may be .xlsx when openpyxl is installed; empty, '/' or negative apex cells
-(casme2, samm) are spotted between onset and offset."""
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 _MISSING = {"", "/", "-", "nan", "none", "n/a"}
@@ -504,19 +490,6 @@ def read_samples(dataset: str, root) -> tuple[list[Sample], int]:
 # The shared pipeline
 
 
-def _imread(path: Path) -> np.ndarray:
-    """A raw frame as BGR uint8; a missing, empty or truncated PNG/JPEG raises DataError.
-
-    The end-of-image check is the release loader's (:func:`htnetlib.data._complete_image`);
-    other formats (SMIC's BMP frames) are only decoded.
-    """
-    data = _complete_image(path, other_formats=True)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot read image {path}")
-    return image
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and move it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -542,14 +515,14 @@ def _encode(ext: str, image: np.ndarray) -> bytes:
 def _process(sample: Sample, out: Path, method: str, detector, apex_method: str = "lbp") -> dict:
     """Onset/apex -> face crops -> flow map and apex face files; returns the table row."""
     try:
-        onset = _imread(sample.onset)
+        onset = read_image(sample.onset, any_format=True)
         if sample.apex is None:
-            frames = [onset] + [_imread(p) for p in sample.frames[1:]]
+            frames = [onset] + [read_image(p, any_format=True) for p in sample.frames[1:]]
             landmarks = detect_landmarks(onset, detector)
             index = spot_apex(frames, landmarks, method=apex_method)
             apex, apex_number = frames[index], sample.frame_numbers[index]
         else:
-            apex, apex_number = _imread(sample.apex), sample.apex_number
+            apex, apex_number = read_image(sample.apex, any_format=True), sample.apex_number
         if apex.shape != onset.shape:
             raise DataError(f"onset {onset.shape} and apex {apex.shape} frames differ in size")
         onset_face, apex_face = crop_face(onset, apex, FACE_SIZE, detector)
@@ -672,41 +645,7 @@ def _merge_table(path: Path, dataset: str, new: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-# --------------------------------------------------------------------------------------
-# Command line (wired into ``htnet preprocess`` by htnetlib.cli)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --dataset, --root, --out, --workers and --method to ``parser``."""
-    if parser.epilog is None:
-        parser.epilog = LAYOUT_HELP
-        if parser.formatter_class is argparse.HelpFormatter:
-            parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
-                        help="which raw dataset --root holds")
-    parser.add_argument("--root", required=True, type=Path,
-                        help="the dataset's raw folder with its annotation table (layouts below)")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="output folder: combined_3_class2_for_optical_flow.csv and datasets/...")
-    parser.add_argument("--workers", type=whole_number(1), default=1,
-                        help="processes working on samples in parallel (default 1)")
-    parser.add_argument("--method", choices=FLOW_METHODS, default="farneback",
-                        help="optical flow: farneback (the paper's, default) or dis")
-    parser.add_argument("--apex-spotter", choices=APEX_METHODS, default="lbp",
-                        help="where no apex is annotated (SMIC): lbp (the paper's D&C-RoIs, "
-                             "default) or flow (flow magnitude in the same regions; steadier "
-                             "for motion above about 1 px)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """``htnet preprocess``: preprocess, print a one-line summary, return 0."""
-    table = preprocess(args.dataset, args.root, args.out, workers=args.workers, method=args.method,
-                       apex_method=args.apex_spotter)
-    mine = table[table["dataset"] == args.dataset]
-    counts = mine["label"].value_counts()
-    print(
-        f"{args.dataset}: {len(mine)} samples (negative {counts.get(0, 0)}, positive "
-        f"{counts.get(1, 0)}, surprise {counts.get(2, 0)}; {table.attrs.get('dropped', 0)} "
-        f"outside the three classes dropped) written to {args.out / TABLE_NAME}"
-    )
-    return 0

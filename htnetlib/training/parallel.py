@@ -46,8 +46,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .config import Config, FoldResult, TrainingError
-from .model import LayerNorm, Transformer, build_model
+from ..config import Config, FoldResult
+from ..errors import TrainingError
+from ..model import LayerNorm, Transformer, build_model
 
 
 def _log(message: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import FoldResult
+from ..config import FoldResult
 
 
 class STSTNet(nn.Module):

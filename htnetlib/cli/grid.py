@@ -8,7 +8,7 @@ The runs come from :func:`htnetlib.plan.make_plan`; the ones already stored unde
 skipped and every other one becomes one job, submitted through `submitit
 <https://github.com/facebookincubator/submitit>`_: ``slurm`` (sbatch, on a cluster's login
 node), ``local`` (a process per job on this machine) or ``debug`` (in this process, one after
-another, pdb on an error). Each job trains its run with :func:`htnetlib.train.run_loso` into
+another, pdb on an error). Each job trains its run with :func:`htnetlib.run_loso` into
 ``--out`` (default: this repository's ``results/runs``), where ``make reproduce`` and the
 notebooks find it by its id; submitit keeps each job's log in ``--log-dir``.
 
@@ -34,12 +34,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PROFILES, ConfigError, check_seed, whole_number
+from ..config import check_seed
+from ..errors import EXIT_OK, EXIT_RUNTIME, ConfigError
+from .common import whole_number
 
 # htnetlib.plan (and with it torch) is imported where needed: a job that fails on its data
 # fails before importing torch
 
-EXIT_OK, EXIT_RUNTIME = 0, 4  # as in htnetlib.cli: 4 means training failed
 LAUNCHERS = ("auto", "local", "slurm", "debug")
 
 
@@ -66,27 +67,29 @@ class RunJob:
 
     def __call__(self) -> str:
         """Train the run (or resume it, or find it stored) and return its id."""
-        from .data import DataError, load_composite
+        from ..data import DataError, load_composite
 
         data = load_composite(self.data_root)
-        from . import train  # torch: after the data, so a bad release fails at once
+        # torch: after the data, so a bad release fails at once
+        from ..training.loso import fold_subjects, run_loso
+        from ..training.store import data_fingerprint, is_complete, run_id
 
-        fingerprint = train.data_fingerprint(data)
-        rid = train.run_id(self.config, self.seed, fingerprint, self.profile)
+        fingerprint = data_fingerprint(data)
+        rid = run_id(self.config, self.seed, fingerprint, self.profile)
         if self.run_id and rid != self.run_id:
             raise DataError(f"{self.data_root}: this release gives run {rid}, not the planned "
                             f"{self.run_id} (data fingerprint {fingerprint}); give every job "
                             "the same release (--data)")
         run_dir = self.runs_dir / rid
-        n_folds = len(train.fold_subjects(data, self.config))
-        if train.is_complete(run_dir):
+        n_folds = len(fold_subjects(data, self.config))
+        if is_complete(run_dir):
             state = "already stored"
         else:
             stored = len(list((run_dir / "folds").glob("[0-9][0-9].npz")))
             state = f"{stored} of {n_folds} folds stored, training the rest"
         print(f"htnet grid: run {rid} ({self.why or 'no reason given'}): {state}", flush=True)
         start = time.perf_counter()
-        train.run_loso(data, self.config, seed=self.seed, runs_dir=self.runs_dir,
+        run_loso(data, self.config, seed=self.seed, runs_dir=self.runs_dir,
                        profile=self.profile, device=self.device, workers=self.workers,
                        progress=False)
         print(f"htnet grid: run {rid} finished in {run_dir} "
@@ -243,7 +246,7 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
     again; runs that another process is training (their ``.lock`` exists) are submitted last.
     A Ctrl-C cancels this machine's local jobs, says what is left, and raises KeyboardInterrupt.
     """
-    from .train import LOCK_NAME, is_complete
+    from ..training.store import LOCK_NAME, is_complete
 
     outcome = Outcome(log_dir=Path(executor.folder))
     pending = list(tasks)
@@ -341,15 +344,16 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``htnet grid`` to ``parser``."""
-    from . import plan as plan_mod
+    from ..io import ROOT
+    from ..study.experiments import SEEDS
 
-    parser.add_argument("--profile", required=True, choices=sorted(PROFILES),
+    parser.add_argument("--profile", required=True, choices=("smoke", "cpu", "paper"),
                         help="whose notebooks' runs to train")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(plan_mod.SEEDS),
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         metavar="N", help="the notebooks' seeds (default 0 1 2)")
     parser.add_argument("--data", help="release folder, visible from every job "
                                        "(default: $HTNET_DATA, else ./data)")
-    parser.add_argument("--out", type=Path, default=plan_mod.ROOT / "results" / "runs",
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "runs",
                         help="runs folder the jobs write to, visible from every job "
                              "(default: this repository's results/runs, read by make reproduce)")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="auto",
@@ -383,8 +387,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_grid(args):
     """The release ``args.data`` (loaded and checked) and the plan of ``args.profile`` on it,
     its costs estimated on a GPU when the jobs get one, else on a CPU."""
-    from . import plan as plan_mod
-    from .data import load_composite
+    from ..study import plan as plan_mod
+    from ..data import load_composite
 
     for s in args.seeds:
         check_seed(s)
@@ -413,7 +417,7 @@ def _parallel(args, launcher: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``htnet grid``: plan, then list (``--dry-run``) or submit the missing runs and wait."""
-    from .plan import ROOT
+    from ..io import ROOT
 
     launcher = detect_launcher() if args.launcher == "auto" else args.launcher
     allowed = os.environ.get("HTNET_TRAIN_PROFILES")

@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import Composite, DataError, read_image
+from .release import Composite, DataError, read_image
 
 MODES = ("official", "corrected", "whole")
 # The official code's landmarks (x, y) on a 28x28 face where MTCNN finds none.
@@ -210,20 +210,58 @@ def mosaic(flows: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
+def resize_maps(flows: np.ndarray, size: int) -> np.ndarray:
+    """Flow maps (N, S, S, C) resized to ``size`` (INTER_AREA for smaller, INTER_LINEAR for
+    larger); unchanged where they already have that size."""
+    if size == flows.shape[1]:
+        return flows
+    interp = cv2.INTER_AREA if size < flows.shape[1] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in flows])
+
+
+def mirror_landmarks(landmarks: Landmarks) -> Landmarks:
+    """The landmarks of the left-right mirrored faces: x -> W - x, and left and right renamed
+    (MTCNN names eyes and mouth corners by image side)."""
+    points = landmarks.points.copy()
+    points[..., 0] = landmarks.image_size[:, None, 0] - points[..., 0]
+    return Landmarks(points[:, [1, 0, 2, 4, 3]], landmarks.image_size)
+
+
 def region_inputs(data: Composite, mode: str = "official", *, size: int = 28,
-                  cache: bool = True) -> np.ndarray:
+                  cache: bool = True, mirror: bool = False) -> np.ndarray:
     """The network inputs (N, size, size, 3) uint8 for ``mode``: the mosaic, or the whole map.
 
-    ``size`` other than the release's 28 resizes the flow maps first (INTER_AREA for smaller,
-    INTER_LINEAR for larger) and scales the crops with them (crops of size/2).
+    ``size`` other than the release's 28 resizes the flow maps first (:func:`resize_maps`) and
+    scales the crops with them (crops of size/2).
+
+    ``mirror`` gives every sample's left-right mirrored face (``Config.mirror``). The mirror is
+    taken *before* the four-region mosaic, so a mirrored sample is what the pipeline makes of
+    the mirrored face: the flow map's columns are flipped and its u channel negated (channels
+    are (strain, v, u); the release min-max stretches each channel to 0..255, so -u is
+    255 - u), MTCNN's landmarks are mirrored (:func:`mirror_landmarks`), and the crops and
+    mosaic follow as for any face (a face MTCNN missed keeps the fallback landmarks, as the
+    mirrored image would). Flipping the finished mosaic instead would swap the left and right
+    crops in the ``corrected`` mode, where it agrees, but not in the ``official`` mode, whose
+    crops read (x, y) as (row, col): there a mirrored face moves the crops' rows.
     """
-    flows = data.flows
-    if size != flows.shape[1]:
-        interp = cv2.INTER_AREA if size < flows.shape[1] else cv2.INTER_LINEAR
-        flows = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in flows])
+    flows = resize_maps(data.flows, size)
+    if mirror:
+        flows = flows[:, :, ::-1].copy()  # (N, rows, cols, channels): columns flipped
+        flows[..., 2] = 255 - flows[..., 2]  # u, the horizontal flow, changes sign
     if mode == "whole":
         return flows
     if size % 4:
         raise ValueError(f"region mosaics need a size divisible by 4, got {size}")
     landmarks = find_landmarks(data, mode, cache=cache)
+    if mirror:
+        landmarks = mirror_landmarks(landmarks)
     return mosaic(flows, crop_centres(landmarks, mode, size))
+
+
+def network_inputs(data: Composite, config, *, mirror: bool = False) -> np.ndarray:
+    """(N, 3, S, S) float32 network inputs of every sample for a
+    :class:`~htnetlib.config.Config`: its regions mode and image size, times its input scale;
+    ``mirror`` gives the mirrored faces (:func:`region_inputs`). The one function that turns
+    flow maps and landmarks into what the network reads."""
+    x = region_inputs(data, config.regions, size=config.image_size, mirror=mirror)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) * config.input_scale

@@ -1,10 +1,8 @@
 """Ablations of section 4.4: Table 4 (block size), Figure 5 (hidden dimension), Figure 6 (heads)
 and Table 5 (transformer layers).
 
-Each ablation changes one setting of a profile's default model and keeps the rest. The paper's
-grids are those of the ``paper`` profile; smaller profiles scale a grid the way they scale the
-default model (:data:`ABLATIONS` says how for each), so the profile's own default is one grid
-point. One grid point is one LOSO run of :mod:`htnetlib.train` with one seed; the seed spread
+Each ablation (:data:`htnetlib.study.experiments.ABLATIONS`) changes one setting of a profile's
+default model and keeps the rest. One grid point is one LOSO run with one seed; the seed spread
 of the default configuration, measured over several seeds, is what a reader compares the
 differences between grid points with.
 """
@@ -12,130 +10,24 @@ differences between grid points with.
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics, paper, train
-from .data import DATASET_NAMES, Composite
-from .report import scores_row, seed_statistic, stored_run
-from .train import Config, Run
-
-PAPER_DEFAULT = train.PROFILES["paper"]
-
-
-def _block_size(p: int, base: Config) -> dict:
-    return {"patch_size": p, "image_size": 4 * p}
-
-
-def _dim(d: int, base: Config) -> dict:
-    scaled, rest = divmod(d * base.dim, PAPER_DEFAULT.dim)
-    if rest or scaled < 1:
-        raise ValueError(f"hidden dimension {d} does not scale to an integer width for a "
-                         f"default width of {base.dim} (the paper's is {PAPER_DEFAULT.dim})")
-    return {"dim": scaled}
-
-
-def _heads(h: int, base: Config) -> dict:
-    return {"heads": h}
-
-
-def _layers(n: int, base: Config) -> dict:
-    if base.block_repeats == PAPER_DEFAULT.block_repeats:
-        return {"block_repeats": (2, 2, n)}
-    return {"block_repeats": (*base.block_repeats[:2], n // 2)}
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """One row of section 4.4: a setting, its grid, and what the paper reports for it."""
-
-    key: str
-    item: str  # what it reproduces, for provenance lines
-    setting: str  # the varied setting, as a column header
-    values: tuple  # the paper's grid
-    paper_default: int
-    changes: Callable[[int, Config], dict]
-    label: Callable[[int], str]
-    cited: dict  # grid value -> {group: (UF1, UAR)}; only what the paper states in numbers
-    scaling: str  # how a smaller profile maps the grid
-
-    def config(self, value: int, profile: str) -> Config:
-        """The configuration of grid point ``value`` under ``profile``."""
-        base = train.profile_config(profile)
-        return dataclasses.replace(base, **self.changes(value, base))
-
-    def grid(self, profile: str) -> pd.DataFrame:
-        """Grid value, the paper's setting, the profile's setting and whether it is the default."""
-        base = train.profile_config(profile)
-        rows = []
-        for v in self.values:
-            cfg = self.config(v, profile)
-            rows.append({self.setting: self.label(v), "paper setting": _describe(
-                self.config(v, "paper"), self.key), f"{profile} setting": _describe(cfg, self.key),
-                "default": cfg == base})
-        return pd.DataFrame(rows)
-
-
-def _describe(cfg: Config, key: str) -> str:
-    if key == "block_size":
-        p = cfg.patch_size
-        return f"blocks {p}/{2 * p}/{4 * p}, image {cfg.image_size}"
-    if key == "dim":
-        return f"dim {cfg.dim}"
-    if key == "heads":
-        return f"heads {cfg.heads} x {cfg.dim // cfg.heads} channels (dim {cfg.dim})"
-    return "layers (%d, %d, %d)" % tuple(cfg.block_repeats)
-
-
-ABLATIONS: dict[str, Ablation] = {
-    "block_size": Ablation(
-        key="block_size", item="Table 4 (block size)", setting="block size (bottom level)",
-        values=(5, 6, 7, 8, 9, 10), paper_default=7, changes=_block_size,
-        label=lambda p: f"{p}x{p}", cited=paper.TABLE4,
-        scaling="Every profile uses the paper's block sizes P and image size 4P. The release holds "
-                "28x28 flow maps only, so the maps are resized to 4P x 4P and the four region "
-                "crops (2P x 2P around the landmarks) scale with them; P = 7 is the release's "
-                "own size."),
-    "dim": Ablation(
-        key="dim", item="Figure 5 (hidden dimension)", setting="hidden dimension (paper grid)",
-        values=(64, 128, 192, 256, 384, 512), paper_default=256, changes=_dim,
-        label=str, cited={256: paper.TABLE2["HTNet"]},
-        scaling="A profile scales the hidden dimension by its default width over the paper's "
-                "256: the cpu profile (dim 32) divides the grid by 8 (8, 16, 24, 32, 48, 64)."),
-    "heads": Ablation(
-        key="heads", item="Figure 6 (heads)", setting="heads (bottom level)",
-        values=(1, 2, 3, 4, 6, 8), paper_default=3, changes=_heads,
-        label=str, cited={3: paper.TABLE2["HTNet"]},
-        scaling="Head counts are not scaled: every profile tries 1 to 8 heads at its own width "
-                "(level i has heads x 2^i, each head dim/heads wide). The cpu profile's default "
-                "is 1 head, so its default is the first grid point, not the paper's 3."),
-    "layers": Ablation(
-        key="layers", item="Table 5 (transformer layers)",
-        setting="transformer layers (paper grid)",
-        values=(2, 4, 6, 8, 10, 12), paper_default=8, changes=_layers,
-        label=lambda n: f"(2, 2, {n})", cited=paper.TABLE5,
-        scaling="The cpu profile's default (1, 1, 2) divides the paper's (2, 2, 8) by (2, 2, 4), "
-                "but L/4 is no whole number for L = 2, 6, 10. Smaller profiles therefore keep "
-                "their first two levels and use L/2 top-level layers: (1, 1, 1) to (1, 1, 6), the "
-                "same six-fold range as the paper's 2 to 12. The cpu default (1, 1, 2) is the "
-                "L = 4 grid point."),
-}
-
-
-def parameter_count(config: Config) -> int:
-    """Trainable parameters of ``config``'s network, counted without allocating its weights."""
-    with torch.device("meta"):
-        model = train.build_model(config)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-# --------------------------------------------------------------------------- runs
+from .. import paper
+from ..config import Config, profile_config
+from ..data import DATASET_NAMES, Composite
+from ..evaluation import metrics
+from ..io import provenance, write_json
+from ..data.regions import network_inputs
+from ..model import parameter_count
+from ..training.fold import train_fold
+from ..training.loso import run_loso
+from ..training.store import Run, data_fingerprint, load_run
+from .experiments import ABLATIONS, Ablation, describe
+from .tables import scores_row, seed_statistic, stored_run
 
 
 def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, runs_dir,
@@ -147,11 +39,11 @@ def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, r
     GPU, looked up but never trained here).
     """
     out = {}
-    fingerprint = None if train_missing else train.data_fingerprint(data)
+    fingerprint = None if train_missing else data_fingerprint(data)
     for v in ablation.values:
         cfg = ablation.config(v, profile)
         if train_missing:
-            out[v] = train.load_run(train.run_loso(
+            out[v] = load_run(run_loso(
                 data, cfg, seed=seed, runs_dir=runs_dir, profile=profile, retrain=retrain,
                 workers=workers, progress=False))
         else:
@@ -174,8 +66,8 @@ def notebook_runs(data: Composite, ablation: Ablation, profile: str, seeds, *, r
         if p != profile:
             runs[p] = grid_runs(data, ablation, p, seeds[0], runs_dir=runs_dir,
                                 train_missing=False)
-    default_runs = [train.load_run(train.run_loso(
-        data, train.profile_config(profile), seed=s, runs_dir=runs_dir, profile=profile,
+    default_runs = [load_run(run_loso(
+        data, profile_config(profile), seed=s, runs_dir=runs_dir, profile=profile,
         retrain=retrain, workers=workers, progress=False)) for s in seeds]
     return runs, default_runs
 
@@ -199,7 +91,7 @@ def versus_default(ablation: Ablation, by_value: dict, profile: str, *, n_boot: 
     the difference of composite UF1 under each protocol with a paired subject-bootstrap 95 %
     interval (:func:`htnetlib.metrics.paired_bootstrap`). An interval that holds 0 says the
     grid point is not told apart from the default on these 68 subjects."""
-    base = train.profile_config(profile)
+    base = profile_config(profile)
     default = [v for v in ablation.values if ablation.config(v, profile) == base]
     ref = by_value.get(default[0]) if default else None
     rows = []
@@ -207,7 +99,7 @@ def versus_default(ablation: Ablation, by_value: dict, profile: str, *, n_boot: 
         if run is None or ref is None or v == default[0]:
             continue
         row = {ablation.setting: ablation.label(v), f"{profile} setting":
-               _describe(ablation.config(v, profile), ablation.key)}
+               describe(ablation.config(v, profile), ablation.key)}
         for proto in metrics.PROTOCOLS:
             res = metrics.paired_bootstrap(run.predictions, proto, ref.predictions, proto,
                                            n_boot=n_boot)
@@ -288,9 +180,6 @@ def default_spread(runs: list[Run]) -> dict:
     return {p: seed_statistic(runs, p, lambda x: np.std(x, ddof=1)) for p in metrics.PROTOCOLS}
 
 
-# --------------------------------------------------------------------------- tables
-
-
 def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> pd.DataFrame:
     """The ablation beside the paper: one row per grid point, source and protocol.
 
@@ -306,18 +195,18 @@ def table(ablation: Ablation, runs: dict[str, dict], *, n_boot: int = 1000) -> p
             cited = {g: {"uf1": f, "uar": a} for g, (f, a) in ablation.cited[v].items()}
             rows.append(scores_row({ablation.setting: label, "source": "cited (paper)",
                                     "profile": "paper", "protocol": "oracle",
-                                    "config": _describe(ablation.config(v, "paper"), ablation.key)},
+                                    "config": describe(ablation.config(v, "paper"), ablation.key)},
                                    cited))
         for profile, by_value in runs.items():
             cfg = ablation.config(v, profile)
             base = {ablation.setting: label, "profile": profile,
-                    "config": _describe(cfg, ablation.key)}
+                    "config": describe(cfg, ablation.key)}
             run = by_value.get(v)
             if run is None:
                 rows.append(scores_row({**base, "source": "not run (no stored run)",
                                         "protocol": "-"}, {}))
                 continue
-            default = " (profile default)" if cfg == train.profile_config(profile) else ""
+            default = " (profile default)" if cfg == profile_config(profile) else ""
             for proto in metrics.PROTOCOLS:
                 row = scores_row({**base, "source": f"measured, seed {run.meta['seed']}{default}",
                                   "protocol": proto}, run.metrics[proto])
@@ -351,9 +240,6 @@ def compact(df: pd.DataFrame, ablation: Ablation, group: str = "Full") -> pd.Dat
         p.index = [f"{group} {metric}: {i}" for i in p.index]
         out.append(p[[ablation.label(v) for v in ablation.values if ablation.label(v) in p]])
     return pd.concat(out)
-
-
-# --------------------------------------------------------------------------- figure
 
 
 def _short(cfg: Config, key: str) -> str:
@@ -426,47 +312,29 @@ def _plot_other_profiles(ax, df: pd.DataFrame, ablation: Ablation, profile: str,
                     label=f"composite, {proto}, {p} profile")
 
 
-# --------------------------------------------------------------------------- timing (Table 5)
-
-
 def time_epochs(data: Composite, configs: dict, *, epochs: int = 2, repeats: int = 3,
                 threads: int = 1, seed: int = 0) -> pd.DataFrame:
     """Seconds per training epoch over all samples for each configuration.
 
-    The configurations are timed in turn, ``repeats`` rounds over all of them, so a change in
-    machine load touches every configuration alike; the median round counts. In each round a
-    configuration's model is built afresh and takes one untimed warm-up step (which allocates
-    Adam's state), then ``epochs`` passes of the official schedule (batches of ``batch_size``,
-    Adam) are timed, on the CPU with ``threads`` torch threads, as the LOSO runs train a fold.
-    Only one model is alive at a time, so the paper profile's largest fits in memory.
+    Each timing is the one fold loop (:func:`htnetlib.training.fold.train_fold`) trained for
+    ``epochs`` epochs on every sample, predicting one sample after each epoch, on the CPU with
+    ``threads`` torch threads, as the LOSO runs train a fold; its seconds (from the first step,
+    which also allocates Adam's state) over ``epochs``. The configurations are timed in turn,
+    ``repeats`` rounds over all of them, so a change in machine load touches every
+    configuration alike; the median round counts. Only one model is alive at a time, so the
+    paper profile's largest fits in memory.
     """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    y = torch.tensor(data.table["label"].to_numpy(), dtype=torch.long)
-    inputs = {name: torch.from_numpy(train.model_inputs(data, cfg))
-              for name, cfg in configs.items()}
-    loss_fn = torch.nn.CrossEntropyLoss()
+    y = data.table["label"].to_numpy()
     times = {name: [] for name in configs}
     try:
         for _ in range(repeats):
             for name, cfg in configs.items():
-                torch.manual_seed(seed)
-                model = train.build_model(cfg).train()
-                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-                x, bs = inputs[name], cfg.batch_size
-
-                def step(lo):
-                    opt.zero_grad(set_to_none=True)
-                    loss_fn(model(x[lo:lo + bs]), y[lo:lo + bs]).backward()
-                    opt.step()
-
-                step(0)
-                start = time.perf_counter()
-                for _ in range(epochs):
-                    for lo in range(0, len(x), bs):
-                        step(lo)
-                times[name].append((time.perf_counter() - start) / epochs)
-                del model, opt
+                x = network_inputs(data, cfg)
+                res = train_fold(dataclasses.replace(cfg, epochs=epochs), x, y, x[:1], y[:1],
+                                 seed=seed, device=torch.device("cpu"), name=name)
+                times[name].append(res.seconds / epochs)
     finally:
         torch.set_num_threads(old)
     return pd.DataFrame([{"config": name, "seconds per epoch": float(np.median(t)),
@@ -487,7 +355,7 @@ def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False
     name = "table5_layers_" + "_".join(profiles)
     path = Path(results_dir) / "timing" / f"{name}.json"
     configs = {f"{p} {ab.label(v)}": ab.config(v, p) for p in profiles for v in ab.values}
-    fingerprint = train.data_fingerprint(data)
+    fingerprint = data_fingerprint(data)
     if path.is_file() and not retime:
         stored = json.loads(path.read_text())
         want = {k: c.to_dict() for k, c in configs.items()}
@@ -497,10 +365,9 @@ def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False
     meta = {"what": "seconds per training epoch over all samples (median of the rounds)",
             "configs": {k: c.to_dict() for k, c in configs.items()},
             "data_fingerprint": fingerprint, "epochs": epochs, "repeats": repeats,
-            "threads": threads, "device": train.device_name(torch.device("cpu")),
-            "git_commit": train.git_commit(), "versions": train.versions(),
+            "threads": threads, **provenance(torch.device("cpu"), dirty=False),
             "timing": df.to_dict(orient="records")}
-    train.write_json(path, meta)
+    write_json(path, meta)
     return df
 
 
@@ -522,7 +389,7 @@ def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
                "paper: params column (Table 5)": paper.TABLE5_PARAMS[v],
                "paper profile: params (M)": n / 1e6,
                "paper profile: float32 MiB": n * 4 / 2**20,
-               f"{profile} setting": _describe(ab.config(v, profile), "layers"),
+               f"{profile} setting": describe(ab.config(v, profile), "layers"),
                f"{profile}: params": parameter_count(ab.config(v, profile)),
                "paper: training time (s, Table 5)": paper.TABLE5_SECONDS[v],
                "paper: time / time of (2, 2, 8)": paper.TABLE5_SECONDS[v] / paper_ref}
@@ -532,10 +399,11 @@ def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
             row["paper profile here: time / time of (2, 2, 8)"] = sec[key] / sec[ref]
         key = f"{profile} {ab.label(v)}"
         own = [f"{profile} {ab.label(u)}" for u in ab.values
-               if ab.config(u, profile) == train.profile_config(profile)]
+               if ab.config(u, profile) == profile_config(profile)]
         if key in sec:
             row[f"{profile} here: s per epoch"] = sec[key]
             if own and own[0] in sec:
                 row[f"{profile} here: time / time of its default"] = sec[key] / sec[own[0]]
         rows.append(row)
     return pd.DataFrame(rows)
+

@@ -38,74 +38,25 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from . import data as data_mod
-from .config import ConfigError, TrainingError, whole_number
+from .. import __version__
+from ..errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, DataError,
+                      TrainingError, UsageError, exit_code)
+from .common import check_device, check_out, whole_number
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DATA, EXIT_RUNTIME = 0, 1, 2, 3, 4
-EXIT_BUG, EXIT_INTERRUPTED = 70, 130
-# Words in a RuntimeError of torch that mean the device failed, not the code.
-_DEVICE_FAILURES = ("out of memory", "cuda error", "cudnn_status", "cublas_status", "mps backend")
-
-
-class CliError(Exception):
-    """A bad argument found by a subcommand's own checks, with the exit status it means."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
+PROFILE_ORDER = ("smoke", "cpu", "paper")  # every command lists the profiles in this order
 
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_device(text: str | None) -> str | None:
-    """``text`` if it names a device torch can use here (cpu, cuda, cuda:N, mps), else CliError."""
-    if text is None:
-        return None
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise CliError(f"--device {text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {text}: CUDA is not available on this machine")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise CliError(f"--device {text}: this machine has {count} CUDA device(s)")
-    elif device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if not (mps and mps.is_available()):
-            raise CliError(f"--device {text}: MPS is not available on this machine")
-    elif device.type != "cpu":
-        raise CliError(f"--device {text!r}: htnet trains on cpu, cuda or mps")
-    return text
-
-
-def _check_out(text: str) -> Path:
-    """The runs folder ``text`` if it is, or can be made, a writable folder; else CliError."""
-    path = Path(text)
-    existing = path.absolute()
-    while not existing.exists():  # the nearest folder that exists (a file stops it too)
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "it" if existing == path.absolute() else str(existing)
-        raise CliError(f"--out {text}: {where} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CliError(f"--out {text}: {existing} is not writable", EXIT_RUNTIME)
-    return path
-
-
 def _ablation_config(text: str, profile: str, model: str):
-    from .ablation import ABLATIONS
+    from ..study.experiments import ABLATIONS
 
     key, sep, value = text.partition("=")
     if model != "htnet":
-        raise CliError(f"--ablation {text}: applies to HTNet only (section 4.4), not "
+        raise UsageError(f"--ablation {text}: applies to HTNet only (section 4.4), not "
                        f"--model {model}")
     if not sep or key not in ABLATIONS:
-        raise CliError(f"--ablation expects NAME=VALUE with NAME one of {sorted(ABLATIONS)}, "
+        raise UsageError(f"--ablation expects NAME=VALUE with NAME one of {sorted(ABLATIONS)}, "
                        f"got {text!r}")
     ab = ABLATIONS[key]
     try:
@@ -113,7 +64,7 @@ def _ablation_config(text: str, profile: str, model: str):
     except ValueError:
         v = None
     if v not in ab.values:
-        raise CliError(f"--ablation {key}: {value!r} is not a grid point of {ab.item}; "
+        raise UsageError(f"--ablation {key}: {value!r} is not a grid point of {ab.item}; "
                        f"choose one of {list(ab.values)} (the paper's grid; the profile "
                        "scales it)")
     return ab.config(v, profile)
@@ -123,6 +74,8 @@ def _ablation_config(text: str, profile: str, model: str):
 
 
 def _data_check(args) -> int:
+    from .. import data as data_mod
+
     root = Path(args.data) if args.data else data_mod.default_root()
     problems = data_mod.check_release(root)
     if problems:
@@ -141,43 +94,45 @@ def _data_check(args) -> int:
 
 
 def _data_fetch(args) -> int:
-    dest = data_mod.fetch(args.dest, url=args.url)
+    from .. import data as data_mod
+
+    dest = data_mod.fetch(args.dest, url=args.url or data_mod.OFFICIAL_URL)
     print(f"release written to {dest}; point HTNET_DATA at it")
     return EXIT_OK
 
 
 def _train(args) -> int:
     """Check every argument, then load the release and train; no run folder before that."""
-    from . import train
-    from .config import apply_overrides, check_seed
+    from .. import data as data_mod
+    from ..config import apply_overrides, check_seed, profile_config
+    from ..training import lodo, loso, nested
 
     seed = check_seed(args.seed)
     if args.ablation:
         config = _ablation_config(args.ablation, args.profile, args.model)
     else:
-        config = train.profile_config(args.profile, args.model)
+        config = profile_config(args.profile, args.model)
     config = apply_overrides(config, args.set or [])
-    device = _check_device(args.device)
+    device = check_device(args.device)
     if args.protocol != "loso" and (args.trainer == "grouped" or device not in (None, "cpu")):
-        raise CliError(f"--protocol {args.protocol}: its extra fits train on the CPU, fold "
+        raise UsageError(f"--protocol {args.protocol}: its extra fits train on the CPU, fold "
                        "after fold in --workers processes; leave --device and --trainer out")
     out = args.out or ("results/tables/lodo" if args.protocol == "lodo" else "results/runs")
-    runs_dir = _check_out(out)
+    runs_dir = check_out(out)
     composite = data_mod.load_composite(args.data)
-    from . import protocols
 
     if args.protocol == "lodo":
-        path = protocols.run_lodo(composite, config, seed=seed, store_dir=runs_dir,
+        path = lodo.run_lodo(composite, config, seed=seed, store_dir=runs_dir,
                                   profile=args.profile, workers=args.workers,
                                   retrain=args.retrain)
         print(path)
         return _print_lodo(path)
     if args.protocol == "nested":
-        run_dir = protocols.run_nested(composite, config, seed=seed, runs_dir=runs_dir,
+        run_dir = nested.run_nested(composite, config, seed=seed, runs_dir=runs_dir,
                                        profile=args.profile, workers=args.workers,
                                        retrain=args.retrain)
     else:
-        run_dir = train.run_loso(composite, config, seed=seed, runs_dir=runs_dir,
+        run_dir = loso.run_loso(composite, config, seed=seed, runs_dir=runs_dir,
                                  profile=args.profile, device=device, retrain=args.retrain,
                                  workers=args.workers, threads=args.threads or None,
                                  trainer=args.trainer)
@@ -190,22 +145,23 @@ def _train(args) -> int:
 
 def _print_nested(run_dir) -> None:
     """The nested rule's composite UF1 and UAR (notebook 12), beside the run's Table 2 row."""
-    from . import metrics, protocols
+    from ..evaluation import metrics
+    from ..training.nested import nested_predictions
 
     run = _load_run(run_dir)
     p = run.predictions
     for metric in ("uf1", "accuracy"):
-        pred = protocols.nested_predictions(run, metric)
+        pred = nested_predictions(run, metric)
         print(f"nested epoch (chosen by inner {metric.upper() if metric == 'uf1' else metric}): "
               f"composite UF1 {metrics.uf1(p['label'], pred):.4f}, "
               f"UAR {metrics.uar(p['label'], pred):.4f}")
 
 
 def _print_lodo(path) -> int:
-    from . import protocols
-    from .data import DATASET_NAMES
+    from ..data import DATASET_NAMES
+    from ..training.lodo import load_lodo
 
-    result = protocols.load_lodo(path)
+    result = load_lodo(path)
     meta = result["meta"]
     print(f"leave one dataset out {meta['lodo_id']}: profile {meta.get('profile')}, seed "
           f"{meta['seed']}, final epoch, device {meta['device']}")
@@ -216,19 +172,19 @@ def _print_lodo(path) -> int:
 
 
 def _load_run(run_dir):
-    """:func:`htnetlib.train.load_run`, with a corrupt file of the run as a DataError."""
-    from .train import load_run
+    """:func:`htnetlib.training.store.load_run`, with a corrupt file of the run as a DataError."""
+    from ..training.store import load_run
 
     try:
         return load_run(run_dir)
-    except (data_mod.DataError, FileNotFoundError):
+    except (DataError, FileNotFoundError):
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise data_mod.DataError(f"{run_dir}: not a readable run ({_describe(exc)})") from exc
+        raise DataError(f"{run_dir}: not a readable run ({_describe(exc)})") from exc
 
 
 def _print_evaluation(run_dir) -> int:
-    from .report import markdown, table2_rows
+    from ..study.tables import markdown, table2_rows
 
     run = _load_run(run_dir)
     print(f"run {run.meta['run_id']}: profile {run.meta.get('profile')}, seed {run.meta['seed']}, "
@@ -247,6 +203,24 @@ def _preprocess(args) -> int:
     return preprocess.run(args)
 
 
+def _grid(args) -> int:
+    from . import grid
+
+    return grid.run(args)
+
+
+def _fit(args) -> int:
+    from . import predict
+
+    return predict.run_fit(args)
+
+
+def _predict(args) -> int:
+    from . import predict
+
+    return predict.run_predict(args)
+
+
 # --------------------------------------------------------------------------- parser and main
 
 
@@ -260,6 +234,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="htnet", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"htnet {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also HTNET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,13 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_check)
     p = data_sub.add_parser("fetch", help="download the official release from GitHub")
     p.add_argument("--dest", help="target folder (default: $HTNET_DATA, else ./data)")
-    p.add_argument("--url", default=data_mod.OFFICIAL_URL, help="repository archive (zip)")
+    p.add_argument("--url", help="repository archive (zip; default: the official repository at the pinned commit)")
     p.set_defaults(func=_data_fetch)
 
-    from .train import PROFILES
-
     p = sub.add_parser("train", help="LOSO training of one profile and seed")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    p.add_argument("--profile", choices=PROFILE_ORDER, default="cpu",
+                   help="model size and schedule (default cpu)")
     p.add_argument("--model", choices=("htnet", "ststnet", "logreg"), default="htnet",
                    help="HTNet, or a Table 2 baseline trained on the same folds")
     p.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**31 - 1 (default 0)")
@@ -324,34 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(submitit: Slurm or local processes)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     grid.add_arguments(p)
-    p.set_defaults(func=grid.run)
+    p.set_defaults(func=_grid)
 
     from . import predict
 
     p = sub.add_parser("fit", help="fit one model on every sample of the release "
                                    "(for htnet predict)")
     predict.add_fit_arguments(p)
-    p.set_defaults(func=predict.run_fit)
+    p.set_defaults(func=_fit)
     p = sub.add_parser("predict", help="classify a micro-expression: two frames, a flow map or "
                                        "a folder of frames")
     predict.add_predict_arguments(p)
-    p.set_defaults(func=predict.run_predict)
+    p.set_defaults(func=_predict)
     return parser
-
-
-def exit_code(exc: BaseException) -> int | None:
-    """The exit status an error means (see the module docstring); None for an unexpected one."""
-    if isinstance(exc, CliError):
-        return exc.code
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE
-    if isinstance(exc, (data_mod.DataError, FileNotFoundError)):
-        return EXIT_DATA
-    if isinstance(exc, (TrainingError, MemoryError, OSError)):
-        return EXIT_RUNTIME
-    if isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in _DEVICE_FAILURES):
-        return EXIT_RUNTIME
-    return None
 
 
 def _describe(exc: BaseException) -> str:

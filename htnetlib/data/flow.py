@@ -20,7 +20,7 @@ import threading
 import cv2
 import numpy as np
 
-from htnetlib.data import DataError
+from ..errors import DataError
 
 __all__ = [
     "APEX_METHODS",

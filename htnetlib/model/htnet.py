@@ -38,7 +38,6 @@ from einops.layers.torch import Rearrange, Reduce
 import torch.nn.functional as F
 from torch import nn
 
-from .baselines import STSTNet
 
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
@@ -269,48 +268,3 @@ class HTNet(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.mlp_head(self.forward_features(img))  # (B, num_classes)
-
-
-def architecture(model: HTNet, image_size: int) -> list[dict]:
-    """HTNet level by level, read from the model's own modules and a shape-only forward pass
-    (meta tensors): blocks, tokens per block, width, heads and their widths, layers, parameters
-    and the map each level hands on. Drives notebook 03's table and figure."""
-    if not next(model.parameters()).is_meta:  # shapes only: never touch the caller's weights
-        import copy
-
-        model = copy.deepcopy(model).to("meta")
-    x = torch.empty(1, 3, image_size, image_size, device="meta")
-    _, levels = model.forward_features(x, return_levels=True)
-    rows = []
-    for (transformer, aggregate), lv in zip(model.layers, levels):
-        attn = transformer.layers[0][0].fn
-        width = lv["blocks"].shape[1]
-        inner = attn.to_qkv.weight.shape[0] // 3
-        rows.append({"blocks": f"{lv['blocks_per_side']}x{lv['blocks_per_side']}",
-                     "tokens per block": lv["blocks"].shape[2] * lv["blocks"].shape[3],
-                     "width": width, "heads": attn.heads, "head width": inner // attn.heads,
-                     "attention width": inner, "q, k, v channels": 3 * inner,
-                     "layers": len(transformer.layers),
-                     "transformer parameters": count_parameters(transformer),
-                     "aggregation": "none (top)" if isinstance(aggregate, nn.Identity) else
-                     "3x3 conv, LayerNorm, 3x3 max-pool /2",
-                     "aggregation parameters": count_parameters(aggregate),
-                     "map handed on": tuple(lv["aggregated"].shape[1:])})
-    return rows
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build_model(config) -> nn.Module:
-    """The network a :class:`htnetlib.config.Config` names: HTNet or STSTNet."""
-    if config.model == "htnet":
-        return HTNet(image_size=config.image_size, patch_size=config.patch_size, num_classes=3,
-                     dim=config.dim, heads=config.heads, num_hierarchies=config.num_hierarchies,
-                     block_repeats=config.block_repeats, mlp_mult=config.mlp_mult,
-                     dropout=config.dropout)
-    if config.model == "ststnet":
-        return STSTNet(dropout=0.5 if config.dropout == 0 else config.dropout)
-    raise ValueError(f"unknown model {config.model!r} (htnet or ststnet; logreg has no network)")

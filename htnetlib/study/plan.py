@@ -1,6 +1,6 @@
 """Which LOSO runs the notebooks of a profile need, which are stored, and what the rest cost.
 
-The notebooks find their runs by id (:func:`htnetlib.train.run_id`: configuration, data and
+The notebooks find their runs by id (:func:`htnetlib.run_id`: configuration, data and
 seed), so the list of runs a profile needs is known before any notebook executes:
 
 * 04 (training): the profile's HTNet, seed 0;
@@ -30,11 +30,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import train
-from .config import Config
+from ..config import Config, profile_config
+from ..io import ROOT
+from ..model import parameter_count
+from ..training.nested import INNER_GROUPS, nested_complete
+from ..training.store import data_fingerprint, is_complete, run_id
+from .experiments import (ABLATIONS, NESTED_VARIANTS, SEEDS, SELECTION_VARIANTS, TABLE2, selection_config,
+                          selection_seeds, table2_config, table2_seeds)
 
-SEEDS = (0, 1, 2)  # the notebooks' default `seeds`
-ROOT = Path(__file__).resolve().parent.parent
 N_FOLDS = 68  # subjects of the composite benchmark
 
 
@@ -61,9 +64,6 @@ class Need:
 
 def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
     """Every run the notebooks of ``profile`` train where missing, in notebook order."""
-    from .ablation import ABLATIONS
-    from .report import VARIANTS, variant_config
-
     seeds = list(seeds)
     found: dict[tuple, Need] = {}
 
@@ -71,11 +71,11 @@ def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
         key = (json.dumps(config.to_dict(), sort_keys=True), seed)
         found.setdefault(key, Need(config, seed, profile)).why.append(why)
 
-    default = train.profile_config(profile)
+    default = profile_config(profile)
     need(default, 0, "04 training")
-    for name in VARIANTS:
-        cfg = variant_config(name, profile)
-        for s in ([0] if cfg.model == "logreg" else seeds):
+    for name in TABLE2:
+        cfg = table2_config(name, profile)
+        for s in table2_seeds(name, seeds):
             need(cfg, s, f"05 Table 2: {name}")
     for nb, key in (("06", "block_size"), ("07", "dim"), ("08", "heads"), ("09", "layers")):
         ab = ABLATIONS[key]
@@ -85,22 +85,18 @@ def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
             need(default, s, f"{nb} seed spread")
     need(dataclasses.replace(default, permute_labels=True), 0, "11 null model")
     for s in seeds:
-        need(variant_config("STSTNet", profile), s, "11 protocol audit")
-    from . import protocols
-
-    for name in protocols.VARIANTS:
-        for s in protocols.variant_seeds(name, seeds):
-            need(protocols.variant_config(name, profile), s, f"12 honest selection: {name}")
+        need(table2_config("STSTNet", profile), s, "11 protocol audit")
+    for name in SELECTION_VARIANTS:
+        for s in selection_seeds(name, seeds):
+            need(selection_config(name, profile), s, f"12 honest selection: {name}")
     return list(found.values())
 
 
 def needed_nested(profile: str, seeds=SEEDS) -> list[Need]:
     """The runs whose inner fits notebook 12's nested rule needs (first seed)."""
-    from . import protocols
-
-    return [Need(protocols.variant_config(name, profile), list(seeds)[0], profile,
+    return [Need(selection_config(name, profile), list(seeds)[0], profile,
                  [f"12 nested rule: {name}"], nested=True)
-            for name in protocols.NESTED_VARIANTS]
+            for name in NESTED_VARIANTS]
 
 
 # --------------------------------------------------------------------------- cost
@@ -110,8 +106,6 @@ def needed_nested(profile: str, seeds=SEEDS) -> list[Need]:
 def _params(config: Config) -> int:
     if config.model == "logreg":
         return 1
-    from .ablation import parameter_count
-
     return parameter_count(config)
 
 
@@ -248,21 +242,19 @@ def make_plan(data, profile: str, *, runs_dir: Path = ROOT / "results" / "runs",
               retrain: bool = False) -> Plan:
     """The runs ``profile``'s notebooks need on ``data``, stored or not, with the cost of each
     missing one on ``device_type`` (all of them count as missing with ``retrain``)."""
-    fingerprint = train.data_fingerprint(data)
+    fingerprint = data_fingerprint(data)
     n_folds = data.table["subject"].nunique()
     needs = needed_runs(profile, seeds)
     timings = _stored_timings(Path(runs_dir)) + _cpu_epoch_timings(Path(runs_dir).parent)
     for n in needs:
-        n.run_id = train.run_id(n.config, n.seed, fingerprint, profile)
-        n.stored = not retrain and train.is_complete(Path(runs_dir) / n.run_id)
+        n.run_id = run_id(n.config, n.seed, fingerprint, profile)
+        n.stored = not retrain and is_complete(Path(runs_dir) / n.run_id)
         if not n.stored:
             n.seconds, n.basis = estimate(n.config, device_type, workers=workers,
                                           n_folds=n_folds, timings=timings)
     nested = needed_nested(profile, seeds)
     for n in nested:
-        from .protocols import INNER_GROUPS, nested_complete
-
-        n.run_id = train.run_id(n.config, n.seed, fingerprint, profile)
+        n.run_id = run_id(n.config, n.seed, fingerprint, profile)
         n.stored = not retrain and nested_complete(Path(runs_dir) / n.run_id)
         if not n.stored:
             # INNER_GROUPS fits per fold, each on (INNER_GROUPS - 1) / INNER_GROUPS of its

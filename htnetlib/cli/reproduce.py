@@ -1,0 +1,214 @@
+"""Execute every numbered notebook with papermill: ``python -m htnetlib.reproduce``.
+
+Before anything executes, the runs the chosen profile's notebooks need are listed, stored or
+missing, with the estimated cost of each missing run on this device (:mod:`htnetlib.plan`).
+When the missing runs would take longer than ``--budget-hours`` here (the ``paper`` profile on a
+CPU: days), nothing is trained and no notebook is touched: the plan says what is missing, what
+it would cost, and where to make it cheaply. ``--stored-only`` instead renders the notebooks
+from the runs that exist (the ``cpu`` profile drives them; every stored ``paper`` run is shown
+beside, and the rest is marked *not run*); ``--allow-slow`` trains anyway.
+
+Each notebook runs in ``notebooks/`` with kernel ``python3``. The ``cpu`` profile's executions
+are the committed notebooks: each is written to a temporary file and moved into place only when
+it succeeded, so an interrupted run leaves them as they were. Other profiles write their
+executed copies to ``results/notebooks/<profile>/`` and never overwrite the ``cpu`` ones.
+
+Exit status: 0 done (or the plan printed), 2 a bad argument, 3 the release is missing or bad,
+4 a notebook failed, 5 refused: the missing runs exceed the budget on this device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import EXIT_DATA, EXIT_REFUSED, EXIT_RUNTIME
+from ..io import ROOT
+from ..study.readme import update_readme
+
+NOTEBOOKS = ROOT / "notebooks"
+COMMITTED_PROFILE = "cpu"  # the profile whose executions are the committed notebooks
+
+
+def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(nb: Path, output: Path, parameters: dict, cwd: Path | None = None) -> None:
+    """Run one notebook with papermill; the executed copy replaces ``output`` only when the
+    whole notebook succeeded (papermill writes as it goes, so it writes to a temporary file).
+
+    Only parameters that differ from the notebook's defaults are injected (an
+    ``injected-parameters`` cell appears only then), a stale injected cell of an earlier run is
+    dropped first, and the result is :func:`tidy`, so executing an unchanged notebook again
+    leaves its file unchanged.
+    """
+    import nbformat
+    import papermill as pm
+
+    nb, output = Path(nb), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    changed = changed_parameters(nb, parameters)
+    source = nbformat.read(str(nb), as_version=4)
+    source.metadata.pop("papermill", None)  # an earlier run's parameters
+    source.cells = [c for c in source.cells
+                    if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    temps = []
+    for folder, name in ((nb.parent, nb.stem), (output.parent, output.stem)):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=folder)
+        os.close(fd)
+        temps.append(tmp)
+    try:
+        nbformat.write(source, temps[0])
+        pm.execute_notebook(temps[0], temps[1], parameters=changed, kernel_name="python3",
+                            cwd=str(cwd or nb.parent), progress_bar=False)
+        executed = nbformat.read(temps[1], as_version=4)
+        tidy(executed)
+        nbformat.write(executed, temps[1])
+        os.replace(temps[1], output)
+    finally:
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def changed_parameters(nb: Path, parameters: dict) -> dict:
+    """The entries of ``parameters`` whose value differs from the notebook's own default."""
+    import ast
+
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(nb))
+    out = {}
+    for key, value in parameters.items():
+        try:
+            same = key in declared and ast.literal_eval(declared[key]["default"]) == value
+        except (ValueError, SyntaxError):
+            same = False
+        if not same:
+            out[key] = value
+    return out
+
+
+def tidy(nb) -> None:
+    """Drop what changes from one execution to the next but says nothing about the result:
+    timestamps and durations, the machine's paths, stderr streams (progress bars, warnings);
+    give an injected-parameters cell a fixed id."""
+    meta = nb.metadata.get("papermill", {})
+    params = meta.get("parameters") or {}
+    nb.metadata.pop("papermill", None)
+    if params:
+        nb.metadata["papermill"] = {"parameters": params}
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+
+
+def output_path(nb: Path, profile: str, results: Path = ROOT / "results") -> Path:
+    """Where ``profile``'s execution of ``nb`` goes: in place for the committed profile,
+    ``results/notebooks/<profile>/`` for the others."""
+    if profile == COMMITTED_PROFILE:
+        return nb
+    return Path(results) / "notebooks" / profile / nb.name
+
+
+def parameters_for(nb: Path, wanted: dict) -> dict:
+    """The entries of ``wanted`` that ``nb`` declares in its parameters cell (papermill's own
+    reading of the cell), so a notebook is never handed a parameter it does not take."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(nb))
+    return {k: v for k, v in wanted.items() if k in declared}
+
+
+def refusal(plan, budget_hours: float) -> str:
+    """The message that stops a run too expensive for this device, and how to make it."""
+    total = plan.missing_seconds
+    cost = "an unknown time (no timing for some runs)" if total is None else \
+        f"about {total / 3600:.1f} h"
+    gpu = "bash bench/gpu.sh run --profile paper" if plan.profile == "paper" else \
+        f"bash bench/gpu.sh run --profile {plan.profile}"
+    inner = (f" and {len(plan.missing_nested)} nested rule(s) without inner fits"
+             if plan.missing_nested else "")
+    return (f"refused: the {len(plan.missing)} missing {plan.profile}-profile run(s){inner} "
+            f"would take "
+            f"{cost} on this {plan.device_type} (budget {budget_hours:g} h). Nothing was trained "
+            f"and no notebook was changed. Make them where they are cheap: on a GPU with "
+            f"`{gpu}` (add --ablation NAME=VALUE for a grid point), or as cluster jobs with "
+            f"`htnet grid --profile {plan.profile}`; copy the runs into results/runs/ and run "
+            f"this again. Or: --stored-only renders the notebooks from the runs that exist; "
+            f"--allow-slow trains here anyway.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import PROFILES
+
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
+                    help="training profile: cpu, paper or smoke")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 04 05")
+    ap.add_argument("--retrain", action="store_true", help="train again even if runs exist")
+    ap.add_argument("--plan", action="store_true", help="print the plan and stop")
+    ap.add_argument("--budget-hours", type=float, default=2.0,
+                    help="most training time to spend here on missing runs (default 2)")
+    ap.add_argument("--allow-slow", action="store_true",
+                    help="train the missing runs even beyond the budget")
+    ap.add_argument("--stored-only", action="store_true",
+                    help="train nothing: render the notebooks from the stored runs")
+    ap.add_argument("--workers", type=int, default=2, help="fold processes on a CPU")
+    args = ap.parse_args(argv)
+
+    from ..data import DataError, load_composite
+    from ..study.plan import make_plan
+    from ..training.fold import pick_device
+
+    try:
+        data = load_composite()
+    except DataError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    device = pick_device().type
+    plan = make_plan(data, args.profile, device_type=device, workers=args.workers,
+                     retrain=args.retrain)
+    print(plan.summary(), flush=True)
+    if args.plan:
+        return 0
+    profile = args.profile
+    if args.stored_only:
+        profile = COMMITTED_PROFILE if args.profile == "paper" else args.profile
+        os.environ["HTNET_TRAIN_PROFILES"] = "none"  # the kernels inherit it
+        print(f"stored runs only: the {profile} profile drives the notebooks, nothing is trained")
+    elif (plan.missing or plan.missing_nested) and not args.allow_slow:
+        total = plan.missing_seconds
+        if total is None or total > args.budget_hours * 3600:
+            print(refusal(plan, args.budget_hours), file=sys.stderr)
+            return EXIT_REFUSED
+    selected = [nb for nb in notebooks()
+                if not args.only or any(nb.name.startswith(o) for o in args.only)]
+    for nb in selected:
+        out = output_path(nb, profile)
+        print(f"papermill {nb.name} (profile {profile}) -> {out.relative_to(ROOT)}", flush=True)
+        try:
+            execute(nb, out, parameters_for(nb, {"profile": profile, "retrain": args.retrain}))
+        except Exception as exc:  # papermill reports the failing cell; keep it to one line
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            print(f"reproduce: error: {nb.name} failed ({last}); the committed notebook is "
+                  "unchanged", file=sys.stderr)
+            return EXIT_RUNTIME
+    print(f"{len(selected)} notebook(s) executed")
+    if profile == COMMITTED_PROFILE and update_readme(profile=profile):
+        print("README results table updated")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

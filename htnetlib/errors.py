@@ -1,0 +1,67 @@
+"""The errors a user can cause, and the one table of exit statuses they map to.
+
+Every module raises one of these with a message that names the file or value and what is wrong;
+``htnet`` (:mod:`htnetlib.cli`) prints that message as one line and exits with
+:func:`exit_code` of the error:
+
+    0    success
+    1    a check found problems (``htnet data check``)
+    2    usage: a bad argument or configuration value; nothing has been trained or written
+    3    data: a missing, unreadable or corrupt input file, release, run or model folder
+    4    runtime: training failed (e.g. a NaN loss), the device is out of memory or fails,
+         the output folder is not writable
+    5    refused: the missing runs would exceed the time budget on this device
+    70   internal error: a bug in htnetlib; its traceback is printed, please report it
+    130  interrupted (Ctrl-C); an interrupted training resumes where it stopped
+"""
+
+from __future__ import annotations
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DATA, EXIT_RUNTIME, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+EXIT_BUG, EXIT_INTERRUPTED = 70, 130
+# Words in a RuntimeError of torch that mean the device failed, not the code.
+DEVICE_FAILURES = ("out of memory", "cuda error", "cudnn_status", "cublas_status", "mps backend")
+
+
+class DataError(ValueError):
+    """A problem with the data release or an input file; the message names the file."""
+
+
+class ConfigError(ValueError):
+    """A configuration value of the wrong type or out of range; the message names the key."""
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong (for example a NaN loss); the message names the fold and epoch."""
+
+
+class RunError(DataError):
+    """A run folder that is missing, unfinished or damaged; the message names the file."""
+
+
+class UsageError(Exception):
+    """A bad command-line argument found by a command's own checks, with its exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit status ``exc`` means (table above); None for an unexpected error (a bug)."""
+    if isinstance(exc, UsageError):
+        return exc.code
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, (DataError, FileNotFoundError)):
+        return EXIT_DATA
+    if isinstance(exc, (TrainingError, MemoryError, OSError)):
+        return EXIT_RUNTIME
+    if isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in DEVICE_FAILURES):
+        return EXIT_RUNTIME
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -1,0 +1,142 @@
+"""Files and provenance: atomic writes, checked reads, and what every stored result records.
+
+Every file the package writes goes through :func:`atomic_write` (a temporary file in the same
+folder, moved into place in one step), so an interrupted write never leaves half a file. The
+readers raise :class:`htnetlib.errors.RunError` naming the file and what is wrong.
+:func:`provenance` is the one block of facts (commit, changed files, device, library versions)
+that runs, inner stores, leave-one-dataset-out results, timings and fitted models record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RunError, one_line
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository (or the installed package's parent)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """``obj`` as indented, key-sorted JSON, written atomically."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` written atomically."""
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; :class:`RunError` if the file is missing or damaged."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise RunError(f"{path}: not readable as JSON ({one_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: holds a JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict:
+    """The arrays ``keys`` (every array if None) of an ``.npz`` file, read into memory.
+
+    :class:`RunError` if the file is missing, damaged or lacks one of them.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as npz:
+            missing = [k for k in keys or () if k not in npz.files]
+            if missing:
+                raise RunError(f"{path}: lacks {', '.join(missing)}")
+            return {k: npz[k] for k in (keys or npz.files)}
+    except RunError:
+        raise
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise RunError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _git(*args: str) -> str | None:
+    """The output of ``git ARGS`` run in the package's folder; None outside a git checkout."""
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_dirty_files() -> list[str]:
+    """Tracked files that differ from the commit, as ``git status`` names them ([] if none)."""
+    out = _git("status", "--porcelain", "--untracked-files=no") or ""
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def git_commit() -> str:
+    """The project's commit, with ``+dirty`` if the working tree differs; ``unknown`` outside git."""
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        return "unknown"
+    return head.strip() + ("+dirty" if git_dirty_files() else "")
+
+
+def versions() -> dict:
+    """Versions of Python and the libraries that change what a run computes."""
+    import cv2
+    import sklearn
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "opencv": cv2.__version__}
+
+
+def device_name(device) -> str:
+    """A device in words: ``cuda (NVIDIA H200)`` or ``cpu (x86_64, 2 cores)``."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({platform.processor() or platform.machine()}, "\
+           f"{os.cpu_count()} cores)"
+
+
+def provenance(device=None, *, dirty: bool = True) -> dict:
+    """What every stored result records about how it was made: ``git_commit``, ``versions``,
+    ``device`` (where given) and, for a changed working tree, ``git_dirty_files``."""
+    out = {"git_commit": git_commit(), "versions": versions()}
+    if device is not None:
+        out["device"] = device_name(device)
+    changed = git_dirty_files() if dirty else []
+    if changed:
+        out["git_dirty_files"] = changed
+    return out

@@ -1,0 +1,196 @@
+"""The experiment registry: every configuration the notebooks of a profile train, declared once.
+
+The plan (:mod:`htnetlib.study.plan`), ``make reproduce``, ``htnet grid``, the notebooks and the
+provenance tests all read this module, so an experiment added here is planned, submitted,
+rendered and recomputed everywhere.
+
+* :data:`TABLE2`: the measured rows of Table 2 (notebooks 05 and 11).
+* :data:`ABLATIONS`: the grids of section 4.4 (Table 4, Figures 5 and 6, Table 5; notebooks
+  06-09), each scaled by the profile.
+* :data:`SELECTION_VARIANTS`: notebook 12's training variants, fixed before any was trained;
+  :data:`NESTED_VARIANTS` get the nested rule's inner fits.
+* :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .. import paper
+from ..config import PROFILES, Config, profile_config
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SEEDS = (0, 1, 2)  # the notebooks' default seeds
+
+# The measured rows of Table 2: (model, changes to the profile's configuration).
+TABLE2 = {
+    "HTNet": ("htnet", {}),
+    "HTNet without regions (whole map)": ("htnet", {"regions": "whole"}),
+    "STSTNet": ("ststnet", {}),
+    "Logistic regression": ("logreg", {}),
+}
+
+
+def table2_config(name: str, profile: str) -> Config:
+    """The configuration of Table 2 row ``name`` (:data:`TABLE2`) in ``profile``."""
+    model, changes = TABLE2[name]
+    return dataclasses.replace(profile_config(profile, model), **changes)
+
+
+def table2_seeds(name: str, seeds) -> list[int]:
+    """The seeds Table 2 row ``name`` is trained with: logistic regression is deterministic and
+    fitted once (seed 0), every other row with every seed."""
+    return [0] if TABLE2[name][0] == "logreg" else list(seeds)
+
+
+# The training variants, fixed before any was trained: name -> changes to the profile's
+# configuration (notebook 12 states the plan). Single changes are trained with the first seed,
+# the plain model and the two combinations with every seed; the nested rule runs for
+# NESTED_VARIANTS (first seed), leave-one-dataset-out for LODO_MODELS.
+SELECTION_VARIANTS = {
+    "plain": {},
+    "class-balanced loss (eq. 7)": {"class_weights": "balanced"},
+    "mirror augmentation": {"mirror": True},
+    "cosine schedule": {"lr_schedule": "cosine"},
+    "all three": {"class_weights": "balanced", "mirror": True, "lr_schedule": "cosine"},
+    "all three, whole map": {"regions": "whole", "class_weights": "balanced", "mirror": True,
+                             "lr_schedule": "cosine"},
+}
+
+
+EVERY_SEED = ("plain", "all three", "all three, whole map")
+
+
+NESTED_VARIANTS = ("plain", "all three")
+
+
+LODO_MODELS = {"HTNet": ("htnet", {}), "HTNet, all three": ("htnet", SELECTION_VARIANTS["all three"]),
+               "STSTNet": ("ststnet", {}), "Logistic regression": ("logreg", {})}
+
+
+
+def selection_config(name: str, profile: str) -> Config:
+    """The configuration of training variant ``name`` (:data:`SELECTION_VARIANTS`) in ``profile``."""
+    return dataclasses.replace(profile_config(profile), **SELECTION_VARIANTS[name])
+
+
+def selection_seeds(name: str, seeds) -> list[int]:
+    """The seeds variant ``name`` is trained with: every seed, or the first for a single change."""
+    return list(seeds) if name in EVERY_SEED else list(seeds)[:1]
+
+
+def lodo_config(name: str, profile: str) -> Config:
+    """The configuration of leave-one-dataset-out model ``name`` (:data:`LODO_MODELS`)."""
+    model, changes = LODO_MODELS[name]
+    return dataclasses.replace(profile_config(profile, model), **changes)
+
+
+
+# --------------------------------------------------------------------------- section 4.4
+
+PAPER_DEFAULT = PROFILES["paper"]
+
+def _block_size(p: int, base: Config) -> dict:
+    return {"patch_size": p, "image_size": 4 * p}
+
+
+def _dim(d: int, base: Config) -> dict:
+    scaled, rest = divmod(d * base.dim, PAPER_DEFAULT.dim)
+    if rest or scaled < 1:
+        raise ValueError(f"hidden dimension {d} does not scale to an integer width for a "
+                         f"default width of {base.dim} (the paper's is {PAPER_DEFAULT.dim})")
+    return {"dim": scaled}
+
+
+def _heads(h: int, base: Config) -> dict:
+    return {"heads": h}
+
+
+def _layers(n: int, base: Config) -> dict:
+    if base.block_repeats == PAPER_DEFAULT.block_repeats:
+        return {"block_repeats": (2, 2, n)}
+    return {"block_repeats": (*base.block_repeats[:2], n // 2)}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row of section 4.4: a setting, its grid, and what the paper reports for it."""
+
+    key: str
+    item: str  # what it reproduces, for provenance lines
+    setting: str  # the varied setting, as a column header
+    values: tuple  # the paper's grid
+    paper_default: int
+    changes: Callable[[int, Config], dict]
+    label: Callable[[int], str]
+    cited: dict  # grid value -> {group: (UF1, UAR)}; only what the paper states in numbers
+    scaling: str  # how a smaller profile maps the grid
+
+    def config(self, value: int, profile: str) -> Config:
+        """The configuration of grid point ``value`` under ``profile``."""
+        base = profile_config(profile)
+        return dataclasses.replace(base, **self.changes(value, base))
+
+    def grid(self, profile: str) -> pd.DataFrame:
+        """Grid value, the paper's setting, the profile's setting and whether it is the default."""
+        import pandas as pd
+
+        base = profile_config(profile)
+        rows = []
+        for v in self.values:
+            cfg = self.config(v, profile)
+            rows.append({self.setting: self.label(v), "paper setting": describe(
+                self.config(v, "paper"), self.key), f"{profile} setting": describe(cfg, self.key),
+                "default": cfg == base})
+        return pd.DataFrame(rows)
+
+
+def describe(cfg: Config, key: str) -> str:
+    if key == "block_size":
+        p = cfg.patch_size
+        return f"blocks {p}/{2 * p}/{4 * p}, image {cfg.image_size}"
+    if key == "dim":
+        return f"dim {cfg.dim}"
+    if key == "heads":
+        return f"heads {cfg.heads} x {cfg.dim // cfg.heads} channels (dim {cfg.dim})"
+    return "layers (%d, %d, %d)" % tuple(cfg.block_repeats)
+
+
+ABLATIONS: dict[str, Ablation] = {
+    "block_size": Ablation(
+        key="block_size", item="Table 4 (block size)", setting="block size (bottom level)",
+        values=(5, 6, 7, 8, 9, 10), paper_default=7, changes=_block_size,
+        label=lambda p: f"{p}x{p}", cited=paper.TABLE4,
+        scaling="Every profile uses the paper's block sizes P and image size 4P. The release holds "
+                "28x28 flow maps only, so the maps are resized to 4P x 4P and the four region "
+                "crops (2P x 2P around the landmarks) scale with them; P = 7 is the release's "
+                "own size."),
+    "dim": Ablation(
+        key="dim", item="Figure 5 (hidden dimension)", setting="hidden dimension (paper grid)",
+        values=(64, 128, 192, 256, 384, 512), paper_default=256, changes=_dim,
+        label=str, cited={256: paper.TABLE2["HTNet"]},
+        scaling="A profile scales the hidden dimension by its default width over the paper's "
+                "256: the cpu profile (dim 32) divides the grid by 8 (8, 16, 24, 32, 48, 64)."),
+    "heads": Ablation(
+        key="heads", item="Figure 6 (heads)", setting="heads (bottom level)",
+        values=(1, 2, 3, 4, 6, 8), paper_default=3, changes=_heads,
+        label=str, cited={3: paper.TABLE2["HTNet"]},
+        scaling="Head counts are not scaled: every profile tries 1 to 8 heads at its own width "
+                "(level i has heads x 2^i, each head dim/heads wide). The cpu profile's default "
+                "is 1 head, so its default is the first grid point, not the paper's 3."),
+    "layers": Ablation(
+        key="layers", item="Table 5 (transformer layers)",
+        setting="transformer layers (paper grid)",
+        values=(2, 4, 6, 8, 10, 12), paper_default=8, changes=_layers,
+        label=lambda n: f"(2, 2, {n})", cited=paper.TABLE5,
+        scaling="The cpu profile's default (1, 1, 2) divides the paper's (2, 2, 8) by (2, 2, 4), "
+                "but L/4 is no whole number for L = 2, 6, 10. Smaller profiles therefore keep "
+                "their first two levels and use L/2 top-level layers: (1, 1, 1) to (1, 1, 6), the "
+                "same six-fold range as the paper's 2 to 12. The cpu default (1, 1, 2) is the "
+                "L = 4 grid point."),
+}
+

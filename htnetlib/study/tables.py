@@ -1,0 +1,305 @@
+"""Tables of stored runs beside the paper's values: Table 2 (notebook 05), notebook 12's rules
+under every training variant, and notebook 13's leave-one-dataset-out table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paper
+from ..config import Config
+from ..data import DATASET_NAMES
+from ..evaluation import metrics
+from ..evaluation.selection import RULES, SEED_RULES, honest_rule, oracle_rule
+from ..training.nested import nested_complete, nested_predictions
+from ..training.store import Run, data_fingerprint, is_complete, load_run, run_id
+from ..training.loso import run_loso
+from .experiments import TABLE2, table2_config, table2_seeds
+
+
+def check_parameters(profile: str, *, seeds=None, seed=None) -> None:
+    """Check a notebook's papermill parameters: a known profile, whole-number seeds.
+
+    Raises :class:`htnetlib.config.ConfigError` with one line naming the value and the choices.
+    """
+    from .config import PROFILES, ConfigError, check_seed
+
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r} is not a profile; choose one of "
+                          f"{', '.join(sorted(PROFILES))}")
+    if seed is not None:
+        check_seed(seed)
+    if seeds is not None:
+        if isinstance(seeds, (str, bytes, int)) or not list(seeds):
+            raise ConfigError(f"seeds={seeds!r} must be a non-empty list of whole numbers")
+        for s in seeds:
+            check_seed(s)
+
+
+def profile_note(profiles=("cpu", "paper")) -> str:
+    """Markdown for the top of a notebook with measured numbers: which model each profile is."""
+    from .ablation import parameter_count
+    from .config import PROFILES
+
+    def size(n: int) -> str:
+        return f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+    what = {"paper": "the paper's own HTNet, trained on a GPU",
+            "cpu": "the same architecture scaled down to train all 68 folds on two CPU cores",
+            "smoke": "a tiny model on a few folds, for tests only"}
+    lines = ["**Which model made each row.** Every measured row is labelled with its profile:"]
+    for p in profiles:
+        c = PROFILES[p]
+        lines.append(f"* `{p}`: {what[p]}: dim {c.dim}, {c.heads} head(s), layers "
+                     f"{tuple(c.block_repeats)}, {size(parameter_count(c))} parameters, "
+                     f"{c.epochs} epochs at learning rate {c.lr:g}.")
+    return "\n".join(lines)
+
+
+def scores_row(row: dict, scores: dict) -> dict:
+    """``row`` with UF1 and UAR columns per group from ``{group: {uf1, uar}}`` (NaN if absent)."""
+    for g in metrics.GROUPS:
+        f1, ar = (scores[g]["uf1"], scores[g]["uar"]) if g in scores else (float("nan"),) * 2
+        row[f"{DATASET_NAMES[g]} UF1"], row[f"{DATASET_NAMES[g]} UAR"] = f1, ar
+    return row
+
+
+def table2_rows(run: Run) -> pd.DataFrame:
+    """One row per protocol of ``run`` plus the paper's HTNet row: UF1 and UAR per group."""
+    name = {"htnet": "HTNet"}.get(run.meta["config"]["model"], run.meta["config"]["model"])
+    rows = [scores_row({"approach": f"{name} ({run.meta.get('profile')} profile, "
+                                     f"seed {run.meta['seed']})",
+                         "protocol": proto, "source": "measured"}, run.metrics[proto])
+            for proto in metrics.PROTOCOLS]
+    cited = {"approach": "HTNet (paper, Table 2)", "protocol": "oracle", "source": "cited"}
+    rows.append(scores_row(cited, {g: {"uf1": f1, "uar": ar}
+                                    for g, (f1, ar) in paper.TABLE2["HTNet"].items()}))
+    return pd.DataFrame(rows)
+
+
+def seed_statistic(runs: list[Run], protocol: str, stat=np.mean) -> dict:
+    """``{group: {uf1, uar}}``: ``stat`` over the runs (seeds) of each score of ``protocol``."""
+    return {g: {m: float(stat([r.metrics[protocol][g][m] for r in runs])) for m in ("uf1", "uar")}
+            for g in runs[0].metrics[protocol]}
+
+
+def variant_runs(data, profile: str, seeds, *, runs_dir, retrain: bool = False, workers: int = 1,
+                 names=None) -> dict[str, list[Run]]:
+    """Every variant's runs for ``seeds``, read back or trained where missing.
+
+    Logistic regression is deterministic and fitted once (seed 0).
+    """
+    out = {}
+    for name in names or TABLE2:
+        cfg = table2_config(name, profile)
+        out[name] = [load_run(run_loso(
+            data, cfg, seed=s, runs_dir=runs_dir, profile=profile, retrain=retrain,
+            workers=workers, progress=False)) for s in table2_seeds(name, seeds)]
+    return out
+
+
+def stored_run(data, config: Config, seed: int, profile: str, runs_dir,
+               fingerprint: str | None = None) -> Run | None:
+    """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None; never trains
+    (``fingerprint``: :func:`data_fingerprint` of ``data``, if already computed)."""
+    rid = run_id(config, seed, fingerprint or data_fingerprint(data), profile)
+    path = Path(runs_dir) / rid
+    return load_run(path) if is_complete(path) else None
+
+
+def other_profiles(profile: str) -> list[str]:
+    """The measured profiles shown beside ``profile``'s rows where their runs are stored: the
+    ``cpu`` rows beside the ``paper`` rows and the other way round (none beside ``smoke``)."""
+    return [p for p in ("cpu", "paper") if p != profile] if profile in ("cpu", "paper") else []
+
+
+def stored_variant_runs(data, profile: str, seeds, *, runs_dir, names=None
+                        ) -> dict[str, list[Run]]:
+    """Like :func:`variant_runs`, but only the runs already stored: a variant without any
+    stored seed is left out. For the profiles of :func:`other_profiles`, never trained here."""
+    fingerprint = data_fingerprint(data)
+    out = {}
+    for name in names or TABLE2:
+        cfg = table2_config(name, profile)
+        found = [stored_run(data, cfg, s, profile, runs_dir, fingerprint)
+                 for s in table2_seeds(name, seeds)]
+        found = [r for r in found if r is not None]
+        if found:
+            out[name] = found
+    return out
+
+
+def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000,
+                others: dict[str, dict[str, list[Run]]] | None = None) -> pd.DataFrame:
+    """The whole Table 2: every cited row of the paper and our measured rows.
+
+    Measured rows give the mean over seeds per group, the spread (sd over seeds) of the
+    composite UF1, and 95 % subject-bootstrap intervals of the seed-averaged composite scores.
+    ``others`` maps another profile to its stored runs (:func:`stored_variant_runs`); their
+    rows follow each approach's rows, labelled with their profile and seed count.
+    """
+    rows = []
+    for name, scores in paper.TABLE2.items():
+        row = {"approach": name, "source": "cited (paper, Table 2)",
+               "protocol": "oracle" if name == "HTNet" else "as published", "profile": "-",
+               "seeds": "-"}
+        rows.append(scores_row(row, {g: {"uf1": f, "uar": a} for g, (f, a) in scores.items()}))
+    groups = [(name, rs) for key, base in runs.items()
+              for name, rs in [(key, base)] + [(key, o[key]) for o in (others or {}).values()
+                                               if key in o]]
+    for name, rs in groups:
+        protocols = ("honest",) if rs[0].meta["config"]["model"] == "logreg" else metrics.PROTOCOLS
+        for proto in protocols:
+            row = {"approach": name, "source": "measured", "protocol": proto,
+                   "profile": rs[0].meta.get("profile"), "seeds": len(rs)}
+            scores_row(row, seed_statistic(rs, proto))
+            f1 = [r.metrics[proto]["full"]["uf1"] for r in rs]
+            row["Full UF1 sd"] = float(np.std(f1, ddof=1)) if len(rs) > 1 else float("nan")
+            ci = metrics.bootstrap_ci([r.predictions for r in rs], proto, n_boot=n_boot)
+            row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
+            row["Full UAR 95% CI"] = "%.3f-%.3f" % ci["uar"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub-flavoured markdown table with floats rounded."""
+    cols = list(df.columns)
+    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+
+# --------------------------------------------------------------------------- notebook 12
+
+
+def rule_tables(runs: list[Run], rule) -> list[pd.DataFrame]:
+    """Per run, its predictions table with the ``rule``'s predictions in column ``pred``."""
+    out = []
+    for r in runs:
+        p = r.predictions
+        out.append(p[metrics.KEY + ["label"]].assign(
+            pred=rule(r.epochs["pred"], p["label"].to_numpy(), p["subject"].to_numpy())))
+    return out
+
+
+def seed_rule_table(runs: list[Run], rule) -> pd.DataFrame:
+    """One predictions table (column ``pred``) of a rule over the seeds ``runs``."""
+    base = runs[0].predictions
+    for r in runs[1:]:
+        if not r.predictions[metrics.KEY].equals(base[metrics.KEY]):
+            raise ValueError(f"{r.path.name} lists its samples in another order than "
+                             f"{runs[0].path.name}")
+    return base[metrics.KEY + ["label"]].assign(pred=rule([r.epochs["pred"] for r in runs]))
+
+
+def score_row(tables: list[pd.DataFrame], baseline: list[pd.DataFrame], *,
+              n_boot: int = 1000) -> dict:
+    """Scores of predictions tables (column ``pred``; the mean over ``tables``, i.e. seeds): UF1
+    and UAR of the composite and each dataset, the 95 % subject-bootstrap interval of the
+    composite UF1 and UAR, and the paired bootstrap difference of the composite UF1 from
+    ``baseline`` (tables with column ``pred``) on the same subjects."""
+
+    row = {}
+    for g in metrics.GROUPS:
+        per_table = [metrics.scores(t, "pred").get(g) for t in tables]
+        for m in ("uf1", "uar"):
+            row[f"{DATASET_NAMES[g]} {m.upper()}"] = (
+                float(np.mean([x[m] for x in per_table])) if per_table[0] else float("nan"))
+    ci = metrics.bootstrap_ci(tables, "pred", n_boot=n_boot)
+    row["Full UF1 95% CI"] = "%.3f-%.3f" % ci["uf1"]
+    row["Full UAR 95% CI"] = "%.3f-%.3f" % ci["uar"]
+    diff = metrics.paired_bootstrap(tables, "pred", baseline, "pred", n_boot=n_boot)
+    row["UF1 - plain honest"] = diff["diff"]
+    row["difference 95% CI"] = "%+.3f to %+.3f" % diff["ci"]
+    row["p(difference <= 0)"] = diff["p_le_zero"]
+    return row
+
+
+def selection_table(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFrame:
+    """Every variant under every rule: one row each, scored by :func:`score_row` against the
+    plain variant's final epoch on the same seeds (``runs["plain"]``, by seed).
+
+    Per-run rules (:data:`RULES`, the oracle for reference, and the nested rules where the run
+    has an inner store) are scored per seed and averaged; seed rules (:data:`SEED_RULES`) give
+    one ensemble over a variant's seeds, where it has two or more.
+    """
+    plain = {r.meta["seed"]: r for r in runs["plain"]}
+    rows = []
+
+    def add(name, rule, honest, rs, tables):
+        base = rule_tables([plain[r.meta["seed"]] for r in rs], honest_rule)
+        rows.append({"variant": name, "rule": rule, "honest": honest,
+                     "seeds": ",".join(str(r.meta["seed"]) for r in rs),
+                     **score_row(tables, base, n_boot=n_boot)})
+
+    for name, rs in runs.items():
+        for rule, fn in RULES.items():
+            add(name, rule, True, rs, rule_tables(rs, fn))
+        nested = [r for r in rs if nested_complete(r.path)]
+        for metric in ("uf1", "accuracy"):
+            if nested:
+                add(name, f"nested epoch ({'UF1' if metric == 'uf1' else metric})", True, nested,
+                    [r.predictions[metrics.KEY + ["label"]].assign(
+                        pred=nested_predictions(r, metric)) for r in nested])
+        if len(rs) > 1:
+            for rule, fn in SEED_RULES.items():
+                add(name, rule, True, rs, [seed_rule_table(rs, fn)])
+        add(name, "oracle (test labels; not honest)", False, rs, rule_tables(rs, oracle_rule))
+    return pd.DataFrame(rows)
+
+
+
+# --------------------------------------------------------------------------- notebook 13
+
+
+def lodo_table(lodo: dict[str, list[dict]], loso: dict[str, list[Run]], *,
+               n_boot: int = 1000) -> pd.DataFrame:
+    """Per model and held-out dataset: leave-one-dataset-out UF1 and UAR (final epoch, mean over
+    seeds, sd, 95 % subject-bootstrap interval) beside the same model's honest LOSO scores on
+    that dataset within the composite (``loso``, the stored LOSO runs, mean over seeds), and the
+    paired difference where the LOSO runs hold every sample of the dataset. The last row per
+    model pools the three held-out datasets, beside the composite LOSO score."""
+
+    rows = []
+    for name, results in lodo.items():
+        held = results[0]["meta"]["held_out"]
+        for d in held + ["pooled"]:
+            def part(t, column):
+                t = t if d == "pooled" else t[t["dataset"] == d]
+                return t[metrics.KEY + ["label"]].assign(pred=t[column].to_numpy())
+            tables = [part(r["predictions"], "honest") for r in results]
+            f1 = [metrics.uf1(t["label"], t["pred"]) for t in tables]
+            ci = metrics.bootstrap_ci(tables, "pred", n_boot=n_boot)
+            row = {"model": name, "seeds": ",".join(str(r["meta"]["seed"]) for r in results),
+                   "trained on": ("each pair" if d == "pooled" else " + ".join(
+                       DATASET_NAMES[o] for o in held if o != d)),
+                   "tested on": "all three (pooled)" if d == "pooled" else DATASET_NAMES[d],
+                   "LODO UF1": float(np.mean(f1)),
+                   "LODO UAR": float(np.mean([metrics.uar(t["label"], t["pred"])
+                                              for t in tables])),
+                   "LODO UF1 sd": float(np.std(f1, ddof=1)) if len(f1) > 1 else float("nan"),
+                   "LODO UF1 95% CI": "%.3f-%.3f" % ci["uf1"]}
+            runs = loso.get(name, [])
+            within = [part(r.predictions, "honest") for r in runs]
+            same = bool(within) and all(
+                len(w) == len(tables[0]) and set(map(tuple, w[metrics.KEY].to_numpy()))
+                == set(map(tuple, tables[0][metrics.KEY].to_numpy())) for w in within)
+            row["LOSO honest UF1"] = float(np.mean([metrics.uf1(w["label"], w["pred"])
+                                                    for w in within])) if same else float("nan")
+            row["LOSO honest UAR"] = float(np.mean([metrics.uar(w["label"], w["pred"])
+                                                    for w in within])) if same else float("nan")
+            row["LOSO seeds"] = ",".join(str(r.meta["seed"]) for r in runs) if same else "-"
+            if same:
+                diff = metrics.paired_bootstrap(tables, "pred", within, "pred", n_boot=n_boot)
+                row["LODO - LOSO UF1"] = diff["diff"]
+                row["difference 95% CI"] = "%+.3f to %+.3f" % diff["ci"]
+            else:
+                row["LODO - LOSO UF1"], row["difference 95% CI"] = float("nan"), "-"
+            rows.append(row)
+    return pd.DataFrame(rows)
+

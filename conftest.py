@@ -8,6 +8,10 @@ import pytest
 
 # Landmark caches of a test session go to a private folder unless the caller chose one.
 os.environ.setdefault("HTNET_CACHE", tempfile.mkdtemp(prefix="htnet-cache-"))
+# Tests never write into tracked files: the committed notebooks that nbval executes send their
+# figures, tables, findings and timings here (htnetlib.study.figures.results_dir), and still read
+# the stored runs from the repository's results/ (figures.stored_dir).
+os.environ.setdefault("HTNET_RESULTS_DIR", tempfile.mkdtemp(prefix="htnet-results-"))
 # Tests train only tiny runs: a committed notebook whose stored run is missing fails at once
 # instead of training the cpu profile for minutes (notebook kernels inherit this).
 os.environ.setdefault("HTNET_TRAIN_PROFILES", "smoke,custom")

@@ -8,12 +8,12 @@ runs section 4 alone).  Prints:
    a 16 px border;
 2. the same on action-unit pairs (localised motion of 1.5 px), inside the moving regions,
    with the ratio of estimated to true speed there;
-3. how often :func:`htnetlib.flow.spot_apex` lands within 2 frames of the true apex, and its
+3. how often :func:`htnetlib.data.flow.spot_apex` lands within 2 frames of the true apex, and its
    mean absolute error, for several motion sizes, noise levels and sequence lengths, with
    each apex spotter (``"lbp"``: D&C-RoIs, ``"flow"``: peak optical-flow magnitude);
 4. the hit rate of each spotter (within 1 and within 2 frames of the true apex) against
    the apex motion (0.5-4 px) and the time profile (symmetric rise and fall, or fast rise
-   and slow decay; :func:`htnetlib.synthetic.ramp`).
+   and slow decay; :func:`htnetlib.data.synthetic.ramp`).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ case "${1:-}" in
     rm -rf "$GPU_DIR/data" && cp -r "$HTNET_DATA" "$GPU_DIR/data" && chmod -R u+w "$GPU_DIR/data"
     HTNET_CACHE="$GPU_DIR/cache" .venv/bin/python -c "
 from htnetlib.data import load_composite
-from htnetlib.regions import find_landmarks
+from htnetlib.data.regions import find_landmarks
 d = load_composite('$GPU_DIR/data')
 for mode in ('official', 'corrected'):
     print(mode, int((~find_landmarks(d, mode).found).sum()), 'apex images without a face')"

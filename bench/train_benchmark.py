@@ -43,7 +43,7 @@ from torch import nn
 from htnetlib import model as model_mod
 from htnetlib.data import load_composite
 from htnetlib.config import PROFILES
-from htnetlib.training.jobs import train_jobs as _train_jobs
+from htnetlib.training.jobs import train_jobs
 from htnetlib.io import device_name, versions
 from htnetlib.training.loso import fold_jobs
 from htnetlib.training.fold import pick_device, train_fold
@@ -77,7 +77,7 @@ def straightforward(jobs):
 
 def ours(jobs, trainer, workers, threads):
     start = time.perf_counter()
-    for _ in _train_jobs(jobs, trainer, torch.device("cpu"), workers, threads, False):
+    for _ in train_jobs(jobs, trainer, torch.device("cpu"), workers, threads, False):
         pass
     return time.perf_counter() - start
 

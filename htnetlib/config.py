@@ -1,7 +1,7 @@
 """What a run trains: the configuration, the profiles (paper section 4.2) and their checks.
 
-This module sits below :mod:`htnetlib.train`, :mod:`htnetlib.parallel` and
-:mod:`htnetlib.baselines`, which all import it; it imports nothing of the package itself.
+This module is in the lowest layer: the model, training and command-line layers import it; it
+imports only :mod:`htnetlib.errors` of the package.
 
 * :class:`Config` names everything that determines a run's predictions apart from the data and
   the seed. :meth:`Config.problems` lists what is wrong with one (types and ranges), and
@@ -10,12 +10,16 @@ This module sits below :mod:`htnetlib.train`, :mod:`htnetlib.parallel` and
 * ``PROFILES`` holds the paper's settings (``paper``), a scaled model for 2 CPU cores (``cpu``)
   and a tiny one for tests (``smoke``); ``BASELINES`` the Table 2 baselines per profile.
 * :class:`FoldResult` is what training one held-out subject returns.
+* A user's own network is a ``model`` of the form ``package.module:factory``
+  (:func:`is_user_model`); it trains with the profile's HTNet schedule, and
+  :func:`htnetlib.model.build.build_model` imports and calls the factory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +27,9 @@ import numpy as np
 from .errors import ConfigError, TrainingError  # noqa: F401 (re-exported)
 
 MODELS = ("htnet", "ststnet", "logreg")
+# A user's model: ``package.module:factory``, a callable returning an nn.Module that maps the
+# network input (N, 3, S, S) to (N, 3) logits (htnetlib.model.build.build_model).
+USER_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 REGION_MODES = ("official", "corrected", "whole")  # see htnetlib.regions
 CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.train.class_weights)
 LR_SCHEDULES = ("constant", "cosine")  # Config.lr_schedule
@@ -83,8 +90,8 @@ class Config:
         computed from :meth:`to_dict` (every field), so it does not change.
         """
         d = self.to_dict()
-        if self.model == "htnet":
-            return d
+        if self.model == "htnet" or is_user_model(self.model):
+            return d  # a user's factory receives the whole Config: every field may matter
         keep = USED_FIELDS[self.model]
         return {k: v for k, v in d.items() if k in keep}
 
@@ -98,8 +105,9 @@ class Config:
                 out.append(f"{f.name}={value!r} is not {_KIND_WORDS[kind]}")
         if out:
             return out
-        if self.model not in MODELS:
-            out.append(f"model={self.model!r} is not one of {', '.join(MODELS)}")
+        if self.model not in MODELS and not is_user_model(self.model):
+            out.append(f"model={self.model!r} is not one of {', '.join(MODELS)}, nor a "
+                       "factory package.module:callable")
         if self.regions not in REGION_MODES:
             out.append(f"regions={self.regions!r} is not one of {', '.join(REGION_MODES)}")
         if self.class_weights not in CLASS_WEIGHTS:
@@ -268,14 +276,25 @@ BASELINES: dict[str, dict[str, Config]] = {
 }
 
 
+def is_user_model(model) -> bool:
+    """Whether ``model`` has the form of a user's factory, ``package.module:callable`` (the
+    format only: the import is checked when the model is built)."""
+    return isinstance(model, str) and USER_MODEL.fullmatch(model) is not None
+
+
 def profile_config(profile: str, model: str = "htnet") -> Config:
-    """The configuration a profile trains for ``model`` (htnet, ststnet or logreg)."""
+    """The configuration a profile trains for ``model``: htnet, ststnet, logreg, or a user's
+    factory ``package.module:callable``, which trains with the profile's HTNet schedule
+    (epochs, lr, batch_size, regions, image_size, input_scale, ...) and ``model`` replaced."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     if model == "htnet":
         return PROFILES[profile]
+    if is_user_model(model):
+        return dataclasses.replace(PROFILES[profile], model=model)
     if model not in BASELINES:
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)} or a "
+                          "factory package.module:callable")
     return BASELINES[model][profile]
 
 

@@ -8,19 +8,28 @@ Every module raises one of these with a message that names the file or value and
     1    a check found problems (``htnet data check``)
     2    usage: a bad argument or configuration value; nothing has been trained or written
     3    data: a missing, unreadable or corrupt input file, release, run or model folder
-    4    runtime: training failed (e.g. a NaN loss), the device is out of memory or fails,
-         the output folder is not writable
+    4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
+         of memory (:func:`out_of_memory`) or the device fails, the output folder is not
+         writable (only when something must be written to it)
     5    refused: the missing runs would exceed the time budget on this device
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted training resumes where it stopped
+
+``--debug`` (or ``HTNET_DEBUG=1``) adds the traceback and keeps these statuses.
 """
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DATA, EXIT_RUNTIME, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 EXIT_BUG, EXIT_INTERRUPTED = 70, 130
+# Words in an allocator's RuntimeError (torch's CPU and CUDA allocators, MPS) that mean the
+# memory ran out, not that the code is wrong.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                 "not enough memory")
 # Words in a RuntimeError of torch that mean the device failed, not the code.
-DEVICE_FAILURES = ("out of memory", "cuda error", "cudnn_status", "cublas_status", "mps backend")
+DEVICE_FAILURES = OUT_OF_MEMORY + ("cuda error", "cudnn_status", "cublas_status", "mps backend")
 
 
 class DataError(ValueError):
@@ -62,6 +71,36 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+def out_of_memory(exc: BaseException) -> str | None:
+    """``out of memory`` and the size asked for where the message gives one (``out of memory
+    (tried to allocate 547.6 GiB)``) if ``exc`` is a MemoryError or an allocator's
+    RuntimeError; None for any other error."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and not (
+            isinstance(exc, RuntimeError) and any(w in text.lower() for w in OUT_OF_MEMORY)):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)  # torch's CPU allocator
+    if size:
+        n, unit = float(size.group(1)), "bytes"
+        for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+            if n < 1024:
+                break
+            n, unit = n / 1024, bigger
+        what = f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+    else:  # CUDA's "Tried to allocate 2.00 GiB", numpy's "Unable to allocate 5.0 GiB for ..."
+        size = re.search(r"allocate (\d+(?:\.\d+)? ?[KMGTP]i?B)", text, re.IGNORECASE)
+        what = size.group(1) if size else None
+    lower = text.lower()
+    device = "CUDA " if "cuda" in lower else "MPS " if "mps" in lower else ""
+    return f"{device}out of memory" + (f" (tried to allocate {what})" if what else "")
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and message."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+class StoreWarning(UserWarning):
+    """Something the run store or a trainer did on its own that the user should know about: a
+    damaged fold file set aside and trained again, a wait on another process's lock, a group of
+    folds halved after running out of memory. ``htnet`` shows each as one line."""

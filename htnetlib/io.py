@@ -25,14 +25,33 @@ from .errors import RunError, one_line
 ROOT = Path(__file__).resolve().parent.parent  # the repository (or the installed package's parent)
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the user's umask (0644 under the usual 022).
+
+    :func:`tempfile.mkstemp` makes its files 0600 whatever the umask, which would leave runs
+    and models on a shared disk unreadable to colleagues; every atomic write gives its file
+    this mode instead, as a plain ``open`` would."""
+    try:  # Linux says it without changing it (os.umask would, for a moment, in every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step."""
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step; the file gets
+    the user's umask (:func:`file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -49,8 +49,8 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -161,7 +161,7 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
         try:
             model = Model.load(folder)
         except (DataError, ConfigError) as exc:
-            print(f"note: {exc}; fitting again", file=sys.stderr)
+            warnings.warn(f"{exc}; fitting again", stacklevel=2)
         else:
             if (model.meta["config"] == config.to_dict() and model.meta["seed"] == seed
                     and model.meta["data_fingerprint"] == fingerprint):
@@ -302,8 +302,8 @@ class Model:
 
         DataError for a missing folder or file, model.json that is not JSON or lacks a field,
         weights that safetensors cannot read, weights whose names or shapes do not fit the
-        configuration (strict), or whose SHA-256 is not model.json's record; ConfigError for
-        a configuration that is invalid or does not build.
+        configuration (strict), or whose SHA-256 is not model.json's record, or a
+        configuration that is invalid or does not build (a damaged file, not a bad setting).
         """
         from safetensors.torch import load_file
 
@@ -316,7 +316,7 @@ class Model:
         try:
             network = build_model(config)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{meta_path}: the configuration does not build ({exc})") from None
+            raise DataError(f"{meta_path}: the configuration does not build ({exc})") from None
         if not weights_path.is_file():
             raise DataError(f"{weights_path}: missing")
         try:
@@ -416,7 +416,11 @@ class Model:
                 name = frames[i] if isinstance(frames[i], (str, Path)) else f"frame {i}"
                 raise DataError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels, but frame 0 is "
                                 f"{images[0].shape[1]}x{images[0].shape[0]}")
-        apex = flow.spot_apex(images, method=apex_method)
+        try:
+            apex = flow.spot_apex(images, method=apex_method)
+        except DataError as exc:  # a frame too small for a face: name the sequence's first
+            first = frames[0] if isinstance(frames[0], (str, Path)) else "frame 0"
+            raise DataError(f"{first}: {exc}") from None
         onset = frames[0] if isinstance(frames[0], (str, Path)) else images[0]
         probs, maps = self.predict(onset, images[apex], return_maps=True,
                                    flow_method=flow_method)
@@ -447,16 +451,24 @@ def _read_meta(path: Path) -> dict:
 
 
 def _meta_config(meta: dict, path: Path) -> Config:
-    """The checked configuration of model.json, agreeing with its input convention."""
+    """The checked configuration of model.json, agreeing with its input convention.
+
+    Every problem is a DataError: the configuration was read from a file, so a bad value is a
+    damaged or edited model folder (exit 3), not a bad argument of the user's (exit 2)."""
     try:
         config = Config.from_dict(meta["config"])
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"{path}: config is not a configuration ({exc})") from None
-    problems = config.problems()
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: config is not a configuration ({why})") from None
+    try:
+        problems = config.problems()
+    except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: invalid configuration ({why})") from None
     if problems:
-        raise ConfigError(f"{path}: invalid configuration: {'; '.join(problems)}")
+        raise DataError(f"{path}: invalid configuration: {'; '.join(problems)}")
     if config.model == "logreg":
-        raise ConfigError(f"{path}: model=logreg has no network")
+        raise DataError(f"{path}: model=logreg has no network")
     expected = input_convention(config)
     for key in ("map_size", "channels", "input_scale", "regions", "image_size"):
         if meta["input"].get(key) != expected[key]:

@@ -97,10 +97,12 @@ def test_train_nested_and_lodo_protocols(synthetic, synthetic_root, tmp_path, ca
         assert f"({s['n']} samples): UF1 {s['uf1']:.4f}" in out
 
 
-def test_nested_and_lodo_refuse_a_gpu_trainer(synthetic_root, tmp_path, capsys):
+def test_lodo_refuses_a_trainer_it_chooses_itself(synthetic_root, tmp_path, capsys):
+    """Leave-one-dataset-out fits train grouped on a GPU and fold after fold on a CPU; a
+    --trainer for them is a one-line usage error before anything is written."""
     out = tmp_path / "runs"
     assert main(["train", "--profile", "smoke", "--data", str(synthetic_root), "--out", str(out),
-                 "--protocol", "nested", "--trainer", "grouped"]) == 2
+                 "--protocol", "lodo", "--trainer", "grouped"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--protocol nested" in err and "CPU" in err
+    assert err.count("\n") == 1 and "--protocol lodo" in err and "--trainer" in err
     assert not out.exists()

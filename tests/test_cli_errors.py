@@ -203,12 +203,14 @@ def test_unexpected_error_shows_its_traceback_exit_70(train_args, capsys, monkey
     assert err[-1].startswith("htnet: error: unexpected ZeroDivisionError: division by zero")
 
 
-def test_debug_shows_the_traceback(train_args, monkeypatch):
-    with pytest.raises(ConfigError, match="epochs=0"):
-        main(["--debug"] + train_args + ["--set", "epochs=0"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(train_args, capsys, monkeypatch):
+    assert main(["--debug"] + train_args + ["--set", "epochs=0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("Traceback") and "ConfigError" in "\n".join(err)
+    assert err[-1].startswith("htnet: error: ") and "epochs=0" in err[-1]
     monkeypatch.setenv("HTNET_DEBUG", "1")
-    with pytest.raises(ConfigError, match="epochs=0"):
-        main(train_args + ["--set", "epochs=0"])
+    assert main(train_args + ["--set", "epochs=0"]) == 2
+    assert capsys.readouterr().err.startswith("Traceback")
 
 
 # --------------------------------------------------------------------------- warnings

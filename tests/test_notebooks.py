@@ -58,8 +58,10 @@ def test_every_notebook_ends_with_computed_findings():
 
 
 @pytest.mark.parametrize("nb", ALL, ids=lambda p: p.name)
-def test_papermill_smoke(nb, tmp_path, synthetic_root):
-    """Every notebook runs end to end with profile='smoke', training from scratch."""
+def test_papermill_smoke(nb, tmp_path, synthetic_root, monkeypatch):
+    """Every notebook runs end to end with profile='smoke', training from scratch, reading and
+    writing only its own ``results_dir`` (not the session's ``$HTNET_RESULTS_DIR``)."""
+    monkeypatch.delenv("HTNET_RESULTS_DIR", raising=False)
     data_dir = os.environ.get("HTNET_DATA")
     if not data_dir or not Path(data_dir, "combined_3_class2_for_optical_flow.csv").is_file():
         data_dir = str(synthetic_root)
@@ -126,3 +128,42 @@ def test_a_bad_profile_parameter_names_the_profiles(tmp_path):
 def test_only_declared_parameters_are_passed():
     nb = NOTEBOOKS / "01_optical_flow.ipynb"
     assert parameters_for(nb, {"profile": "cpu", "results_dir": "x"}) == {"results_dir": "x"}
+
+
+def test_code_cells_are_library_calls():
+    """No code cell of a notebook is longer than 15 lines, and none reaches for a private name
+    (``module._name``) of the library: what a notebook shows comes from htnetlib.study."""
+    import re
+
+    for nb in ALL:
+        for i, c in enumerate(cells(nb)):
+            if c["cell_type"] != "code":
+                continue
+            source = "".join(c["source"])
+            assert len(source.splitlines()) <= 15, f"{nb.name}: cell {i} has more than 15 lines"
+            assert not re.search(r"\b[a-z_]\w*\._\w", source), f"{nb.name}: cell {i}, a private name"
+
+
+def test_matplotlib_only_in_the_study_layer():
+    root = Path(__file__).resolve().parent.parent / "htnetlib"
+    for path in root.rglob("*.py"):
+        if "study" not in path.relative_to(root).parts:
+            assert "matplotlib" not in path.read_text(), path.relative_to(root)
+
+
+def test_results_dir_stays_in_the_repository(monkeypatch, tmp_path):
+    """A notebook's outputs go to $HTNET_RESULTS_DIR when set, else to its results_dir resolved
+    against the repository root; stored results are always read from the latter."""
+    from htnetlib.io import ROOT
+    from htnetlib.study import figures
+
+    monkeypatch.delenv("HTNET_RESULTS_DIR", raising=False)
+    assert figures.results_dir("results") == ROOT / "results"
+    assert figures.results_dir(tmp_path) == tmp_path
+    monkeypatch.setenv("HTNET_RESULTS_DIR", str(tmp_path / "out"))
+    assert figures.results_dir("results") == tmp_path / "out"
+    assert figures.stored_dir("results") == ROOT / "results"
+    for nb in ALL:
+        params = next("".join(c["source"]) for c in cells(nb)
+                      if "parameters" in c.get("metadata", {}).get("tags", []))
+        assert 'results_dir = "results"' in params, nb.name

@@ -158,7 +158,8 @@ def test_nested_store_is_honest_resumable_and_reused(synthetic, tmp_path, monkey
     with monkeypatch.context() as m:
         count_fits(m, fail_after=4 + n_subjects)  # the outer run's folds come first
         with pytest.raises(KeyboardInterrupt):
-            nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
+            nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke",
+                                  trainer="loop")  # the outer folds one by one, counted
     calls = count_fits(monkeypatch)
     again = nested_mod.run_nested(synthetic, TINY, runs_dir=tmp_path / "two", profile="smoke")
     assert len(calls) == fits - 4

@@ -13,12 +13,14 @@ from htnetlib import config as config_mod
 from htnetlib import errors
 from htnetlib.study import experiments
 from htnetlib.training import fold as fold_mod
+from htnetlib.training import lodo as lodo_mod
 from htnetlib.training import nested as nested_mod
 from htnetlib.training import store as store_mod
 from htnetlib.cli import reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "runs"
+LODO = ROOT / "results" / "tables" / "lodo"
 
 
 def committed(profile: str) -> dict:
@@ -32,13 +34,23 @@ def committed(profile: str) -> dict:
 
 
 def test_the_cpu_plan_is_exactly_the_committed_cpu_runs():
-    """Every committed cpu run is needed by a notebook, and every needed run is committed."""
+    """Every committed cpu run, inner store and leave-one-dataset-out result is needed by a
+    notebook, and every one the registry lists is committed."""
     runs = committed("cpu")
     fingerprint = set(runs.values())
     assert len(fingerprint) == 1
     (fp,) = fingerprint
     needed = {store_mod.run_id(n.config, n.seed, fp, "cpu") for n in plan.needed_runs("cpu")}
     assert needed == set(runs)
+    inner = {p.parent.parent.name for p in RUNS.glob(f"*/{nested_mod.INNER_DIR}/config.json")
+             if json.loads((p.parent.parent / "config.json").read_text())["profile"] == "cpu"}
+    assert {store_mod.run_id(n.config, n.seed, fp, "cpu")
+            for n in plan.needed_nested("cpu")} == inner
+    assert all(nested_mod.nested_complete(RUNS / r) for r in inner)
+    lodo = {p.parent.name for p in LODO.glob("*/config.json")
+            if json.loads(p.read_text())["profile"] == "cpu"}
+    assert {lodo_mod.lodo_id(n.config, n.seed, fp, "cpu") for n in plan.needed_lodo("cpu")} == lodo
+    assert all(plan.lodo_complete(LODO / r) for r in lodo)
 
 
 def test_the_plan_of_each_profile():
@@ -184,7 +196,7 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
         assert run.seconds > 0 and n.seconds == pytest.approx(4 * run.seconds)
         assert n.basis.startswith("4 x the LOSO run")
     assert empty.missing_seconds == pytest.approx(
-        sum(n.seconds for n in empty.missing + empty.missing_nested))
+        sum(n.seconds for n in empty.missing + empty.missing_nested + empty.missing_lodo))
     assert f"missing {empty.nested[0].run_id}/inner" in empty.summary()
 
     # a finished inner store (as nested_mod.nested_complete reads it) is stored
@@ -196,3 +208,36 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
                                                    "n_fits": 1}))
     again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
     assert [n.stored for n in again.nested] == [True, False]
+
+
+def test_the_plan_lists_the_leave_one_dataset_out_results(synthetic, tmp_path, monkeypatch):
+    """Notebook 13's results: every LODO model with every seed (logistic regression once), costed
+    as a share of the LOSO run by the samples trained, stored once its four files exist."""
+    timings = plan._stored_timings(RUNS)
+    monkeypatch.setattr(plan, "_stored_timings", lambda runs_dir: timings)
+    empty = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
+    assert [(n.config, n.seed) for n in empty.lodo] == [
+        (experiments.lodo_config(name, "cpu"), s) for name, (model, _) in
+        experiments.LODO_MODELS.items() for s in ([0] if model == "logreg" else plan.SEEDS)]
+    assert all(n.run_id.startswith(f"lodo-{n.config.model}-cpu-s{n.seed}-") for n in empty.lodo)
+    assert empty.missing_lodo == empty.lodo
+    share = plan.lodo_fraction(synthetic.table, synthetic.table["subject"].nunique())
+    assert 0 < share < 1
+    htnet = empty.lodo[0]
+    run = next(m for m in empty.needs if m.config == htnet.config and m.seed == htnet.seed)
+    assert htnet.seconds == pytest.approx(share * run.seconds)
+    assert htnet.basis.startswith(f"{share:.3g} x the LOSO run")
+    assert f"missing {htnet.run_id} (13 leave one dataset out: HTNet)" in empty.summary()
+
+    stored = tmp_path / "tables" / "lodo" / htnet.run_id  # beside the runs folder
+    stored.mkdir(parents=True)
+    # what run_lodo writes, in form: config.json (written last), predictions, curves, metrics
+    (stored / "config.json").write_text(json.dumps({"lodo_id": htnet.run_id, "n_samples": 24}))
+    (stored / "predictions.csv").write_text("dataset,subject,sample,label,honest\n")
+    (stored / "epochs.npz").write_bytes(b"")
+    assert set(lodo_mod.LODO_FILES) - {"metrics.json"} == {p.name for p in stored.iterdir()}
+    assert not plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs").lodo[0].stored
+    (stored / "metrics.json").write_text("{}")
+    again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
+    assert [n.stored for n in again.lodo] == [True] + [False] * 9
+    assert again.lodo[0] not in again.missing_jobs

@@ -1,4 +1,5 @@
-"""The run store's reliability: checked inputs, damaged files, completion, locking, provenance."""
+"""The run store's reliability: checked inputs, damaged files, completion, locking, provenance,
+one store for runs, inner stores and leave-one-dataset-out results, and the trainer choice."""
 
 import dataclasses
 import json
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +16,29 @@ import pandas as pd
 import pytest
 
 from htnetlib.config import ConfigError, apply_overrides, profile_config
-from htnetlib import config as config_mod
-from htnetlib.training import fold as fold_mod
 from htnetlib import io
 from htnetlib.training import jobs
 from htnetlib.training import loso
 from htnetlib.training import store as store_mod
 from htnetlib.data import DataError
+from htnetlib.errors import StoreWarning
+from htnetlib.training import lodo as lodo_mod
+from htnetlib.training import nested as nested_mod
+from htnetlib.training import trainer as trainer_mod
 from htnetlib.config import Config
 from htnetlib.training.store import RunError, is_complete, load_run, run_id
 from htnetlib.training.loso import run_loso
 
 TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
-COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/config.json"))
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMITTED = sorted((RESULTS / "runs").glob("*/config.json"))
+COMMITTED_LODO = sorted((RESULTS / "tables" / "lodo").glob("*/config.json"))
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """The trainer choice's cache in a folder of this module, not the user's."""
+    monkeypatch.setenv("HTNET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +68,8 @@ def interrupted_before_assembly(synthetic, runs_dir, monkeypatch) -> Path:
     with monkeypatch.context() as m:
         m.setattr(loso, "assemble", killed)
         with pytest.raises(Killed):
-            run_loso(synthetic, TINY, runs_dir=runs_dir, profile="smoke", progress=False)
+            run_loso(synthetic, TINY, runs_dir=runs_dir, profile="smoke", trainer="loop",
+                     progress=False)
     (run_dir,) = runs_dir.iterdir()
     assert sorted(p.name for p in (run_dir / "folds").iterdir()) == ["00.npz", "01.npz",
                                                                      "02.npz"]
@@ -156,12 +169,41 @@ def test_damaged_fold_is_set_aside_and_trained_again(synthetic, reference, tmp_p
     FOLD_DAMAGE[case](run_dir / "folds")
     capsys.readouterr()
     calls = count_training(monkeypatch)
-    assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
-                    progress=False) == run_dir
-    warning = capsys.readouterr().err.strip().splitlines()
-    assert len(warning) == 1 and "01.npz" in warning[0] and "01.npz.corrupt" in warning[0]
+    with pytest.warns(StoreWarning) as caught:
+        assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", trainer="loop",
+                        progress=False) == run_dir
+    (warning,) = [str(w.message) for w in caught if w.category is StoreWarning]
+    assert "01.npz" in warning and "01.npz.corrupt" in warning and "\n" not in warning
+    assert capsys.readouterr().err == ""  # the library itself prints nothing
     assert len(calls) == 1  # only the damaged fold was trained again
     assert_same_run(load_run(run_dir), reference)
+
+
+def test_cli_shows_a_store_warning_as_one_line(synthetic_root, synthetic, tmp_path, monkeypatch,
+                                               capsys):
+    from htnetlib.cli import main
+
+    sets = ["dim=8", "heads=1", "block_repeats=[1,1,1]", "epochs=2", "max_folds=2"]
+    cfg = apply_overrides(profile_config("smoke"), sets)
+    with monkeypatch.context() as m:
+        m.setattr(loso, "assemble", killed)
+        with pytest.raises(Killed):
+            run_loso(synthetic, cfg, runs_dir=tmp_path, profile="smoke", trainer="loop",
+                     progress=False)
+    (run_dir,) = tmp_path.iterdir()
+    FOLD_DAMAGE["empty"](run_dir / "folds")
+    capsys.readouterr()
+    argv = ["train", "--profile", "smoke", "--data", str(synthetic_root), "--out", str(tmp_path),
+            "--trainer", "loop"]
+    for item in sets:
+        argv += ["--set", item]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and lines[0].startswith("htnet: warning: ")
+    assert "01.npz.corrupt, training the fold again" in lines[0]
+    assert is_complete(run_dir)
 
 
 # --------------------------------------------------------------------------- completion
@@ -176,7 +218,7 @@ def test_interrupted_assembly_is_assembled_again(synthetic, reference, tmp_path,
         write_json(path, obj)
 
     with monkeypatch.context() as m:
-        m.setattr(loso, "write_json", killed_before_final_config)
+        m.setattr(jobs, "write_json", killed_before_final_config)  # produce writes it
         with pytest.raises(Killed):
             run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke", progress=False)
     (run_dir,) = tmp_path.iterdir()
@@ -217,20 +259,24 @@ def test_retrain_under_the_lock(reference, synthetic, tmp_path):
 # --------------------------------------------------------------------------- two trainers
 
 TRAINER = """
-import sys, time
+import sys, time, warnings
 from pathlib import Path
+from htnetlib import config as config_mod
 from htnetlib.data import load_composite
+from htnetlib.training import jobs, loso
 
+warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
 root, runs, go = sys.argv[1:]
-calls, real = [], fold_mod.train_fold
+calls, real = [], jobs.train_fold
 def held(*a, **k):
     while not Path(go).exists():  # the first trainer holds the lock until the test says go
         time.sleep(0.05)
     calls.append(1)
     return real(*a, **k)
-fold_mod.train_fold = held
+jobs.train_fold = held
 cfg = config_mod.Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_folds=3)
-run = loso.run_loso(load_composite(root), cfg, runs_dir=runs, profile="smoke", progress=False)
+run = loso.run_loso(load_composite(root), cfg, runs_dir=runs, profile="smoke", trainer="loop",
+                    progress=False)
 print(run.name, len(calls))
 """
 
@@ -331,3 +377,100 @@ def test_committed_run_is_complete_portable_and_keeps_its_id(path):
     assert rebuilt_config(meta["command"]) == (config, meta["seed"], meta["profile"])
     if meta["git_commit"].endswith("+dirty"):
         assert meta["git_dirty_files"]
+
+
+# --------------------------------------------------------------------------- one store
+
+
+@pytest.mark.parametrize("path", COMMITTED + COMMITTED_LODO,
+                         ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_committed_result_keeps_its_id_and_loads_through_the_one_store(path):
+    """Every committed run, inner store and leave-one-dataset-out result: its id recomputed, its
+    folder exactly its kind's files, finished and loaded by the one store."""
+    folder, meta = path.parent, json.loads(path.read_text())
+    config = Config.from_dict(meta["config"])
+    lodo = folder.parent.name == "lodo"
+    kind = store_mod.LODO if lodo else store_mod.RUN
+    make_id = lodo_mod.lodo_id if lodo else run_id
+    assert make_id(config, meta["seed"], meta["data_fingerprint"], meta["profile"]) == \
+        folder.name == meta["lodo_id" if lodo else "run_id"]
+    inner = folder / nested_mod.INNER_DIR
+    names = sorted(p.name for p in folder.iterdir() if p != inner)
+    assert names == sorted(kind.files)
+    assert store_mod.is_complete(folder, kind)
+    stored = store_mod.load_stored(folder, kind)
+    assert stored["meta"] == meta and sorted(stored) == sorted(["path", "meta", *kind.files[1:]])
+    if lodo:
+        assert lodo_mod.lodo_complete(folder) and lodo_mod.load_lodo(folder)["meta"] == meta
+    if inner.exists():
+        assert sorted(p.name for p in inner.iterdir()) == sorted(store_mod.INNER.files)
+        assert nested_mod.nested_complete(folder)
+        loaded = nested_mod.load_inner(folder)
+        assert loaded["meta"]["outer_run_id"] == folder.name
+        assert loaded["pred"].shape[:2] == (loaded["meta"]["n_folds"], loaded["meta"]["epochs"])
+
+
+def test_the_three_ids_are_one_hash():
+    payload = {"config": TINY.to_dict(), "seed": 3, "data": "abc"}
+    assert run_id(TINY, 3, "abc", "smoke") == store_mod.hash_id("htnet-smoke-s3", payload)
+    assert lodo_mod.lodo_id(TINY, 3, "abc") == store_mod.hash_id(
+        "lodo-htnet-custom-s3", {**payload, "protocol": "lodo"})
+
+
+def test_unfinished_lodo_is_not_finished(tmp_path):
+    """A leave-one-dataset-out folder whose config.json lacks n_samples (written before its
+    fits) is unfinished, whatever files exist."""
+    folder = tmp_path / "lodo-x"
+    folder.mkdir()
+    for name in store_mod.LODO.files:
+        (folder / name).write_text("{}")
+    (folder / "config.json").write_text('{"lodo_id": "lodo-x"}')
+    assert not lodo_mod.lodo_complete(folder)
+    with pytest.raises(RunError, match="config.json: the leave-one-dataset-out result is not "
+                                       "finished"):
+        lodo_mod.load_lodo(folder)
+
+
+# --------------------------------------------------------------------------- trainer choice
+
+
+def test_trainer_changes_neither_id_nor_predictions(synthetic, tmp_path):
+    runs = {t: load_run(run_loso(synthetic, TINY, runs_dir=tmp_path / t, profile="smoke",
+                                 trainer=t, progress=False)) for t in ("loop", "grouped")}
+    loop, grouped = runs["loop"], runs["grouped"]
+    assert loop.path.name == grouped.path.name
+    assert (loop.meta["trainer"], grouped.meta["trainer"]) == ("loop", "grouped")
+    np.testing.assert_array_equal(loop.epochs["pred"], grouped.epochs["pred"])
+    pd.testing.assert_frame_equal(loop.predictions, grouped.predictions)
+    np.testing.assert_array_equal(loop.epochs["train_acc"], grouped.epochs["train_acc"])
+    np.testing.assert_allclose(loop.epochs["train_loss"], grouped.epochs["train_loss"],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_auto_measures_once_and_records_its_choice(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("HTNET_CACHE", str(tmp_path / "cache"))
+    measured = []
+    real = trainer_mod.measure
+    monkeypatch.setattr(trainer_mod, "measure", lambda *a: measured.append(1) or real(*a))
+    first = load_run(run_loso(synthetic, TINY, runs_dir=tmp_path / "a", profile="smoke",
+                              progress=False))
+    timing = first.meta["trainer_timing"]
+    assert first.meta["trainer"] in ("loop", "grouped") and timing["cached"] is False
+    assert timing["loop_seconds"] > 0 and timing["grouped_seconds"] > 0
+    assert timing["measured_folds"] == 3 and timing["measured_epochs"] == 2
+    faster = min(("loop", "grouped"), key=lambda t: timing[f"{t}_projected_seconds"])
+    assert first.meta["trainer"] == faster
+    cache = json.loads((tmp_path / "cache" / trainer_mod.CACHE_NAME).read_text())
+    assert [v["trainer"] for v in cache.values()] == [faster]
+    # measured once: a second run of the configuration reads the cached decision
+    second = load_run(run_loso(synthetic, TINY, seed=1, runs_dir=tmp_path / "b",
+                               profile="smoke", progress=False))
+    assert measured == [1] and second.meta["trainer"] == faster
+    assert second.meta["trainer_timing"]["cached"] is True
+    # the choice is in config.json, never in the id
+    assert first.path.name == run_id(TINY, 0, first.meta["data_fingerprint"], "smoke")
+    # a model the grouped trainer does not implement trains with loop, unmeasured
+    logreg = load_run(run_loso(synthetic, profile_config("smoke", "logreg"),
+                               runs_dir=tmp_path / "c", profile="smoke", progress=False))
+    assert logreg.meta["trainer"] == "loop" and "trainer_timing" not in logreg.meta
+    assert measured == [1]

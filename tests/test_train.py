@@ -91,7 +91,8 @@ def test_permuted_labels_change_training(synthetic, tmp_path):
 def test_killed_run_resumes_to_the_same_predictions(synthetic_root, tmp_path):
     """SIGKILL after the first fold, resume, and compare with an uninterrupted run."""
     args = [sys.executable, "-m", "htnetlib.cli", "train", "--profile", "smoke",
-            "--data", str(synthetic_root), "--set", "epochs=40", "--set", "max_folds=4"]
+            "--data", str(synthetic_root), "--set", "epochs=40", "--set", "max_folds=4",
+            "--trainer", "loop"]  # fold after fold, so the kill finds some folds stored
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(killed)], env=env,

@@ -4,6 +4,7 @@
     htnet data fetch [--dest DIR]           download and verify the official release
     htnet train --profile {smoke,cpu,paper} [--seed N] [--out DIR] [--data DIR]
                 [--protocol loso|nested|lodo]   a LOSO run; its nested inner fits; or LODO
+                [--model htnet|ststnet|logreg|package.module:factory]   also your own network
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
     htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
@@ -18,14 +19,16 @@ file or value and what is wrong, and exits with a status that says what kind of 
     2    usage: a bad argument or configuration value (``--set``, ``--seed``, ``--device``,
          ``--out`` naming a file, ...); nothing has been trained or written
     3    data: a missing, unreadable or corrupt input file, release or run folder
-    4    runtime: training failed (e.g. a NaN loss), the device is out of memory or fails,
-         the output folder is not writable
+    4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
+         of memory (the line says how much was asked for), the device fails, or the output
+         folder is not writable and something must be written (a stored run is read as it is)
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted ``htnet train`` resumes where it stopped
 
 ``--set KEY=VALUE`` is read by the type of the config field (true/false, whole numbers, numbers,
 lists such as 2,2,8) and the whole configuration is checked before any run folder exists.
-``htnet --debug ...`` or ``HTNET_DEBUG=1`` shows the traceback of an error instead of one line.
+``htnet --debug ...`` or ``HTNET_DEBUG=1`` shows the traceback of an error before its line; the
+exit status stays the error's own.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, DataError,
-                      TrainingError, UsageError, exit_code)
-from .common import check_device, check_out, whole_number
+                      TrainingError, UsageError, exit_code, out_of_memory)
+from .common import (OneLineParser, check_device, check_out, check_writable, model_name,
+                     whole_number)
 
 PROFILE_ORDER = ("smoke", "cpu", "paper")  # every command lists the profiles in this order
 
@@ -96,6 +100,8 @@ def _data_check(args) -> int:
 def _data_fetch(args) -> int:
     from .. import data as data_mod
 
+    if args.dest:
+        check_out(args.dest, "--dest")
     dest = data_mod.fetch(args.dest, url=args.url or data_mod.OFFICIAL_URL)
     print(f"release written to {dest}; point HTNET_DATA at it")
     return EXIT_OK
@@ -104,7 +110,7 @@ def _data_fetch(args) -> int:
 def _train(args) -> int:
     """Check every argument, then load the release and train; no run folder before that."""
     from .. import data as data_mod
-    from ..config import apply_overrides, check_seed, profile_config
+    from ..config import apply_overrides, check_seed, is_user_model, profile_config
     from ..training import lodo, loso, nested
 
     seed = check_seed(args.seed)
@@ -113,34 +119,52 @@ def _train(args) -> int:
     else:
         config = profile_config(args.profile, args.model)
     config = apply_overrides(config, args.set or [])
+    if is_user_model(config.model):  # import and try the factory before any run folder exists
+        from ..model.build import check_user_model
+
+        check_user_model(config)
     device = check_device(args.device)
-    if args.protocol != "loso" and (args.trainer == "grouped" or device not in (None, "cpu")):
-        raise UsageError(f"--protocol {args.protocol}: its extra fits train on the CPU, fold "
-                       "after fold in --workers processes; leave --device and --trainer out")
+    if args.trainer == "grouped" and config.model != "htnet":
+        raise UsageError(f"--trainer grouped batches HTNet folds only, not --model "
+                         f"{config.model}; use --trainer loop or auto")
+    if args.protocol == "lodo" and args.trainer != "auto":
+        raise UsageError("--protocol lodo: its fits train as the device allows (grouped on a "
+                         "GPU, fold after fold on a CPU); leave --trainer out")
     out = args.out or ("results/tables/lodo" if args.protocol == "lodo" else "results/runs")
-    runs_dir = check_out(out)
+    runs_dir = check_out(out, writable=False)
     composite = data_mod.load_composite(args.data)
+    if not (args.protocol == "loso" and _stored(config, seed, composite, runs_dir, args)):
+        check_writable(runs_dir)  # only training writes: a stored run is read as it is
 
     if args.protocol == "lodo":
         path = lodo.run_lodo(composite, config, seed=seed, store_dir=runs_dir,
-                                  profile=args.profile, workers=args.workers,
-                                  retrain=args.retrain)
+                             profile=args.profile, workers=args.workers, retrain=args.retrain,
+                             device=device)
         print(path)
         return _print_lodo(path)
     if args.protocol == "nested":
         run_dir = nested.run_nested(composite, config, seed=seed, runs_dir=runs_dir,
-                                       profile=args.profile, workers=args.workers,
-                                       retrain=args.retrain)
+                                    profile=args.profile, workers=args.workers,
+                                    retrain=args.retrain, trainer=args.trainer, device=device)
     else:
         run_dir = loso.run_loso(composite, config, seed=seed, runs_dir=runs_dir,
-                                 profile=args.profile, device=device, retrain=args.retrain,
-                                 workers=args.workers, threads=args.threads or None,
-                                 trainer=args.trainer)
+                                profile=args.profile, device=device, retrain=args.retrain,
+                                workers=args.workers, threads=args.threads or None,
+                                trainer=args.trainer)
     print(run_dir)
     code = _print_evaluation(run_dir)
     if args.protocol == "nested":
         _print_nested(run_dir)
     return code
+
+
+def _stored(config, seed: int, composite, runs_dir: Path, args) -> bool:
+    """Whether the LOSO run this ``htnet train`` asks for is stored, finished, in ``runs_dir``
+    (the id :func:`htnetlib.training.loso.run_loso` computes)."""
+    from ..training.store import data_fingerprint, reusable, run_id
+
+    rid = run_id(config, seed, data_fingerprint(composite), args.profile)
+    return reusable(runs_dir / rid, retrain=args.retrain)
 
 
 def _print_nested(run_dir) -> None:
@@ -224,15 +248,8 @@ def _predict(args) -> int:
 # --------------------------------------------------------------------------- parser and main
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a usage error as one line, ``htnet: error: ...``, and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"htnet: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="htnet", description=__doc__,
+    parser = OneLineParser(prog="htnet", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"htnet {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -252,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="LOSO training of one profile and seed")
     p.add_argument("--profile", choices=PROFILE_ORDER, default="cpu",
                    help="model size and schedule (default cpu)")
-    p.add_argument("--model", choices=("htnet", "ststnet", "logreg"), default="htnet",
-                   help="HTNet, or a Table 2 baseline trained on the same folds")
+    p.add_argument("--model", type=model_name, default="htnet",
+                   metavar="{htnet,ststnet,logreg,package.module:factory}",
+                   help="HTNet, a Table 2 baseline trained on the same folds, or your own "
+                        "network: a callable returning an nn.Module from (N, 3, S, S) inputs "
+                        "to (N, 3) logits, called with the Config if it takes one argument; "
+                        "it trains with the profile's HTNet schedule")
     p.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**31 - 1 (default 0)")
     p.add_argument("--out", help="runs folder (default results/runs; results/tables/lodo for "
                                  "--protocol lodo)")
@@ -317,15 +338,47 @@ def _describe(exc: BaseException) -> str:
     """An error's message; an OSError as ``<file>: <reason>``; torch's as its first line."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
-    if isinstance(exc, MemoryError):
-        return f"out of memory ({exc})" if str(exc) else "out of memory"
+    if out_of_memory(exc):  # MemoryError, or an allocator's RuntimeError: what and how much
+        return out_of_memory(exc)
     text = str(exc) or type(exc).__name__
     if isinstance(exc, RuntimeError) and not isinstance(exc, TrainingError):
         text = text.strip().splitlines()[0]
     return text
 
 
+class _Stderr:
+    """sys.stderr, remembering whether the last text written to it ended its line, so that an
+    error after a progress bar's partial line starts a line of its own (and no blank line is
+    added after a finished one)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.line_ended = True
+
+    def write(self, text: str):
+        if text:
+            self.line_ended = text.endswith(("\n", "\r"))
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _close_bars() -> None:
+    """Close every tqdm progress bar still open (one an error passed through), so its line is
+    finished before the error is printed. tqdm is not imported if nothing imported it."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down by the error: nothing left to finish
+            pass
+
+
 def _error(message: str) -> None:
+    _close_bars()
+    if isinstance(sys.stderr, _Stderr) and not sys.stderr.line_ended:
+        sys.stderr.write("\n")
     print(f"htnet: error: {message}", file=sys.stderr)
 
 
@@ -340,26 +393,37 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     debug = args.debug or os.environ.get("HTNET_DEBUG", "") not in ("", "0")
+    stderr = sys.stderr
+    sys.stderr = _Stderr(stderr)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return args.func(args)
     except KeyboardInterrupt:
         if debug:
-            raise
+            _traceback()
         _error("interrupted" + (" (run it again to resume)" if args.command == "train" else ""))
         return EXIT_INTERRUPTED
     except Exception as exc:
         code = exit_code(exc)
-        if debug:
-            raise
+        if code is None or debug:  # --debug: the traceback, and still the error's own status
+            _traceback()
         if code is None:
-            traceback.print_exc()
             _error(f"unexpected {type(exc).__name__}: {_describe(exc)} (traceback above; "
                    "please report it)")
             return EXIT_BUG
         _error(_describe(exc))
         return code
+    finally:
+        sys.stderr = stderr
+
+
+def _traceback() -> None:
+    """The traceback of the error being handled, on a line of its own."""
+    _close_bars()
+    if isinstance(sys.stderr, _Stderr) and not sys.stderr.line_ended:
+        sys.stderr.write("\n")
+    traceback.print_exc()
 
 
 if __name__ == "__main__":  # pragma: no cover

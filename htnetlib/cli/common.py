@@ -4,10 +4,11 @@ fast."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
-from ..errors import EXIT_RUNTIME, UsageError
+from ..errors import EXIT_RUNTIME, EXIT_USAGE, UsageError
 
 def whole_number(minimum: int):
     """An argparse type: a whole number of at least ``minimum`` (``--workers``, ``--threads``,
@@ -25,6 +26,21 @@ def whole_number(minimum: int):
 
     return parse
 
+
+BUILT_IN_MODELS = ("htnet", "ststnet", "logreg")  # htnetlib.config.MODELS
+
+
+def model_name(text: str) -> str:
+    """An argparse type for ``--model``: htnet, ststnet, logreg, or a user's factory
+    ``package.module:callable`` (its format only; the import is checked before training)."""
+    import argparse
+
+    from ..config import is_user_model
+
+    if text in BUILT_IN_MODELS or is_user_model(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(BUILT_IN_MODELS)}, "
+                                     "nor a factory package.module:callable")
 
 
 def check_device(text: str | None) -> str | None:
@@ -52,19 +68,30 @@ def check_device(text: str | None) -> str | None:
     return text
 
 
-def check_out(text: str) -> Path:
-    """The runs folder ``text`` if it is, or can be made, a writable folder; else UsageError."""
+def check_out(text: str, flag: str = "--out", writable: bool = True) -> Path:
+    """The folder ``text`` (given as ``flag``) if it is, or can be made, a folder; else
+    UsageError. With ``writable`` it must also be writable (:func:`check_writable`)."""
     path = Path(text)
     existing = path.absolute()
     while not existing.exists():  # the nearest folder that exists (a file stops it too)
         existing = existing.parent
     if not existing.is_dir():
         where = "it" if existing == path.absolute() else str(existing)
-        raise UsageError(f"--out {text}: {where} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {text}: {existing} is not writable", EXIT_RUNTIME)
+        raise UsageError(f"{flag} {text}: {where} is a file, not a folder")
+    if writable:
+        check_writable(path, flag)
     return path
 
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """UsageError with exit status 4 (runtime) unless ``path``, or the nearest folder above it
+    that exists, is writable. Called only once something must be written: a finished run is
+    read from a read-only folder without it."""
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {existing} is not writable", EXIT_RUNTIME)
 
 
 def set_threads(threads: int) -> None:
@@ -75,3 +102,17 @@ def set_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error as one line, ``<name>: error: ...``, and exit status 2.
+
+    ``name`` is what the line starts with (default: the first word of ``prog``, so ``htnet``
+    for every ``htnet`` subcommand)."""
+
+    def __init__(self, *args, name: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = name or self.prog.split()[0]
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.name}: error: {message} (see {self.prog} --help)\n")

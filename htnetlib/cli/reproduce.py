@@ -20,12 +20,14 @@ Exit status: 0 done (or the plan printed), 2 a bad argument, 3 the release is mi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import EXIT_DATA, EXIT_REFUSED, EXIT_RUNTIME
+from ..errors import EXIT_DATA, EXIT_REFUSED, EXIT_RUNTIME, EXIT_USAGE
+from .common import OneLineParser, whole_number
 from ..io import ROOT
 from ..study.readme import update_readme
 
@@ -138,6 +140,8 @@ def refusal(plan, budget_hours: float) -> str:
         f"bash bench/gpu.sh run --profile {plan.profile}"
     inner = (f" and {len(plan.missing_nested)} nested rule(s) without inner fits"
              if plan.missing_nested else "")
+    if plan.missing_lodo:
+        inner += f" and {len(plan.missing_lodo)} leave-one-dataset-out result(s)"
     return (f"refused: the {len(plan.missing)} missing {plan.profile}-profile run(s){inner} "
             f"would take "
             f"{cost} on this {plan.device_type} (budget {budget_hours:g} h). Nothing was trained "
@@ -148,24 +152,47 @@ def refusal(plan, budget_hours: float) -> str:
             f"--allow-slow trains here anyway.")
 
 
+def positive_hours(text: str) -> float:
+    """An argparse type: a finite number of hours above 0 (``nan``, ``inf``, 0 and negative
+    budgets would switch the refusal off or on by accident)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be a finite number of "
+                                         "hours above 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..config import PROFILES
 
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = OneLineParser(prog="python -m htnetlib.reproduce", name="reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES),
                     help="training profile: cpu, paper or smoke")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 04 05")
     ap.add_argument("--retrain", action="store_true", help="train again even if runs exist")
     ap.add_argument("--plan", action="store_true", help="print the plan and stop")
-    ap.add_argument("--budget-hours", type=float, default=2.0,
+    ap.add_argument("--budget-hours", type=positive_hours, default=2.0,
                     help="most training time to spend here on missing runs (default 2)")
     ap.add_argument("--allow-slow", action="store_true",
                     help="train the missing runs even beyond the budget")
     ap.add_argument("--stored-only", action="store_true",
                     help="train nothing: render the notebooks from the stored runs")
-    ap.add_argument("--workers", type=int, default=2, help="fold processes on a CPU")
-    args = ap.parse_args(argv)
+    ap.add_argument("--workers", type=whole_number(1), default=2, help="fold processes on a CPU")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    known = [nb.name for nb in notebooks()]
+    unknown = [o for o in args.only or [] if not any(n.startswith(o) for n in known)]
+    if unknown:
+        print(f"reproduce: error: --only {' '.join(unknown)}: no notebook starts with "
+              f"{'this' if len(unknown) == 1 else 'these'}; the notebooks are "
+              f"{', '.join(n[:2] for n in known)}", file=sys.stderr)
+        return EXIT_USAGE
 
     from ..data import DataError, load_composite
     from ..study.plan import make_plan
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = COMMITTED_PROFILE if args.profile == "paper" else args.profile
         os.environ["HTNET_TRAIN_PROFILES"] = "none"  # the kernels inherit it
         print(f"stored runs only: the {profile} profile drives the notebooks, nothing is trained")
-    elif (plan.missing or plan.missing_nested) and not args.allow_slow:
+    elif plan.missing_jobs and not args.allow_slow:
         total = plan.missing_seconds
         if total is None or total > args.budget_hours * 3600:
             print(refusal(plan, args.budget_hours), file=sys.stderr)

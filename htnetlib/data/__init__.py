@@ -8,6 +8,7 @@ four facial regions (sections 3.1 and 4.2), synthetic faces and the raw-data pip
 * :mod:`~htnetlib.data.regions`: MTCNN landmarks and the network's input
   (:func:`~htnetlib.data.regions.network_inputs`).
 * :mod:`~htnetlib.data.synthetic`: made-up faces and motions for tests and notebooks.
+* :mod:`~htnetlib.data.raw`: the raw datasets' readers (frames and annotation tables).
 * :mod:`~htnetlib.data.preprocess`: raw datasets into the release layout.
 """
 

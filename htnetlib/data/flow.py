@@ -20,7 +20,7 @@ import threading
 import cv2
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, one_line, out_of_memory
 
 __all__ = [
     "APEX_METHODS",
@@ -182,15 +182,34 @@ def _to_rgb(image: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name} must be grey (H, W) or BGR (H, W, 3), got shape {image.shape}")
 
 
+def detect_faces(detector, rgb: np.ndarray, what: str, **kw):
+    """``detector.detect(rgb, **kw)``, with a frame too small for a face, or one MTCNN fails
+    on, as a DataError giving its size (MTCNN raises torch's ``expected a non-empty list`` for
+    a frame below its smallest face, ``min_face_size``, 20 pixels by default)."""
+    h, w = rgb.shape[:2]
+    smallest = getattr(detector, "min_face_size", None)
+    if (smallest is not None and min(h, w) < smallest) or min(h, w) < 1:
+        raise DataError(f"the {what} is {w}x{h} pixels, too small for a face (MTCNN needs at "
+                        f"least {smallest or 1}x{smallest or 1})")
+    try:
+        return detector.detect(rgb, **kw)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if out_of_memory(exc):
+            raise
+        raise DataError(f"face detection failed on the {w}x{h} {what} "
+                        f"({one_line(exc)})") from None
+
+
 def detect_landmarks(image: np.ndarray, detector=None) -> np.ndarray | None:
     """MTCNN's 5 landmarks (left eye, right eye, nose, mouth left, mouth right) as (x, y).
 
     ``image`` is grey or BGR uint8; ``detector`` anything with facenet-pytorch's
     ``detect(rgb, landmarks=True) -> (boxes, probs, points)`` (default :func:`face_detector`).
-    Returns a float32 (5, 2) array for the largest face, or None when no face is found.
+    Returns a float32 (5, 2) array for the largest face, or None when no face is found; a
+    frame too small for a face is a DataError giving its size (:func:`detect_faces`).
     """
     detector = face_detector() if detector is None else detector
-    _, _, points = detector.detect(_to_rgb(image, "image"), landmarks=True)
+    _, _, points = detect_faces(detector, _to_rgb(image, "image"), "image", landmarks=True)
     if points is None or len(points) == 0:
         return None
     return np.asarray(points[0], dtype=np.float32).reshape(5, 2)
@@ -206,13 +225,14 @@ def crop_face(
     same box cuts onset and apex, so no motion is introduced between them; both crops are
     resized with ``cv2.INTER_AREA`` (``INTER_LINEAR`` when enlarging).  Images keep their
     colour order.  ``detector`` is anything with facenet-pytorch's ``detect(rgb)`` returning
-    (boxes, probs); default :func:`face_detector`.  No face -> :class:`DataError`.
+    (boxes, probs); default :func:`face_detector`.  No face, or an onset too small for one
+    (:func:`detect_faces`) -> :class:`DataError`.
     """
     onset, apex = np.asarray(onset), np.asarray(apex)
     if onset.shape != apex.shape:
         raise ValueError(f"onset and apex differ in size: {onset.shape} vs {apex.shape}")
     detector = face_detector() if detector is None else detector
-    boxes, _ = detector.detect(_to_rgb(onset, "onset"))
+    boxes, _ = detect_faces(detector, _to_rgb(onset, "onset"), "onset frame")
     if boxes is None or len(boxes) == 0:
         raise DataError(
             f"no face found in the onset frame ({onset.shape[1]}x{onset.shape[0]} pixels)"

@@ -9,20 +9,104 @@ a configuration's parameters without allocating its weights (Table 5, the plan's
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, is_user_model
+from ..errors import ConfigError
 from .baselines import STSTNet
 from .htnet import HTNet
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def load_factory(model: str):
+    """The callable a user's model string ``package.module:callable`` names, imported now.
+
+    Every way it can fail is a one-line :class:`ConfigError` naming the string and the reason:
+    the format, a module not found (or failing to import), a missing attribute, or an
+    attribute that is not callable."""
+    if not is_user_model(model):
+        raise ConfigError(f"model={model!r} is not a factory of the form package.module:callable")
+    module_name, _, attr = model.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(f"model={model!r}: module {module_name!r} not found (is it on "
+                              "the Python path?)") from None
+        raise ConfigError(f"model={model!r}: importing {module_name} failed: {exc}") from exc
+    except Exception as exc:  # a SyntaxError or any error while the module runs
+        raise ConfigError(f"model={model!r}: importing {module_name} failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise ConfigError(f"model={model!r}: module {module_name} has no attribute {attr!r}")
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise ConfigError(f"model={model!r}: {attr} is not callable (an object of type "
+                          f"{type(factory).__name__})")
+    return factory
+
+
+def _takes_config(factory) -> bool:
+    """Whether ``factory`` accepts one positional argument (the Config)."""
+    try:
+        inspect.signature(factory).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): call it without arguments
+        return False
+    return True
+
+
+def build_user_model(config: Config) -> nn.Module:
+    """A user's network: ``config.model`` = ``package.module:factory``, imported and called.
+
+    The convention: a factory that accepts one argument is called with the :class:`Config`
+    (so it can read ``image_size``, ``dropout``, ...); any other is called with no arguments.
+    It must return an ``nn.Module`` mapping the network input (N, 3, S, S) float32, S =
+    ``config.image_size``, to (N, 3) logits. Failures are one-line :class:`ConfigError` errors."""
+    factory = load_factory(config.model)
+    try:
+        model = factory(config) if _takes_config(factory) else factory()
+    except Exception as exc:
+        raise ConfigError(f"model={config.model!r}: the factory raised "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model={config.model!r}: the factory returned a "
+                          f"{type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def check_user_model(config: Config) -> None:
+    """ConfigError unless ``config.model``'s factory builds a network mapping one input
+    (1, 3, S, S) to (1, 3) logits: the check a command runs before any run folder exists."""
+    model = build_user_model(config)
+    x = torch.zeros(1, 3, config.image_size, config.image_size)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"model={config.model!r}: the network fails on an input of shape "
+                          f"{tuple(x.shape)}: {type(exc).__name__}: {reason}") from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 3):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model={config.model!r}: the network maps an input of shape "
+                          f"{tuple(x.shape)} to {shape}, not (1, 3) logits")
+
+
 def build_model(config) -> nn.Module:
-    """The network a :class:`htnetlib.config.Config` names: HTNet or STSTNet."""
+    """The network a :class:`htnetlib.config.Config` names: HTNet, STSTNet, or a user's own
+    (``package.module:factory``, :func:`build_user_model`)."""
+    if is_user_model(config.model):
+        return build_user_model(config)
     if config.model == "htnet":
         return HTNet(image_size=config.image_size, patch_size=config.patch_size, num_classes=3,
                      dim=config.dim, heads=config.heads, num_hierarchies=config.num_hierarchies,

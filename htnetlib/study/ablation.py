@@ -342,8 +342,10 @@ def time_epochs(data: Composite, configs: dict, *, epochs: int = 2, repeats: int
 
 
 def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False,
-                 epochs: int = 2, repeats: int = 3, threads: int = 1) -> pd.DataFrame:
-    """Table 5's training time measured here, read from ``<results_dir>/timing/`` if stored.
+                 epochs: int = 2, repeats: int = 3, threads: int = 1,
+                 out_dir=None) -> pd.DataFrame:
+    """Table 5's training time measured here, read from ``<results_dir>/timing/`` if stored,
+    else measured and written to ``<out_dir>/timing/`` (default ``results_dir``).
 
     Every layer configuration of every profile in ``profiles`` is timed in one process
     (:func:`time_epochs`) and stored with the machine, commit and library versions beside it,
@@ -367,7 +369,7 @@ def layer_timing(data: Composite, profiles, *, results_dir, retime: bool = False
             "data_fingerprint": fingerprint, "epochs": epochs, "repeats": repeats,
             "threads": threads, **provenance(torch.device("cpu"), dirty=False),
             "timing": df.to_dict(orient="records")}
-    write_json(path, meta)
+    write_json(Path(out_dir or results_dir) / "timing" / path.name, meta)
     return df
 
 

@@ -10,11 +10,14 @@ rendered and recomputed everywhere.
 * :data:`SELECTION_VARIANTS`: notebook 12's training variants, fixed before any was trained;
   :data:`NESTED_VARIANTS` get the nested rule's inner fits.
 * :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
+* :func:`experiments`: every job the notebooks of a profile need (LOSO runs, nested inner fits,
+  leave-one-dataset-out results), read from the lists above, in notebook order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -194,3 +197,66 @@ ABLATIONS: dict[str, Ablation] = {
                 "L = 4 grid point."),
 }
 
+
+
+# --------------------------------------------------------------------------- the registry
+
+# a LOSO run, the nested inner fits of a run, a leave-one-dataset-out result
+KINDS = ("loso", "nested", "lodo")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One job the notebooks need: a LOSO run (:func:`htnetlib.training.loso.run_loso`), the
+    nested rule's inner fits of a run (:func:`htnetlib.training.nested.run_nested`, stored in
+    ``<run>/inner/``) or a leave-one-dataset-out result
+    (:func:`htnetlib.training.lodo.run_lodo`); ``why`` names every notebook that reads it."""
+
+    kind: str
+    config: Config
+    seed: int
+    why: tuple = ()
+
+
+def experiments(profile: str, seeds=SEEDS) -> list[Experiment]:
+    """Every job the notebooks of ``profile`` need, in notebook order, each once.
+
+    A job several notebooks need (same kind, configuration and seed) is listed where it first
+    appears and keeps every reason. Seeds follow the notebooks: Table 2's rows and the seed
+    spreads with every seed, logistic regression and single changes with the first (see
+    :func:`table2_seeds`, :func:`selection_seeds`), notebook 13's models as it picks them (every
+    seed, logistic regression the first only).
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("experiments: no seeds given")
+    found: dict[tuple, tuple[Experiment, list]] = {}
+
+    def need(kind: str, config: Config, seed: int, why: str) -> None:
+        key = (kind, json.dumps(config.to_dict(), sort_keys=True), int(seed))
+        found.setdefault(key, (Experiment(kind, config, int(seed)), []))[1].append(why)
+
+    default = profile_config(profile)
+    need("loso", default, seeds[0], "04 training")
+    for name in TABLE2:
+        cfg = table2_config(name, profile)
+        for s in table2_seeds(name, seeds):
+            need("loso", cfg, s, f"05 Table 2: {name}")
+    for nb, key in (("06", "block_size"), ("07", "dim"), ("08", "heads"), ("09", "layers")):
+        ab = ABLATIONS[key]
+        for v in ab.values:
+            need("loso", ab.config(v, profile), seeds[0], f"{nb} {ab.item}: {ab.label(v)}")
+        for s in seeds:
+            need("loso", default, s, f"{nb} seed spread")
+    need("loso", dataclasses.replace(default, permute_labels=True), 0, "11 null model")
+    for s in seeds:
+        need("loso", table2_config("STSTNet", profile), s, "11 protocol audit")
+    for name in SELECTION_VARIANTS:
+        for s in selection_seeds(name, seeds):
+            need("loso", selection_config(name, profile), s, f"12 honest selection: {name}")
+    for name in NESTED_VARIANTS:
+        need("nested", selection_config(name, profile), seeds[0], f"12 nested rule: {name}")
+    for name, (model, _) in LODO_MODELS.items():
+        for s in (seeds[:1] if model == "logreg" else seeds):
+            need("lodo", lodo_config(name, profile), s, f"13 leave one dataset out: {name}")
+    return [dataclasses.replace(e, why=tuple(why)) for e, why in found.values()]

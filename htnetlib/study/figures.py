@@ -3,13 +3,29 @@ the drawings that several notebooks share (HTNet's architecture, the region colo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write
+from ..io import ROOT, atomic_write
 from .tables import markdown
+
+RESULTS_ENV = "HTNET_RESULTS_DIR"  # where a test session sends every output instead
+
+
+def stored_dir(value) -> Path:
+    """Where a notebook reads stored results (runs, leave-one-dataset-out results, timings):
+    its ``results_dir`` parameter, resolved against the repository root when relative."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def results_dir(value) -> Path:
+    """Where a notebook writes its figures, tables, findings and timings: ``$HTNET_RESULTS_DIR``
+    when set (a test session's temporary folder), else :func:`stored_dir` of ``value``."""
+    return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else stored_dir(value)
 
 
 def provenance(item: str, *, profile: str | None = None, protocol: str | None = None,

@@ -1,49 +1,44 @@
-"""Which LOSO runs the notebooks of a profile need, which are stored, and what the rest cost.
+"""Which jobs the notebooks of a profile need, which are stored, and what the rest cost.
 
-The notebooks find their runs by id (:func:`htnetlib.run_id`: configuration, data and
-seed), so the list of runs a profile needs is known before any notebook executes:
+The list comes from the experiment registry, :func:`htnetlib.study.experiments.experiments`
+(notebook order, duplicates merged): LOSO runs (04-12), the nested rule's inner fits of
+notebook 12 (stored in ``<run>/inner/``) and notebook 13's leave-one-dataset-out results
+(``results/tables/lodo/<lodo id>/``). The notebooks find each by id (:func:`run_id` for runs and
+inner fits, :func:`lodo_id`: configuration, data and seed), so what they need is known before
+any notebook executes.
 
-* 04 (training): the profile's HTNet, seed 0;
-* 05 (Table 2) and 11 (protocol audit): HTNet, HTNet on the whole map, STSTNet with every seed,
-  logistic regression once, and the permuted-label null model (seed 0);
-* 06-09 (section 4.4): every grid point of the four ablations with the first seed, and the
-  profile's default with every seed;
-* 12 (honest selection): the training variants of :data:`htnetlib.protocols.VARIANTS`, the single
-  changes with the first seed and the combinations with every seed (its nested rule adds the
-  inner fits of :func:`htnetlib.protocols.run_nested`, stored inside their outer run).
-
-Notebook 13 reads stored LOSO runs only; its leave-one-dataset-out results are not LOSO runs.
-
-:func:`make_plan` splits that list into stored and missing runs and estimates what each missing
-run costs on a device, from timings measured in this repository (:func:`estimate`): a stored run
+:func:`make_plan` splits that list into stored and missing jobs and estimates what each missing
+one costs on a device, from timings measured in this repository (:func:`estimate`): a stored run
 of the same model on the same kind of device, scaled by parameters, epochs and folds, or the
 per-epoch CPU timings of Table 5 (``results/timing/``). Where no timing exists, it says so.
 ``htnetlib.reproduce`` prints the plan and refuses a run that would take too long here;
-``htnet grid`` submits the missing runs as jobs.
+``htnet grid`` submits the missing jobs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, profile_config
+from ..config import Config
 from ..io import ROOT
 from ..model import parameter_count
-from ..training.nested import INNER_GROUPS, nested_complete
+from ..training import lodo as lodo_mod
+from ..training.lodo import LODO_DATASETS, LODO_FILES, lodo_id
+from ..training.nested import INNER_DIR, INNER_GROUPS, nested_complete
 from ..training.store import data_fingerprint, is_complete, run_id
-from .experiments import (ABLATIONS, NESTED_VARIANTS, SEEDS, SELECTION_VARIANTS, TABLE2, selection_config,
-                          selection_seeds, table2_config, table2_seeds)
+from .experiments import SEEDS, experiments
 
 N_FOLDS = 68  # subjects of the composite benchmark
 
 
 @dataclass
 class Need:
-    """One run that notebooks need: its configuration, seed and profile, and who needs it."""
+    """One job that notebooks need: its kind (``loso``, ``nested`` or ``lodo``), configuration,
+    seed and profile, and who needs it; ``run_id`` is the run's id (a nested job's outer run) or
+    the leave-one-dataset-out id."""
 
     config: Config
     seed: int
@@ -53,50 +48,42 @@ class Need:
     stored: bool = False
     seconds: float | None = None  # estimated cost on the planned device, if missing
     basis: str = ""  # what the estimate rests on
+    kind: str = "loso"
 
-    nested: bool = False  # the inner fits of this run for the nested rule, not the run
+    @property
+    def nested(self) -> bool:
+        """The inner fits of this run for the nested rule, not the run."""
+        return self.kind == "nested"
+
+    @property
+    def key(self) -> str:
+        """The job's id, unique over kinds: the run id, ``<run id>/inner`` or the lodo id."""
+        return f"{self.run_id}/{INNER_DIR}" if self.nested else self.run_id
 
     @property
     def label(self) -> str:
-        what = f"{self.run_id}/inner" if self.nested else self.run_id
-        return f"{what} ({'; '.join(self.why)})"
+        return f"{self.key} ({'; '.join(self.why)})"
+
+
+def needed(profile: str, seeds=SEEDS, kind: str | None = None) -> list[Need]:
+    """The registry's jobs for ``profile`` (of one ``kind``, or all), in notebook order."""
+    return [Need(e.config, e.seed, profile, list(e.why), kind=e.kind)
+            for e in experiments(profile, seeds) if kind in (None, e.kind)]
 
 
 def needed_runs(profile: str, seeds=SEEDS) -> list[Need]:
-    """Every run the notebooks of ``profile`` train where missing, in notebook order."""
-    seeds = list(seeds)
-    found: dict[tuple, Need] = {}
-
-    def need(config: Config, seed: int, why: str) -> None:
-        key = (json.dumps(config.to_dict(), sort_keys=True), seed)
-        found.setdefault(key, Need(config, seed, profile)).why.append(why)
-
-    default = profile_config(profile)
-    need(default, 0, "04 training")
-    for name in TABLE2:
-        cfg = table2_config(name, profile)
-        for s in table2_seeds(name, seeds):
-            need(cfg, s, f"05 Table 2: {name}")
-    for nb, key in (("06", "block_size"), ("07", "dim"), ("08", "heads"), ("09", "layers")):
-        ab = ABLATIONS[key]
-        for v in ab.values:
-            need(ab.config(v, profile), seeds[0], f"{nb} {ab.item}: {ab.label(v)}")
-        for s in seeds:
-            need(default, s, f"{nb} seed spread")
-    need(dataclasses.replace(default, permute_labels=True), 0, "11 null model")
-    for s in seeds:
-        need(table2_config("STSTNet", profile), s, "11 protocol audit")
-    for name in SELECTION_VARIANTS:
-        for s in selection_seeds(name, seeds):
-            need(selection_config(name, profile), s, f"12 honest selection: {name}")
-    return list(found.values())
+    """Every LOSO run the notebooks of ``profile`` train where missing, in notebook order."""
+    return needed(profile, seeds, "loso")
 
 
 def needed_nested(profile: str, seeds=SEEDS) -> list[Need]:
     """The runs whose inner fits notebook 12's nested rule needs (first seed)."""
-    return [Need(selection_config(name, profile), list(seeds)[0], profile,
-                 [f"12 nested rule: {name}"], nested=True)
-            for name in NESTED_VARIANTS]
+    return needed(profile, seeds, "nested")
+
+
+def needed_lodo(profile: str, seeds=SEEDS) -> list[Need]:
+    """Notebook 13's leave-one-dataset-out results."""
+    return needed(profile, seeds, "lodo")
 
 
 # --------------------------------------------------------------------------- cost
@@ -187,14 +174,22 @@ def estimate(config: Config, device_type: str, *, workers: int = 2, n_folds: int
 
 @dataclass
 class Plan:
+    """The jobs of a profile's notebooks on one release, by kind, each stored or missing."""
+
     profile: str
     device_type: str
-    needs: list
+    needs: list  # LOSO runs
     nested: list = field(default_factory=list)  # inner stores of notebook 12's nested rule
+    lodo: list = field(default_factory=list)  # notebook 13's leave-one-dataset-out results
+
+    @property
+    def jobs(self) -> list:
+        """Every job of every kind, in notebook order."""
+        return self.needs + self.nested + self.lodo
 
     @property
     def missing(self) -> list:
-        """The missing LOSO runs (what ``htnet grid`` submits)."""
+        """The missing LOSO runs."""
         return [n for n in self.needs if not n.stored]
 
     @property
@@ -203,30 +198,53 @@ class Plan:
         return [n for n in self.nested if not n.stored]
 
     @property
+    def missing_lodo(self) -> list:
+        """The missing leave-one-dataset-out results (notebook 13 trains them)."""
+        return [n for n in self.lodo if not n.stored]
+
+    @property
+    def missing_jobs(self) -> list:
+        """Every missing job of every kind, in notebook order (what ``htnet grid`` submits)."""
+        return [n for n in self.jobs if not n.stored]
+
+    @property
     def missing_seconds(self) -> float | None:
-        """Total estimated cost of the missing runs and inner fits; None when one of them has
-        no estimate."""
-        costs = [n.seconds for n in self.missing + self.missing_nested]
+        """Total estimated cost of the missing jobs of every kind; None when one of them has no
+        estimate."""
+        costs = [n.seconds for n in self.missing_jobs]
         return None if any(c is None for c in costs) else float(sum(costs))
 
+    def counts(self) -> str:
+        """``N LOSO runs, N nested inner fits, N leave-one-dataset-out results``."""
+        return (f"{len(self.needs)} LOSO runs, {len(self.nested)} nested inner fits, "
+                f"{len(self.lodo)} leave-one-dataset-out results")
+
     def summary(self, limit: int = 12) -> str:
-        """What is stored, what is missing and what the missing runs cost here."""
+        """What is stored, what is missing and what the missing jobs cost here."""
+        missing = self.missing_jobs
         lines = [f"profile {self.profile}: {len(self.needs)} runs needed by the notebooks, "
-                 f"{len(self.needs) - len(self.missing)} stored, {len(self.missing)} missing"]
+                 f"{len(self.needs) - len(self.missing)} stored, {len(self.missing)} missing; "
+                 f"nested inner fits {len(self.nested) - len(self.missing_nested)} of "
+                 f"{len(self.nested)} stored, leave-one-dataset-out results "
+                 f"{len(self.lodo) - len(self.missing_lodo)} of {len(self.lodo)} stored"]
         for n in self.missing[:limit]:
-            cost = "no timing" if n.seconds is None else _duration(n.seconds)
-            lines.append(f"  missing {n.label}: {cost} on this {self.device_type} ({n.basis})")
+            lines.append(self._line(n))
         if len(self.missing) > limit:
             lines.append(f"  ... and {len(self.missing) - limit} more")
-        for n in self.missing_nested:
-            cost = "no timing" if n.seconds is None else _duration(n.seconds)
-            lines.append(f"  missing {n.label}: {cost} on this {self.device_type} ({n.basis})")
+        for n in self.missing_nested + self.missing_lodo[:limit]:
+            lines.append(self._line(n))
+        if len(self.missing_lodo) > limit:
+            lines.append(f"  ... and {len(self.missing_lodo) - limit} more")
         total = self.missing_seconds
-        if self.missing or self.missing_nested:
-            lines.append("  estimated cost of the missing runs here: "
-                         + ("unknown (a run has no timing)" if total is None else
+        if missing:
+            lines.append("  estimated cost of the missing jobs here: "
+                         + ("unknown (a job has no timing)" if total is None else
                             _duration(total)))
         return "\n".join(lines)
+
+    def _line(self, n: Need) -> str:
+        cost = "no timing" if n.seconds is None else _duration(n.seconds)
+        return f"  missing {n.label}: {cost} on this {self.device_type} ({n.basis})"
 
 
 def _duration(seconds: float) -> str:
@@ -237,30 +255,76 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def lodo_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished leave-one-dataset-out result: its four files exist
+    (what :func:`htnetlib.training.lodo.run_lodo` reuses), and, where the training layer has its
+    own test (``training.lodo.lodo_complete``), that test passes too."""
+    if not all((Path(path) / f).is_file() for f in LODO_FILES):
+        return False
+    own = getattr(lodo_mod, "lodo_complete", None)
+    return own is None or own(path)
+
+
+def lodo_fraction(table, n_folds: int) -> float:
+    """A leave-one-dataset-out result's cost as a fraction of one LOSO run of ``n_folds`` folds.
+
+    Training dominates a fold's cost and grows with the samples trained on: a LOSO fold trains
+    on about N (1 - 1/S) of the N samples (S subjects), the fold that holds out dataset d on
+    N - N_d. So the result costs (the LOSO run / ``n_folds``) x sum over held-out datasets of
+    (N - N_d) / (N (1 - 1/S)): with three datasets, about 2 / (S - 1) of a full LOSO run (the
+    extra test samples per epoch are ignored).
+    """
+    n, subjects = len(table), table["subject"].nunique()
+    sizes = table["dataset"].value_counts()
+    held = [d for d in LODO_DATASETS if d in sizes.index]
+    per_loso_fold = n * (1 - 1 / max(subjects, 2))
+    return sum(n - int(sizes[d]) for d in held) / per_loso_fold / n_folds
+
+
 def make_plan(data, profile: str, *, runs_dir: Path = ROOT / "results" / "runs",
-              device_type: str = "cpu", workers: int = 2, seeds=SEEDS,
-              retrain: bool = False) -> Plan:
-    """The runs ``profile``'s notebooks need on ``data``, stored or not, with the cost of each
-    missing one on ``device_type`` (all of them count as missing with ``retrain``)."""
+              lodo_dir: Path | None = None, device_type: str = "cpu", workers: int = 2,
+              seeds=SEEDS, retrain: bool = False) -> Plan:
+    """The jobs ``profile``'s notebooks need on ``data`` (:func:`experiments`), stored or not,
+    with the cost of each missing one on ``device_type`` (all of them count as missing with
+    ``retrain``). Runs and inner fits are looked for in ``runs_dir``, leave-one-dataset-out
+    results in ``lodo_dir`` (default: ``tables/lodo`` beside ``runs_dir``, where the notebooks
+    keep them).
+
+    Costs: a LOSO run as :func:`estimate`; inner fits (INNER_GROUPS - 1) times their run
+    (INNER_GROUPS fits per fold, each on (INNER_GROUPS - 1) / INNER_GROUPS of its training
+    subjects); a leave-one-dataset-out result as :func:`lodo_fraction` of a LOSO run. Inner fits
+    and leave-one-dataset-out results train on the CPU (:func:`run_nested` and :func:`run_lodo`
+    take no device), so their LOSO reference is a CPU estimate even on a GPU plan.
+    """
+    runs_dir = Path(runs_dir)
+    lodo_dir = runs_dir.parent / "tables" / "lodo" if lodo_dir is None else Path(lodo_dir)
     fingerprint = data_fingerprint(data)
     n_folds = data.table["subject"].nunique()
-    needs = needed_runs(profile, seeds)
-    timings = _stored_timings(Path(runs_dir)) + _cpu_epoch_timings(Path(runs_dir).parent)
-    for n in needs:
-        n.run_id = run_id(n.config, n.seed, fingerprint, profile)
-        n.stored = not retrain and is_complete(Path(runs_dir) / n.run_id)
-        if not n.stored:
-            n.seconds, n.basis = estimate(n.config, device_type, workers=workers,
-                                          n_folds=n_folds, timings=timings)
-    nested = needed_nested(profile, seeds)
-    for n in nested:
-        n.run_id = run_id(n.config, n.seed, fingerprint, profile)
-        n.stored = not retrain and nested_complete(Path(runs_dir) / n.run_id)
-        if not n.stored:
-            # INNER_GROUPS fits per fold, each on (INNER_GROUPS - 1) / INNER_GROUPS of its
-            # training subjects: (INNER_GROUPS - 1) times the LOSO run (4.4 measured, cpu)
-            seconds, basis = estimate(n.config, device_type, workers=workers, n_folds=n_folds,
-                                      timings=timings)
+    timings = _stored_timings(runs_dir) + _cpu_epoch_timings(runs_dir.parent)
+    plan = Plan(profile, device_type, [], [], [])
+    for n in needed(profile, seeds):
+        if n.kind == "lodo":
+            n.run_id = lodo_id(n.config, n.seed, fingerprint, profile)
+            n.stored = not retrain and lodo_complete(lodo_dir / n.run_id)
+        else:
+            n.run_id = run_id(n.config, n.seed, fingerprint, profile)
+            n.stored = not retrain and (nested_complete if n.nested else is_complete)(
+                runs_dir / n.run_id)
+        {"loso": plan.needs, "nested": plan.nested, "lodo": plan.lodo}[n.kind].append(n)
+        if n.stored:
+            continue
+        # inner fits and leave-one-dataset-out fits train on the job's device as LOSO folds do
+        # (grouped on a GPU: htnetlib.training.nested.inner_trainer)
+        seconds, basis = estimate(n.config, device_type, workers=workers, n_folds=n_folds,
+                                  timings=timings)
+        if n.kind == "loso":
+            n.seconds, n.basis = seconds, basis
+        elif n.kind == "nested":
             n.seconds = None if seconds is None else seconds * (INNER_GROUPS - 1)
             n.basis = f"{INNER_GROUPS - 1} x the LOSO run, {basis}"
-    return Plan(profile, device_type, needs, nested)
+        else:
+            folds = min(n_folds, n.config.max_folds or n_folds)
+            share = lodo_fraction(data.table, folds)
+            n.seconds = None if seconds is None else seconds * share
+            n.basis = f"{share:.3g} x the LOSO run (samples trained), {basis}"
+    return plan

@@ -24,7 +24,7 @@ def check_parameters(profile: str, *, seeds=None, seed=None) -> None:
 
     Raises :class:`htnetlib.config.ConfigError` with one line naming the value and the choices.
     """
-    from .config import PROFILES, ConfigError, check_seed
+    from ..config import PROFILES, ConfigError, check_seed
 
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} is not a profile; choose one of "
@@ -40,8 +40,8 @@ def check_parameters(profile: str, *, seeds=None, seed=None) -> None:
 
 def profile_note(profiles=("cpu", "paper")) -> str:
     """Markdown for the top of a notebook with measured numbers: which model each profile is."""
-    from .ablation import parameter_count
-    from .config import PROFILES
+    from ..model import parameter_count
+    from ..config import PROFILES
 
     def size(n: int) -> str:
         return f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"

@@ -10,6 +10,15 @@ in. LOSO folds, nested inner fits and leave-one-dataset-out fits are all jobs, c
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -17,7 +26,10 @@ from ..config import Config
 from ..data import Composite
 from ..data.regions import network_inputs
 from .fold import train_fold
-from .store import save_fold
+from ..io import write_json
+from ..errors import StoreWarning
+from .store import (LOCK_NAME, Kind, clear_jobs, damage, is_complete, run_lock, save_fold,
+                    stored_fold_ok)
 
 
 class JobArrays:
@@ -65,18 +77,138 @@ def train_jobs(jobs: list[dict], trainer: str, dev: torch.device, workers: int,
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=watch_parent,
+                               initargs=(os.getpid(),))
+    try:
         for fut in as_completed([pool.submit(fold_job, job, threads) for job in jobs]):
             fut.result()
             yield 1
+    except BaseException:  # Ctrl-C, a failed fold, or the caller closing us: stop at once
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+# The pid of the process that started this worker (None outside a worker): see watch_parent.
+_PARENT: int | None = None
+PARENT_POLL_SECONDS = 0.2
+
+
+def watch_parent(parent: int) -> None:
+    """Initializer of a fold worker: end this process as soon as its parent is gone.
+
+    A parent killed by SIGTERM or SIGKILL cannot stop its workers, which would otherwise go on
+    training (and storing) folds nobody waits for. A daemon thread checks ``os.getppid()``
+    every :data:`PARENT_POLL_SECONDS` and calls ``os._exit`` once it changes. Ctrl-C is left
+    to the parent (SIGINT is ignored here), which stops the pool at once (:func:`stop_pool`).
+    """
+    global _PARENT
+    _PARENT = parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="htnet-parent-watch", daemon=True).start()
+
+
+def parent_alive() -> bool:
+    """False in a worker whose parent has gone (True outside a worker)."""
+    return _PARENT is None or os.getppid() == _PARENT
+
+
+def stop_pool(pool) -> None:
+    """Cancel the queued folds of ``pool`` and end its worker processes now, without waiting
+    for the folds they are training; the folds stored so far stay, so the next call resumes."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=2)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=2)
 
 
 def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
-    """Train one fold and store it atomically (runs in a worker process when workers > 1)."""
+    """Train one fold and store it atomically (runs in a worker process when workers > 1).
+
+    A worker whose parent has gone stores nothing: nobody waits for the fold, and a file
+    written after the parent died would appear behind the user's back."""
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"], job["y_test"],
                      seed=job["seed"], device=torch.device(job["device"]), name=job["name"],
                      progress=progress, x_train_mirror=job.get("x_train_mirror"))
+    if not parent_alive():
+        os._exit(1)
     save_fold(job["path"], job["subject"], res)
+
+
+def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dict]],
+            assemble: Callable[[dict, list[dict]], dict], retrain: bool = False,
+            trainer: str | Callable = "loop", device: torch.device | None = None,
+            workers: int = 1, threads: int | None = 1, progress: bool = False,
+            desc: str | None = None) -> Path:
+    """Train, resume or reuse one stored result of ``kind`` in ``folder``, under its lock.
+
+    With ``retrain`` everything but the lock is removed first. A result found finished (by
+    another process, or one killed after its final config.json) keeps its files and loses its
+    leftover job files. Otherwise: ``meta`` is written as config.json without the completion
+    keys (unfinished); ``jobs()`` gives every job, of which those not stored and usable
+    (:func:`stored_fold_ok`) are trained by ``trainer`` (``loop`` or ``grouped``, see
+    :func:`train_jobs`; or a function of the jobs to train giving
+    ``(trainer, timing)``, whose choice and timing config.json records as ``trainer`` and
+    ``trainer_timing``); ``assemble(meta, jobs)`` writes the result's other files and returns
+    the final config.json, written last; then the job files are removed.
+    """
+    folder = Path(folder)
+    device = device if device is not None else torch.device("cpu")
+    with run_lock(folder):
+        if retrain:  # remove everything but the lock we hold
+            for path in folder.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.name != LOCK_NAME:
+                    path.unlink()
+        if is_complete(folder, kind):
+            clear_jobs(folder, kind)
+            return folder
+        problem = all((folder / f).is_file() for f in kind.files) and damage(folder, kind)
+        if problem:  # a finished result damaged afterwards: say so once, then train it again
+            warnings.warn(f"{problem}; training the {kind.what} again", StoreWarning,
+                          stacklevel=2)
+        meta = {k: v for k, v in meta.items() if k not in kind.finished}
+        write_json(folder / "config.json", meta)  # without the completion keys: unfinished
+        every = jobs()
+        todo = [j for j in every if not stored_fold_ok(j)]  # resume; damaged ones again
+        if callable(trainer):
+            trainer, timing = trainer(todo)
+            meta.update(trainer=trainer, trainer_timing=timing)
+            write_json(folder / "config.json", meta)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(every), initial=len(every) - len(todo), desc=desc or folder.name,
+                       unit="fold")
+        steps = train_jobs(todo, trainer, device, workers, threads, progress)
+        try:  # an error ends the bar's line first, so the error starts a line of its own
+            for done in steps:
+                if bar is not None:
+                    bar.update(done)
+        finally:
+            steps.close()  # stops the worker processes at once if we did not finish
+            if bar is not None:
+                bar.close()
+        final = assemble(meta, every)
+        lacking = [k for k in kind.finished if k not in final]
+        if lacking:
+            raise AssertionError(f"assembly of a {kind.what} left out {', '.join(lacking)}")
+        write_json(folder / "config.json", final)
+        clear_jobs(folder, kind)
+    return folder
 

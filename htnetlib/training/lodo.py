@@ -3,80 +3,94 @@ third, final epoch only; stored like a run (:mod:`htnetlib.training.store`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 from ..config import Config, check_seed
 from ..data import Composite
-from ..errors import RunError
 from ..evaluation import metrics
-from ..io import atomic_write, provenance, read_json, read_npz, write_json
-from .fold import fold_seed
-from .jobs import JobArrays, train_jobs
-from .store import FOLD_KEYS, check_training_allowed, data_fingerprint, run_lock, stored_fold_ok
+from ..io import atomic_write, read_npz, write_json
+from .fold import fold_seed, pick_device
+from .jobs import JobArrays, produce
+from .nested import inner_trainer
+from .store import (FOLD_KEYS, LODO, RUN_FILES, check_training_allowed, data_fingerprint,
+                    hash_id, is_complete, load_stored, model_tag, record, reusable)
 
 
 LODO_DATASETS = ("smic", "casme2", "samm")
 
 
-LODO_FILES = ("config.json", "predictions.csv", "epochs.npz", "metrics.json")
+LODO_FILES = RUN_FILES
 
 
 def lodo_id(config: Config, seed: int, fingerprint: str, profile: str | None = None) -> str:
-    """``lodo-<model>-<profile>-s<seed>-<hash>``, the hash over configuration, data and seed."""
-    blob = json.dumps({"protocol": "lodo", "config": config.to_dict(), "seed": seed,
-                       "data": fingerprint}, sort_keys=True)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    return f"lodo-{config.model}-{profile or 'custom'}-s{seed}-{digest}"
+    """``lodo-<model>-<profile>-s<seed>-<hash>``, the hash over the protocol, configuration,
+    data and seed (:func:`htnetlib.training.store.hash_id`)."""
+    return hash_id(f"lodo-{model_tag(config.model)}-{profile or 'custom'}-s{seed}",
+                   {"protocol": "lodo", "config": config.to_dict(), "seed": seed,
+                    "data": fingerprint})
+
+
+def lodo_complete(path: Path | str) -> bool:
+    """Whether ``path`` is a finished leave-one-dataset-out result: its four files exist and
+    its config.json, written last, holds ``lodo_id`` and ``n_samples``."""
+    return is_complete(Path(path), LODO)
 
 
 def run_lodo(data: Composite, config: Config, *, seed: int = 0,
              store_dir: Path | str = "results/tables/lodo", profile: str | None = None,
-             workers: int = 1, retrain: bool = False) -> Path:
+             workers: int = 1, retrain: bool = False, device: str | None = None) -> Path:
     """Leave one dataset out: for each of SMIC, CASME II and SAMM present, train ``config`` on
-    the other datasets' samples and predict this one's after every epoch; stored like a run in
-    ``<store_dir>/<lodo id>/``: config.json (configuration, seed, data fingerprint, commit,
-    device, versions), predictions.csv (``honest`` = the final epoch: no choice is made),
-    epochs.npz (``pred`` (epochs, N), per held-out dataset curves) and metrics.json (UF1 and UAR
-    per held-out dataset). ``max_folds`` is ignored: every sample of each dataset is tested.
+    the other datasets' samples and predict this one's after every epoch; stored like a run
+    (:data:`htnetlib.training.store.LODO`, trained, resumed and reused by
+    :func:`htnetlib.training.jobs.produce`) in ``<store_dir>/<lodo id>/``: config.json
+    (configuration, seed, data fingerprint, commit, device, versions; written last, with
+    ``lodo_id`` and ``n_samples``), predictions.csv (``honest`` = the final epoch: no choice is
+    made), epochs.npz (``pred`` (epochs, N), per held-out dataset curves) and metrics.json (UF1
+    and UAR per held-out dataset). ``max_folds`` is ignored: every sample of each dataset is
+    tested. The fits train on ``device`` (default: the first available) as nested inner fits do
+    (:func:`htnetlib.training.nested.inner_trainer`).
     """
     config.check()
     seed = check_seed(seed)
     fingerprint = data_fingerprint(data)
     out = Path(store_dir) / lodo_id(config, seed, fingerprint, profile)
-    if all((out / f).is_file() for f in LODO_FILES) and not retrain:
+    if reusable(out, LODO, retrain):
         return out
-    check_training_allowed(profile, f"{out.name} is not stored under {store_dir}")
+    if retrain or not is_complete(out, LODO):
+        check_training_allowed(profile, f"{out.name} is not stored under {store_dir}")
     table = data.table
     held = [d for d in LODO_DATASETS if d in set(table["dataset"])]
     if len(held) < 2:
         raise ValueError(f"leave-one-dataset-out needs two datasets or more; the release holds "
                          f"{held}")
-    arrays = JobArrays(data, config)
-    dev = torch.device("cpu")
-    with run_lock(out):
-        if retrain:
-            shutil.rmtree(out / "folds", ignore_errors=True)
-        jobs = []
+    dev = pick_device(device)
+
+    def jobs() -> list[dict]:
+        arrays = JobArrays(data, config)
+        out_jobs = []
         for k, d in enumerate(held):
             test = (table["dataset"] == d).to_numpy()
-            jobs.append(arrays.job(~test, test, seed=fold_seed(seed, k), device="cpu",
-                                   name=f"held-out dataset {d}", subject=d,
-                                   path=out / "folds" / f"{k:02d}.npz"))
-        todo = [j for j in jobs if not stored_fold_ok(j)]
-        for _ in train_jobs(todo, "loop", dev, workers, 1, False):
-            pass
-        _assemble_lodo(out, data, config, seed, profile, fingerprint, held, jobs)
-    return out
+            out_jobs.append(arrays.job(~test, test, seed=fold_seed(seed, k), device=str(dev),
+                                       name=f"held-out dataset {d}", subject=d,
+                                       path=out / "folds" / f"{k:02d}.npz"))
+        return out_jobs
+
+    meta = {"lodo_id": out.name, "protocol": "leave one dataset out (final epoch)",
+            "profile": profile, **record(data, config, seed, fingerprint, dev),
+            "held_out": held,
+            "recompute": "htnetlib.training.lodo.run_lodo(data, Config.from_dict(config), "
+                         "seed=seed, profile=profile, retrain=True)"}
+    return produce(LODO, out, meta=meta, jobs=jobs, retrain=retrain, device=dev,
+                   workers=workers, threads=1, trainer=inner_trainer(config, dev),
+                   assemble=lambda meta, jobs: _assemble_lodo(out, data, held, jobs, meta))
 
 
-def _assemble_lodo(out, data, config, seed, profile, fingerprint, held, jobs) -> None:
+def _assemble_lodo(out: Path, data: Composite, held: list[str], jobs: list[dict],
+                   meta: dict) -> dict:
+    """Join the held-out datasets' fits into predictions.csv, epochs.npz and metrics.json;
+    return the final config.json (``meta`` with ``lodo_id``, ``n_samples``, ``epochs``)."""
     folds = [read_npz(j["path"], FOLD_KEYS) for j in jobs]
     table = data.table
     order = np.concatenate([np.flatnonzero((table["dataset"] == d).to_numpy()) for d in held])
@@ -93,28 +107,15 @@ def _assemble_lodo(out, data, config, seed, profile, fingerprint, held, jobs) ->
         fold_seconds=np.array([float(x["seconds"]) for x in folds])))
     atomic_write(out / "predictions.csv", lambda f: p.to_csv(f, index=False))
     write_json(out / "metrics.json", {"honest": scores})
-    meta = {"lodo_id": out.name, "protocol": "leave one dataset out (final epoch)",
-            "profile": profile, "seed": seed, "config": config.stored_dict(),
-            "data_fingerprint": fingerprint, "data_root": Path(data.root).resolve().name,
-            **provenance(torch.device("cpu")), "held_out": held, "n_samples": len(p),
-            "epochs": int(pred.shape[0]),
-            "train_seconds": round(float(sum(float(x["seconds"]) for x in folds)), 1),
-            "recompute": "htnetlib.training.lodo.run_lodo(data, Config.from_dict(config), "
-                         "seed=seed, profile=profile, retrain=True)"}
-    write_json(out / "config.json", meta)
-    shutil.rmtree(out / "folds", ignore_errors=True)
+    return {**meta, "lodo_id": out.name, "n_samples": len(p), "epochs": int(pred.shape[0]),
+            "train_seconds": round(float(sum(float(x["seconds"]) for x in folds)), 1)}
 
 
 def load_lodo(path: Path | str) -> dict:
-    """A stored leave-one-dataset-out result: ``meta``, ``predictions``, ``epochs``, ``metrics``."""
-    path = Path(path)
-    missing = [f for f in LODO_FILES if not (path / f).is_file()]
-    if missing:
-        raise RunError(f"{path}: not a finished leave-one-dataset-out result (missing "
-                             f"{', '.join(missing)})")
-    return {"path": path, "meta": read_json(path / "config.json"),
-            "predictions": pd.read_csv(path / "predictions.csv",
-                                       dtype={"subject": str, "sample": str}),
-            "epochs": read_npz(path / "epochs.npz"),
-            "metrics": read_json(path / "metrics.json")}
-
+    """A stored leave-one-dataset-out result: ``path``, ``meta``, ``predictions``, ``epochs``,
+    ``metrics`` (:func:`htnetlib.training.store.load_stored`: a :class:`RunError` names the
+    folder or file that is missing, unfinished or damaged)."""
+    stored = load_stored(path, LODO)
+    return {"path": stored["path"], "meta": stored["meta"],
+            "predictions": stored["predictions.csv"], "epochs": stored["epochs.npz"],
+            "metrics": stored["metrics.json"]}

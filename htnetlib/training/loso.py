@@ -7,7 +7,6 @@ resumed and read back through :mod:`htnetlib.training.store`.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,12 @@ from ..config import Config, check_seed
 from ..data import Composite
 from ..errors import ConfigError, TrainingError
 from ..evaluation import metrics
-from ..io import atomic_write, provenance, read_json, read_npz, write_json
+from ..io import atomic_write, read_json, read_npz, write_json
+from . import trainer as trainer_mod
 from .fold import fold_seed, later_fields, pick_device
-from .jobs import JobArrays, train_jobs
-from .store import (FOLD_KEYS, LOCK_NAME, check_training_allowed, data_fingerprint, is_complete,
-                    run_id, run_lock, stored_fold_ok, train_command)
+from .jobs import JobArrays, produce
+from .store import (FOLD_KEYS, RUN, check_training_allowed, data_fingerprint,
+                    is_complete, record, reusable, run_id, train_command)
 
 
 def fold_subjects(data: Composite, config: Config) -> list[str]:
@@ -44,85 +44,59 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
         fastest with one thread per core on a CPU, and several threads per process slow to a
         crawl when cores are shared.
     ``grouped``
-        many folds as one batched computation (:mod:`htnetlib.parallel`), as many as fit in
-        memory; the fast path on a GPU.
+        many folds as one batched computation (:mod:`htnetlib.training.parallel`), as many as
+        fit in memory; the fast path on a GPU.
 
-    ``auto`` picks ``grouped`` for HTNet on CUDA and ``loop`` otherwise. Every fold is seeded on
-    its own, so neither the trainer nor the order folds finish in changes what a fold computes.
+    ``auto`` picks ``grouped`` for HTNet on CUDA; on a CPU it measures both on a few folds and
+    epochs of this configuration and picks the faster (:func:`htnetlib.training.trainer.choose`,
+    cached per configuration and machine); other models and the later training fields always
+    train with ``loop``. config.json records the choice (``trainer``) and, when measured,
+    ``trainer_timing``. Every fold is seeded on its own, so neither the trainer nor the order
+    folds finish in changes what a fold computes, nor the run id.
 
     The configuration and seed are checked before any folder is made (:class:`ConfigError`).
-    Training holds the run's lock (:func:`run_lock`): a second process on the same run waits and
+    Training holds the run's lock (:func:`~htnetlib.training.store.run_lock`): a second process on the same run waits and
     then reuses the finished run. Stored folds are checked before they are kept; a damaged one
-    is set aside and trained again.
+    is set aside and trained again (:func:`htnetlib.training.jobs.produce`).
     """
     config.check()
     seed = check_seed(seed)
-    fingerprint = data_fingerprint(data)
-    rid = run_id(config, seed, fingerprint, profile)
-    run_dir = Path(runs_dir) / rid
-    finished = is_complete(run_dir) and not retrain
-    if finished and not any((run_dir / name).exists() for name in ("folds", LOCK_NAME)):
-        return run_dir  # a finished run is read without taking the lock
-    if not finished:
-        check_training_allowed(profile, f"run {rid} is not stored under {runs_dir}")
-    with run_lock(run_dir):
-        return _train_run(data, config, seed, fingerprint, run_dir, profile=profile,
-                          device=device, retrain=retrain, workers=workers, threads=threads,
-                          trainer=trainer, progress=progress)
-
-
-def _train_run(data: Composite, config: Config, seed: int, fingerprint: str, run_dir: Path, *,
-               profile: str | None, device: str | None, retrain: bool, workers: int,
-               threads: int | None, trainer: str, progress: bool) -> Path:
-    """The body of :func:`run_loso`, run while holding the run's lock."""
-    rid = run_dir.name
-    if retrain:  # remove everything but the lock we hold
-        for path in run_dir.iterdir():
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.name != LOCK_NAME:
-                path.unlink()
-    if is_complete(run_dir):
-        # finished by another process, or killed after its final config.json was written
-        shutil.rmtree(run_dir / "folds", ignore_errors=True)
-        return run_dir
-    dev = pick_device(device)
-    if trainer == "auto":
-        trainer = "grouped" if (dev.type == "cuda" and config.model == "htnet"
-                                and not later_fields(config)) else "loop"
-    if trainer not in ("loop", "grouped"):
+    if trainer not in ("auto", "loop", "grouped"):
         raise ValueError(f"unknown trainer {trainer!r}; expected auto, loop or grouped")
     if trainer == "grouped" and later_fields(config):
         raise ConfigError(f"the grouped trainer does not implement {', '.join(later_fields(config))}"
                           "; train with --trainer loop")
-    meta = {"run_id": rid, "profile": profile, "seed": seed, "config": config.stored_dict(),
-            "data_fingerprint": fingerprint, "data_root": Path(data.root).resolve().name,
-            **provenance(dev), "command": train_command(config, seed, profile),
-            "trainer": trainer, "workers": workers, "threads": threads}
+    fingerprint = data_fingerprint(data)
+    rid = run_id(config, seed, fingerprint, profile)
+    run_dir = Path(runs_dir) / rid
+    if reusable(run_dir, RUN, retrain):
+        return run_dir  # a finished run is read without taking the lock
+    if retrain or not is_complete(run_dir):
+        check_training_allowed(profile, f"run {rid} is not stored under {runs_dir}")
+    dev = pick_device(device)
+    if trainer == "auto" and (dev.type != "cpu" or not trainer_mod.grouped_supported(config)):
+        trainer = "grouped" if (dev.type == "cuda" and trainer_mod.grouped_supported(config)) \
+            else "loop"
+    choice = trainer if trainer != "auto" else (  # measured on the folds left to train
+        lambda todo: trainer_mod.choose(config, todo, workers, threads))
+    meta = {"run_id": rid, "profile": profile, **record(data, config, seed, fingerprint, dev),
+            "command": train_command(config, seed, profile), "trainer": trainer,
+            "workers": workers, "threads": threads}
     manifest = getattr(data, "manifest_status", None)
     if manifest is not None:
         meta["data_manifest"] = manifest
-    write_json(run_dir / "config.json", meta)
-
     folds = fold_subjects(data, config)
-    # finished folds of an interrupted run are kept; a damaged one is set aside and retrained
-    jobs = [j for j in fold_jobs(data, config, seed, run_dir / "folds", dev)
-            if not stored_fold_ok(j)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(folds), initial=len(folds) - len(jobs), desc=f"LOSO {rid}",
-                   unit="fold")
-    for done in train_jobs(jobs, trainer, dev, workers, threads, progress):
-        if bar is not None:
-            bar.update(done)
-    if bar is not None:
-        bar.close()
-    extra = {}
-    if dev.type == "cuda":
-        extra["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
-    assemble(run_dir, data, folds, extra)
-    return run_dir
+
+    def finish(meta: dict, jobs: list[dict]) -> dict:
+        extra = {}
+        if dev.type == "cuda":
+            extra["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+        return assemble(run_dir, data, folds, extra, meta)
+
+    return produce(RUN, run_dir, meta=meta, retrain=retrain,
+                   jobs=lambda: fold_jobs(data, config, seed, run_dir / "folds", dev),
+                   assemble=finish, trainer=choice, device=dev, workers=workers,
+                   threads=threads, progress=progress, desc=f"LOSO {rid}")
 
 
 def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
@@ -140,12 +114,13 @@ def fold_jobs(data: Composite, config: Config, seed: int, fold_dir: Path,
     return jobs
 
 
-def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | None = None) -> None:
-    """Join the finished folds into predictions.csv, epochs.npz and metrics.json.
-
-    Each file is written atomically, and the final config.json (with ``n_folds``, which
-    :func:`is_complete` requires) last: a run killed before that step is assembled again by the
-    next :func:`run_loso`, never reused half-written. ``folds/`` is removed after it.
+def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | None = None,
+             meta: dict | None = None) -> dict:
+    """Join the finished folds into predictions.csv, epochs.npz and metrics.json, each written
+    atomically, and return the final config.json: ``meta`` (the run's unfinished config.json
+    if None) with ``n_folds``, which :func:`htnetlib.training.store.is_complete` requires.
+    :func:`htnetlib.training.jobs.produce` writes it last: a run killed before that step is
+    assembled again by the next :func:`run_loso`, never reused half-written.
     """
     run_dir = Path(run_dir)
     table = data.table
@@ -175,10 +150,8 @@ def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | Non
     atomic_write(run_dir / "predictions.csv", lambda p: out.to_csv(p, index=False))
     write_json(run_dir / "metrics.json",
                {proto: metrics.scores(out, proto) for proto in metrics.PROTOCOLS})
-    meta = read_json(run_dir / "config.json")
+    meta = dict(meta if meta is not None else read_json(run_dir / "config.json"))
     meta["train_seconds"] = round(seconds, 1)
     meta["n_samples"], meta["n_folds"], meta["epochs"] = len(out), len(folds), n_epochs
     meta.update(extra or {})
-    write_json(run_dir / "config.json", meta)
-    shutil.rmtree(run_dir / "folds")
-
+    return meta

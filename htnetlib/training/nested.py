@@ -1,7 +1,8 @@
 """Nested selection's inner fits: per outer LOSO fold, an inner leave-subjects-out split of its
 training subjects (GroupKFold, 5 groups), each inner fit predicting its held-out group after
-every epoch. The inner store ``<run>/inner/`` resumes like a run's folds; the rule that reads
-it is :func:`htnetlib.evaluation.selection.nested_rule`.
+every epoch. The inner store ``<run>/inner/`` is one kind of result of the one store
+(:mod:`htnetlib.training.store`) and resumes like a run's folds; the rule that reads it is
+:func:`htnetlib.evaluation.selection.nested_rule`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from ..config import Config
 from ..data import Composite
 from ..evaluation import metrics
 from ..evaluation.selection import nested_epochs, nested_rule
-from ..io import atomic_write, provenance, read_json, read_npz, write_json
 from ..errors import RunError
-from .fold import fold_seed
-from .jobs import JobArrays, train_jobs
+from ..io import atomic_write, read_json, read_npz
+from .fold import fold_seed, later_fields, pick_device
+from .jobs import JobArrays, produce
 from .loso import fold_subjects, run_loso
-from .store import (FOLD_KEYS, LOCK_NAME, Run, check_training_allowed, data_fingerprint, run_lock,
-                    stored_fold_ok)
+from .store import (FOLD_KEYS, INNER, Run, check_training_allowed, data_fingerprint, is_complete,
+                    load_stored, record)
 
 
 INNER_DIR = "inner"
@@ -76,32 +77,75 @@ def inner_jobs(data: Composite, config: Config, seed: int, store: Path, splits: 
 def run_nested(data: Composite, config: Config, *, seed: int = 0,
                runs_dir: Path | str = "results/runs", profile: str | None = None,
                n_groups: int = INNER_GROUPS, workers: int = 1, retrain: bool = False,
-               progress: bool = False) -> Path:
-    """The outer LOSO run (:func:`htnetlib.run_loso`, reused or trained) and its inner
-    store ``<run>/inner/``; returns the run folder.
+               progress: bool = False, trainer: str = "auto", device: str | None = None
+               ) -> Path:
+    """The outer LOSO run (:func:`htnetlib.run_loso` with ``trainer``, reused or trained) and
+    its inner store ``<run>/inner/``; returns the run folder.
 
-    Each inner fit is stored as it finishes (``inner/NN_G.npz``), so a killed call resumes; then
-    ``inner/epochs.npz`` (``pred`` (folds, epochs, N): every training sample's inner held-out
-    prediction after each epoch, -1 for the outer held-out subject, N the release's rows in its
-    order, named by ``dataset``, ``subject``, ``sample`` with their ``label``; ``groups``
-    (folds, N); ``seconds`` (folds, groups)) and ``inner/config.json`` (written last) replace
-    them. Training obeys ``HTNET_TRAIN_PROFILES`` as :func:`htnetlib.run_loso` does.
+    The inner store is a :data:`~htnetlib.training.store.INNER` result of the one store
+    (:func:`htnetlib.training.jobs.produce`): each inner fit is stored as it finishes
+    (``inner/NN_G.npz``), so a killed call resumes; then ``inner/epochs.npz`` (``pred``
+    (folds, epochs, N): every training sample's inner held-out prediction after each epoch, -1
+    for the outer held-out subject, N the release's rows in its order, named by ``dataset``,
+    ``subject``, ``sample`` with their ``label``; ``groups`` (folds, N); ``seconds``
+    (folds, groups)) and ``inner/config.json`` (written last, with ``n_fits``) replace them.
+    A finished store of another ``n_groups`` is trained again. Training obeys
+    ``HTNET_TRAIN_PROFILES`` as :func:`htnetlib.run_loso` does. On ``device`` (default: the
+    first available, :func:`~htnetlib.training.fold.pick_device`) the inner fits train as the
+    outer run's folds do: grouped on a GPU (:func:`inner_trainer`), one after another in
+    ``workers`` processes on a CPU.
     """
     run_dir = run_loso(data, config, seed=seed, runs_dir=runs_dir, profile=profile,
-                             retrain=retrain, workers=workers, progress=progress)
+                       retrain=retrain, workers=workers, trainer=trainer, progress=progress,
+                       device=device)
     store = run_dir / INNER_DIR
     if nested_complete(run_dir, n_groups) and not retrain:
         return run_dir
     check_training_allowed(profile, f"{run_dir.name} has no finished inner store "
-                                          f"({store})")
-    with run_lock(store):
-        if retrain:
-            for path in store.iterdir():
-                if path.name != LOCK_NAME:
-                    path.unlink()
-        if not nested_complete(run_dir, n_groups):
-            _train_inner(data, config, seed, run_dir, n_groups, workers, progress)
+                                    f"({store})")
+    retrain = retrain or _finished_inner_meta(run_dir) is not None  # of other n_groups
+    dev = pick_device(device)
+    meta = {"outer_run_id": run_dir.name, "n_groups": n_groups,
+            "split": "sklearn GroupKFold by subject over each outer fold's training subjects",
+            "inner_seed": "10_000_000 + (seed * 1000 + fold) * 10 + group",
+            **record(data, config, seed, data_fingerprint(data), dev, dirty=False, root=False),
+            "workers": workers, "trainer": inner_trainer(config, dev),
+            "recompute": "htnetlib.training.nested.run_nested(data, config, seed=seed, "
+                         "runs_dir=..., profile=..., retrain=True)"}
+    splits = inner_splits(data, config, n_groups)
+    start = time.perf_counter()
+
+    def assemble(meta: dict, jobs: list[dict]) -> dict:
+        n, epochs = len(data.table), config.epochs
+        pred = np.full((len(splits), epochs, n), -1, dtype=np.int8)
+        seconds = np.zeros((len(splits), n_groups))
+        for job in jobs:
+            k, g = map(int, job["path"].stem.split("_"))
+            f = read_npz(job["path"], FOLD_KEYS)
+            pred[k][:, splits[k]["groups"] == g] = f["pred"]
+            seconds[k, g] = float(f["seconds"])
+        keys = {k: np.asarray(data.table[k].astype(str), dtype=str) for k in metrics.KEY}
+        atomic_write(store / "epochs.npz", lambda p: np.savez_compressed(
+            p, pred=pred, groups=np.stack([s["groups"] for s in splits]),
+            subjects=np.array([s["subject"] for s in splits]), seconds=seconds,
+            label=data.table["label"].to_numpy(), **keys))
+        return {**meta, "n_fits": len(jobs), "n_folds": len(splits), "epochs": epochs,
+                "train_seconds": round(float(seconds.sum()), 1),
+                "wall_seconds_this_call": round(time.perf_counter() - start, 1)}
+
+    produce(INNER, store, meta=meta, retrain=retrain, assemble=assemble,
+            jobs=lambda: inner_jobs(data, config, seed, store, splits, dev), device=dev,
+            trainer=inner_trainer(config, dev),
+            workers=workers, threads=1, progress=progress, desc=f"inner fits of {run_dir.name}")
     return run_dir
+
+
+def inner_trainer(config: Config, device: torch.device) -> str:
+    """How extra fits (nested inner fits, leave-one-dataset-out) train on ``device``: grouped
+    on a GPU where the grouped trainer implements the configuration (HTNet without the later
+    training fields), else the one-fold loop."""
+    grouped = device.type == "cuda" and config.model == "htnet" and not later_fields(config)
+    return "grouped" if grouped else "loop"
 
 
 def nested_complete(run_dir: Path, n_groups: int = INNER_GROUPS) -> bool:
@@ -113,62 +157,21 @@ def _finished_inner_meta(run_dir: Path, n_groups: int | None = None) -> dict | N
     """The inner store's config.json if the store is finished (of ``n_groups`` groups, where
     given), else None."""
     store = Path(run_dir) / INNER_DIR
-    try:
-        meta = read_json(store / "config.json")
-    except RunError:
+    if not is_complete(store, INNER):
         return None
-    finished = "n_fits" in meta and (store / "epochs.npz").is_file()
-    return meta if finished and n_groups in (None, meta.get("n_groups")) else None
-
-
-def _train_inner(data, config, seed, run_dir, n_groups, workers, progress) -> None:
-    """Train the missing inner fits of ``run_dir`` and assemble its inner store."""
-    store = run_dir / INNER_DIR
-    dev = torch.device("cpu")
-    meta = {"outer_run_id": run_dir.name, "seed": seed, "n_groups": n_groups,
-            "split": "sklearn GroupKFold by subject over each outer fold's training subjects",
-            "inner_seed": "10_000_000 + (seed * 1000 + fold) * 10 + group",
-            "config": config.stored_dict(), "data_fingerprint": data_fingerprint(data),
-            **provenance(dev, dirty=False), "workers": workers,
-            "recompute": "htnetlib.training.nested.run_nested(data, config, seed=seed, "
-                         "runs_dir=..., profile=..., retrain=True)"}
-    write_json(store / "config.json", meta)  # without n_fits: unfinished
-    splits = inner_splits(data, config, n_groups)
-    jobs = inner_jobs(data, config, seed, store, splits, dev)
-    todo = [j for j in jobs if not stored_fold_ok(j)]
-    start = time.perf_counter()
-    for _ in train_jobs(todo, "loop", dev, workers, 1, progress):
-        pass
-    n, epochs = len(data.table), config.epochs
-    pred = np.full((len(splits), epochs, n), -1, dtype=np.int8)
-    seconds = np.zeros((len(splits), n_groups))
-    for job in jobs:
-        k, g = map(int, job["path"].stem.split("_"))
-        f = read_npz(job["path"], FOLD_KEYS)
-        pred[k][:, splits[k]["groups"] == g] = f["pred"]
-        seconds[k, g] = float(f["seconds"])
-    keys = {k: np.asarray(data.table[k].astype(str), dtype=str) for k in metrics.KEY}
-    atomic_write(store / "epochs.npz", lambda p: np.savez_compressed(
-        p, pred=pred, groups=np.stack([s["groups"] for s in splits]),
-        subjects=np.array([s["subject"] for s in splits]), seconds=seconds,
-        label=data.table["label"].to_numpy(), **keys))
-    meta.update(n_fits=len(jobs), n_folds=len(splits), epochs=epochs,
-                train_seconds=round(float(seconds.sum()), 1),
-                wall_seconds_this_call=round(time.perf_counter() - start, 1))
-    write_json(store / "config.json", meta)
-    for job in jobs:
-        job["path"].unlink()
+    meta = read_json(store / "config.json")
+    return meta if n_groups in (None, meta.get("n_groups")) else None
 
 
 def load_inner(run_dir: Path | str) -> dict:
-    """A run's finished inner store: ``meta`` and the arrays of ``inner/epochs.npz``."""
-    meta = _finished_inner_meta(run_dir)
-    if meta is None:
-        raise RunError(f"{Path(run_dir) / INNER_DIR}: no finished inner store; run "
-                             "htnetlib.protocols.run_nested for this run")
-    inner = read_npz(Path(run_dir) / INNER_DIR / "epochs.npz")
-    inner["meta"] = meta
-    return inner
+    """A run's finished inner store: ``meta`` and the arrays of ``inner/epochs.npz``
+    (:func:`htnetlib.training.store.load_stored`)."""
+    store = Path(run_dir) / INNER_DIR
+    if not is_complete(store, INNER):
+        raise RunError(f"{store}: no finished inner store; run "
+                       "htnetlib.training.nested.run_nested for this run")
+    stored = load_stored(store, INNER)
+    return {**stored["epochs.npz"], "meta": stored["meta"]}
 
 
 def nested_predictions(run: Run, metric: str = "uf1") -> np.ndarray:

@@ -35,9 +35,9 @@ from __future__ import annotations
 import gc
 import math
 import os
-import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,12 +47,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..config import Config, FoldResult
-from ..errors import TrainingError
+from ..errors import StoreWarning, TrainingError
 from ..model import LayerNorm, Transformer, build_model
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Tell the user what the trainer decided on its own (a group halved, a dry run's size) as
+    a :class:`~htnetlib.errors.StoreWarning`; ``htnet`` shows it as one line."""
+    warnings.warn(message, StoreWarning, stacklevel=3)
 
 
 def is_oom(exc: BaseException) -> bool:

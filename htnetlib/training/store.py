@@ -1,25 +1,40 @@
 """The run store: one layout for LOSO runs, nested inner fits and leave-one-dataset-out results.
 
-A *run* is one LOSO training of one configuration with one seed. It lives in
-``<runs>/<run-id>/``::
+Three kinds of stored result (:class:`Kind`) share one set of rules here; the protocols only
+say what to train and how to join it (:mod:`~htnetlib.training.loso`,
+:mod:`~htnetlib.training.nested`, :mod:`~htnetlib.training.lodo`).
+
+A *run* (:data:`RUN`) is one LOSO training of one configuration with one seed (paper section
+4.2). It lives in ``<runs>/<run-id>/``::
 
     config.json      configuration, profile, seed, data fingerprint, git commit, device,
-                     library versions, wall time
+                     library versions, trainer, wall time
     predictions.csv  dataset, subject, sample, label, honest, oracle (one row per sample)
     epochs.npz       pred (epochs, N) per-epoch predictions in predictions.csv order, epoch,
                      and per fold: subjects, train_loss, train_acc, test_acc (folds, epochs)
     metrics.json     UF1 and UAR of both protocols for full, smic, casme2, samm
 
-Finished folds are stored in ``folds/`` as they complete, each file written atomically, so a
-killed run resumes where it stopped and ends with the same predictions; a damaged fold file is
-set aside (``NN.npz.corrupt``) and trained again (:func:`stored_fold_ok`). Assembly writes
-config.json last, with ``n_folds``: a run counts as finished only then. One process at a time
-trains a run: others wait on its ``.lock`` file (:func:`run_lock`). The run id is derived from
-the configuration, the data and the seed (:func:`run_id`), so a notebook finds a stored run
-instead of training again. :func:`load_run` reads a run back and raises
-:class:`~htnetlib.errors.RunError` for a folder that is missing, unfinished or damaged.
-The nested rule's inner fits (:mod:`htnetlib.training.nested`) and leave-one-dataset-out
-results (:mod:`htnetlib.training.lodo`) use the same fold files, lock and completion rule.
+A run's nested inner fits (:data:`INNER`) live in ``<run>/inner/`` (config.json, epochs.npz); a
+leave-one-dataset-out result (:data:`LODO`) in ``<store>/<lodo-id>/`` with a run's four files.
+
+The rules, the same for every kind:
+
+* **ids** (:func:`hash_id`): a prefix and the first ten hex digits of the SHA-256 of the
+  configuration, seed and data fingerprint, so a notebook finds a stored result instead of
+  training again. The trainer and the machine never enter an id.
+* **resume**: every job (:mod:`~htnetlib.training.jobs`) is stored as it finishes, each file
+  written atomically, so a killed call resumes where it stopped and ends with the same
+  predictions; a damaged job file is set aside (``NN.npz.corrupt``) with a
+  :class:`~htnetlib.errors.StoreWarning` and trained again (:func:`stored_fold_ok`).
+* **finished**: assembly writes config.json last, holding the kind's completion keys
+  (``n_folds``; ``n_fits``; ``lodo_id`` and ``n_samples``): a result counts as finished only
+  then (:func:`is_complete`), and an unfinished one is assembled or trained again.
+* **lock**: one process at a time trains a result; others wait on its ``.lock`` file
+  (:func:`run_lock`). :func:`produce` is the whole procedure under the lock.
+* **reading**: :func:`load_stored` reads a finished result back and raises
+  :class:`~htnetlib.errors.RunError` naming the folder or file that is missing, unfinished or
+  damaged; :func:`load_run` is its form for runs.
+* **provenance**: :func:`record` is what every kind's config.json says about how it was made.
 """
 
 from __future__ import annotations
@@ -29,7 +44,8 @@ import hashlib
 import json
 import os
 import shlex
-import sys
+import shutil
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +53,67 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import LATER_FIELDS, PROFILES, Config, FoldResult, profile_config
+from ..config import LATER_FIELDS, PROFILES, Config, FoldResult, is_user_model, profile_config
 from ..data import Composite
-from ..errors import RunError, TrainingError, one_line
-from ..io import atomic_write, read_json, read_npz
+from ..errors import RunError, StoreWarning, TrainingError, one_line
+from ..io import atomic_write, provenance, read_json, read_npz
+
+
+# --------------------------------------------------------------------------- kinds and ids
+
+
+RUN_FILES = ("config.json", "predictions.csv", "epochs.npz", "metrics.json")
+
+
+PREDICTION_COLUMNS = ["dataset", "subject", "sample", "label", "honest", "oracle"]
+
+
+FOLD_KEYS = ("subject", "pred", "train_loss", "train_acc", "test_acc", "seconds")
+
+
+LOCK_NAME = ".lock"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of stored result: what it is called in messages, its files, the keys its final
+    config.json holds (written last by assembly: the completion marker), the columns its
+    predictions.csv must have, and where its job files wait for assembly (a subfolder, or None
+    for the folder itself, matched by ``job_glob``)."""
+
+    what: str
+    files: tuple[str, ...]
+    finished: tuple[str, ...]
+    columns: tuple[str, ...] = ()
+    job_dir: str | None = "folds"
+    job_glob: str = "*.npz"
+
+    def job_files(self, folder: Path) -> list[Path]:
+        """The job files (and set-aside damaged ones) waiting in ``folder`` for assembly."""
+        if self.job_dir is not None:
+            return []
+        return [p for p in Path(folder).glob(self.job_glob + "*") if p.name not in self.files]
+
+
+RUN = Kind("run", RUN_FILES, ("n_folds",), tuple(PREDICTION_COLUMNS))
+
+
+# An inner store's job files are NN_G.npz next to its two files.
+INNER = Kind("inner store", ("config.json", "epochs.npz"), ("n_fits",), job_dir=None,
+             job_glob="[0-9][0-9]_*.npz")
+
+
+# Results stored before the one store end with lodo_id and n_samples in their last write, and
+# have no other marker: those two keys are the marker.
+LODO = Kind("leave-one-dataset-out result", RUN_FILES, ("lodo_id", "n_samples"),
+            tuple(PREDICTION_COLUMNS[:5]))
+
+
+def hash_id(prefix: str, payload: dict) -> str:
+    """``<prefix>-<hash>``: the first ten hex digits of the SHA-256 of ``payload`` as key-sorted
+    JSON. Every stored result's id is made here, so equal inputs find the same folder."""
+    blob = json.dumps(payload, sort_keys=True)
+    return f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 def data_fingerprint(data: Composite) -> str:
@@ -50,12 +123,17 @@ def data_fingerprint(data: Composite) -> str:
     return h.hexdigest()[:12]
 
 
+def model_tag(model: str) -> str:
+    """The model's part of an id: its name, or ``user-<callable>`` for a user's
+    ``package.module:callable`` (the full string is in the hashed configuration)."""
+    return f"user-{model.partition(':')[2]}" if is_user_model(model) else model
+
+
 def run_id(config: Config, seed: int, fingerprint: str, profile: str | None = None) -> str:
-    """``<model>-<profile>-s<seed>-<hash>``, the hash over configuration, data and seed."""
-    blob = json.dumps({"config": config.to_dict(), "seed": seed, "data": fingerprint},
-                      sort_keys=True)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    return f"{config.model}-{profile or 'custom'}-s{seed}-{digest}"
+    """``<model>-<profile>-s<seed>-<hash>``, the hash over configuration, data and seed;
+    ``<model>`` is :func:`model_tag` of the configuration's model."""
+    return hash_id(f"{model_tag(config.model)}-{profile or 'custom'}-s{seed}",
+                   {"config": config.to_dict(), "seed": seed, "data": fingerprint})
 
 
 def train_command(config: Config, seed: int, profile: str | None) -> str:
@@ -77,20 +155,22 @@ def train_command(config: Config, seed: int, profile: str | None) -> str:
     return shlex.join(args)
 
 
-RUN_FILES = ("config.json", "predictions.csv", "epochs.npz", "metrics.json")
+def record(data: Composite, config: Config, seed: int, fingerprint: str, device=None, *,
+           dirty: bool = True, root: bool = True) -> dict:
+    """The provenance block of a stored result's config.json: configuration (as stored), seed,
+    data fingerprint, the release folder's name (``root``) and :func:`htnetlib.io.provenance`
+    (commit, changed files where ``dirty``, device, library versions)."""
+    out = {"seed": seed, "config": config.stored_dict(), "data_fingerprint": fingerprint}
+    if root:
+        out["data_root"] = Path(data.root).resolve().name
+    return {**out, **provenance(device, dirty=dirty)}
 
 
-PREDICTION_COLUMNS = ["dataset", "subject", "sample", "label", "honest", "oracle"]
+# --------------------------------------------------------------------------- finished or not
 
 
-FOLD_KEYS = ("subject", "pred", "train_loss", "train_acc", "test_acc", "seconds")
-
-
-LOCK_NAME = ".lock"
-
-
-def read_predictions(path: Path) -> pd.DataFrame:
-    """A run's predictions.csv; :class:`RunError` if it is missing, damaged or lacks a column."""
+def read_predictions(path: Path, columns=PREDICTION_COLUMNS) -> pd.DataFrame:
+    """A predictions.csv; :class:`RunError` if it is missing, damaged or lacks a column."""
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype={"subject": str, "sample": str})
@@ -98,37 +178,110 @@ def read_predictions(path: Path) -> pd.DataFrame:
         raise RunError(f"{path}: missing") from None
     except (OSError, ValueError) as exc:  # ValueError: pandas' parser and empty-file errors
         raise RunError(f"{path}: not a readable CSV file ({one_line(exc)})") from None
-    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise RunError(f"{path}: lacks column(s) {', '.join(missing)}")
     return table
 
 
-def finished_meta(run_dir: Path) -> dict:
-    """The config.json of a finished run.
+def finished_meta(folder: Path, kind: Kind = RUN) -> dict:
+    """The config.json of a finished result of ``kind``.
 
-    :class:`RunError` if it is missing, damaged, or was written before the run finished (it
-    lacks ``n_folds``, which :func:`assemble` adds in its last write).
+    :class:`RunError` if it is missing, damaged, or was written before the result finished (it
+    lacks a completion key, which assembly adds in its last write).
     """
-    path = Path(run_dir) / "config.json"
+    path = Path(folder) / "config.json"
     meta = read_json(path)
-    if "n_folds" not in meta:
-        raise RunError(f"{path}: the run is not finished (no n_folds); train it again to "
-                       "finish it")
+    lacking = [k for k in kind.finished if k not in meta]
+    if lacking:
+        raise RunError(f"{path}: the {kind.what} is not finished (no {', '.join(lacking)}); "
+                       "train it again to finish it")
     return meta
 
 
-def is_complete(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is a finished run: its four files exist and config.json, written last
-    by :func:`assemble`, is the final one (it holds ``n_folds``)."""
-    run_dir = Path(run_dir)
-    if not all((run_dir / f).is_file() for f in RUN_FILES):
+def damage(folder: Path, kind: Kind = RUN) -> str | None:
+    """What keeps the files of a result of ``kind`` other than config.json from being read
+    (one line naming the file), or None: its JSON files must parse, its CSV files read with
+    their columns. (The .npz files are checked when read: :func:`load_stored`.)"""
+    folder = Path(folder)
+    try:
+        for name in kind.files:
+            if name.endswith(".json") and name != "config.json":
+                read_json(folder / name)
+            elif name.endswith(".csv"):
+                read_predictions(folder / name, kind.columns)
+    except RunError as exc:
+        return str(exc)
+    return None
+
+
+def is_complete(folder: Path, kind: Kind = RUN) -> bool:
+    """Whether ``folder`` is a finished result of ``kind``: its files exist, config.json,
+    written last by assembly, is the final one (it holds the completion keys), and its JSON
+    and CSV files read (:func:`damage`): a truncated metrics.json is not a finished run."""
+    folder = Path(folder)
+    if not all((folder / f).is_file() for f in kind.files):
         return False
     try:
-        finished_meta(run_dir)
+        finished_meta(folder, kind)
     except RunError:
         return False
-    return True
+    return damage(folder, kind) is None
+
+
+def temp_files(folder: Path) -> list[Path]:
+    """Temporary files :func:`htnetlib.io.atomic_write` left in ``folder`` when its process was
+    killed mid-write (``.<name>.<random><suffix>``); the lock file ``.lock`` is none."""
+    return [p for p in Path(folder).glob(".*.*") if p.is_file()]
+
+
+def has_leftovers(folder: Path, kind: Kind = RUN) -> bool:
+    """Whether a lock file, job files or temporary files remain in ``folder`` (a killed or
+    running training)."""
+    folder = Path(folder)
+    return ((folder / LOCK_NAME).exists() or bool(kind.job_files(folder))
+            or (kind.job_dir is not None and (folder / kind.job_dir).exists())
+            or bool(temp_files(folder)))
+
+
+def clear_jobs(folder: Path, kind: Kind = RUN) -> None:
+    """Remove the job files of an assembled result, and temporary files of killed writes
+    (called under the result's lock, so no write of another process is under way)."""
+    folder = Path(folder)
+    if kind.job_dir is not None:
+        shutil.rmtree(folder / kind.job_dir, ignore_errors=True)
+    for path in kind.job_files(folder) + temp_files(folder):
+        path.unlink(missing_ok=True)
+
+
+def load_stored(folder: Path | str, kind: Kind = RUN) -> dict:
+    """Read a finished result of ``kind``: ``path``, ``meta`` (config.json) and every other file
+    by its name (.json as a dict, .csv as a checked table, .npz as a dict of arrays).
+
+    A folder that is missing, a missing file, a damaged one, or a result that never finished is
+    a :class:`RunError` naming the folder or file and what is wrong.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such {kind.what} folder")
+    missing = [f for f in kind.files if not (folder / f).is_file()]
+    if missing:
+        raise RunError(f"{folder}: not a finished {kind.what} (missing {', '.join(missing)})")
+    out = {"path": folder, "meta": finished_meta(folder, kind)}
+    for name in kind.files:
+        path = folder / name
+        if name == "config.json":
+            continue
+        if name.endswith(".csv"):
+            out[name] = read_predictions(path, kind.columns)
+        elif name.endswith(".npz"):
+            out[name] = read_npz(path)
+        else:
+            out[name] = read_json(path)
+    return out
+
+
+# --------------------------------------------------------------------------- jobs and the lock
 
 
 def fold_problem(path: Path, subject: str, epochs: int, n_test: int) -> str | None:
@@ -150,8 +303,8 @@ def fold_problem(path: Path, subject: str, epochs: int, n_test: int) -> str | No
 def stored_fold_ok(job: dict) -> bool:
     """Whether ``job``'s fold is stored and usable.
 
-    A damaged file is moved aside (``NN.npz.corrupt``) with a one-line warning on stderr, so the
-    fold is trained again.
+    A damaged file is moved aside (``NN.npz.corrupt``) with a one-line :class:`StoreWarning`,
+    so the fold is trained again.
     """
     path = job["path"]
     if not path.is_file():
@@ -160,8 +313,8 @@ def stored_fold_ok(job: dict) -> bool:
     if problem is None:
         return True
     os.replace(path, path.with_name(path.name + ".corrupt"))
-    print(f"warning: {problem}; moved to {path.name}.corrupt, training the fold again",
-          file=sys.stderr, flush=True)
+    warnings.warn(f"{problem}; moved to {path.name}.corrupt, training the fold again",
+                  StoreWarning, stacklevel=2)
     return False
 
 
@@ -170,20 +323,20 @@ def save_fold(path: Path, subject: str, res: FoldResult) -> None:
 
 
 @contextmanager
-def run_lock(run_dir: Path):
-    """Hold the lock of one run, so one process at a time trains or assembles it.
+def run_lock(folder: Path):
+    """Hold the lock of one stored result, so one process at a time trains or assembles it.
 
-    The lock is ``fcntl.flock`` on ``<run_dir>/.lock``. A second process says once that it
-    waits, then blocks until the first is done. The file is removed on release, so a finished
-    run holds only its four files; a waiter left holding the removed file retries on the new
-    one. Without ``fcntl`` (Windows) nothing is locked.
+    The lock is ``fcntl.flock`` on ``<folder>/.lock``. A second process says once that it
+    waits (a :class:`StoreWarning`), then blocks until the first is done. The file is removed on
+    release, so a finished result holds only its files; a waiter left holding the removed file
+    retries on the new one. Without ``fcntl`` (Windows) nothing is locked.
     """
     try:
         import fcntl
     except ImportError:
         yield
         return
-    path = Path(run_dir) / LOCK_NAME
+    path = Path(folder) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     said = False
     while True:
@@ -192,8 +345,8 @@ def run_lock(run_dir: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not said:
-                print(f"{Path(run_dir).name}: another process is training this run; waiting for "
-                      "it to finish", file=sys.stderr, flush=True)
+                warnings.warn(f"{Path(folder).name}: another process is training this run; "
+                              "waiting for it to finish", StoreWarning, stacklevel=3)
                 said = True
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -219,6 +372,14 @@ def check_training_allowed(profile: str | None, missing: str) -> None:
                             f"here (HTNET_TRAIN_PROFILES={allowed})")
 
 
+def reusable(folder: Path, kind: Kind = RUN, retrain: bool = False) -> bool:
+    """Whether ``folder`` holds a finished result to read as it is, without taking the lock."""
+    return not retrain and is_complete(folder, kind) and not has_leftovers(folder, kind)
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
 @dataclass
 class Run:
     """A stored run, read back."""
@@ -235,23 +396,12 @@ class Run:
 
 
 def load_run(run_dir: Path | str) -> Run:
-    """Read a finished run folder.
-
-    A folder that is not a run, a missing file, a damaged one, or a run that never finished is a
-    :class:`RunError` naming the folder or file and what is wrong.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run folder")
-    missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
-    if missing:
-        raise RunError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
-    meta = finished_meta(run_dir)
-    predictions = read_predictions(run_dir / "predictions.csv")
-    epochs = read_npz(run_dir / "epochs.npz")
+    """Read a finished run folder (:func:`load_stored` of :data:`RUN`), checking that
+    epochs.npz holds one prediction column per row of predictions.csv."""
+    stored = load_stored(run_dir, RUN)
+    run_dir, predictions, epochs = stored["path"], stored["predictions.csv"], stored["epochs.npz"]
     shape = getattr(epochs.get("pred"), "shape", None)
     if shape is None or len(shape) != 2 or shape[1] != len(predictions):
         raise RunError(f"{run_dir / 'epochs.npz'}: pred (shape {shape}) does not hold one "
                        f"column per row of predictions.csv ({len(predictions)})")
-    return Run(run_dir, meta, predictions, epochs, read_json(run_dir / "metrics.json"))
-
+    return Run(run_dir, stored["meta"], predictions, epochs, stored["metrics.json"])

@@ -30,8 +30,8 @@ MODELS = ("htnet", "ststnet", "logreg")
 # A user's model: ``package.module:factory``, a callable returning an nn.Module that maps the
 # network input (N, 3, S, S) to (N, 3) logits (htnetlib.model.build.build_model).
 USER_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-REGION_MODES = ("official", "corrected", "whole")  # see htnetlib.regions
-CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.train.class_weights)
+REGION_MODES = ("official", "corrected", "whole")  # see htnetlib.data.regions
+CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.training.fold.class_weights)
 LR_SCHEDULES = ("constant", "cosine")  # Config.lr_schedule
 # Fields added after runs were stored, with their defaults: Config.to_dict leaves a field out
 # at its default, so every run id stored before it existed is unchanged.
@@ -43,7 +43,7 @@ class Config:
     """Everything that determines a run's predictions, apart from the data and the seed."""
 
     model: str = "htnet"
-    regions: str = "official"  # official | corrected | whole  (see htnetlib.regions)
+    regions: str = "official"  # official | corrected | whole  (see htnetlib.data.regions)
     image_size: int = 28
     patch_size: int = 7
     dim: int = 256
@@ -166,7 +166,7 @@ FIELD_KINDS = {"model": "str", "regions": "str", "image_size": "int", "patch_siz
 _KIND_WORDS = {"str": "a string", "int": "a whole number", "float": "a number",
                "bool": "true or false", "ints": "a list of whole numbers such as 2,2,8",
                "int?": "a whole number or none"}
-# The fields each baseline reads (htnetlib.baselines); HTNet reads every field.
+# The fields each baseline reads (htnetlib.model.baselines); HTNet reads every field.
 USED_FIELDS = {
     "ststnet": {"model", "regions", "image_size", "dropout", "epochs", "lr", "batch_size",
                 "shuffle", "input_scale", "max_folds", "permute_labels", *LATER_FIELDS},
@@ -261,7 +261,7 @@ PROFILES: dict[str, Config] = {
     "smoke": Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=3, lr=1e-3, max_folds=3),
 }
 
-# Baselines of Table 2 on the same folds (htnetlib.baselines), per profile. STSTNet sees the
+# Baselines of Table 2 on the same folds (htnetlib.model.baselines), per profile. STSTNet sees the
 # whole flow map scaled to 0..1: on a GPU with its paper's schedule (Adam 5e-5, 500 epochs); on
 # a CPU with a 5x shorter schedule at a 5x larger step. Logistic regression is one fit per fold.
 BASELINES: dict[str, dict[str, Config]] = {

@@ -4,7 +4,7 @@
 schedule (section 4.2's learning rate and epochs as the profile scales them; Adam and
 cross-entropy as the official code). The final epoch is kept: there is no held-out subject, so no
 test label can choose an epoch. It is the loop of
-:func:`htnetlib.train.train_fold` without a test fold (:func:`train_network`; a test checks that
+:func:`htnetlib.training.fold.train_fold` without a test fold (:func:`train_network`; a test checks that
 both give the same network). The model folder holds::
 
     model.safetensors   the weights (safetensors, never pickle)
@@ -18,15 +18,15 @@ files (default ``.cache/models/<profile>-s<seed>-<fingerprint>``, git-ignored).
 
 ``htnet predict`` and :class:`Model` take the path of section 3.1 with the library's own steps:
 
-1. MTCNN face crop of onset and apex, 224x224 (:func:`htnetlib.flow.crop_face`, as
+1. MTCNN face crop of onset and apex, 224x224 (:func:`htnetlib.data.flow.crop_face`, as
    ``htnet preprocess`` does);
 2. optical flow from onset to apex (eq. 2; Farneback as section 4.2 names it) and optical
    strain (eq. 3);
-3. the 28x28 (u, v, strain) map, stored as the release stores it: :func:`htnetlib.flow.flow_map`
+3. the 28x28 (u, v, strain) map, stored as the release stores it: :func:`htnetlib.data.flow.flow_map`
    reversed to (strain, v, u), the order ``cv2.imread`` gives for the release's PNGs and the
    array the models are trained on;
 4. MTCNN landmarks on the apex face and the four regions tiled into a mosaic (sections 3.1 and
-   4.2; :mod:`htnetlib.regions`), in the regions mode the model was trained with;
+   4.2; :mod:`htnetlib.data.regions`), in the regions mode the model was trained with;
 5. the network (sections 3.2 and 3.3) on raw 0..255 values times ``input_scale``; softmax.
 
 ``--flow MAP.png`` starts at step 3 with a release-style map. The four regions are placed by
@@ -37,9 +37,9 @@ command stops with a one-line error. Only a ``regions=whole`` model reads a map 
 
 The release's maps were computed with TV-L1 optical flow on real faces; a map made here uses
 Farneback (or DIS), so frames-to-prediction sees inputs of a somewhat different kind than the
-training maps (:func:`htnetlib.flow.optical_flow`).
+training maps (:func:`htnetlib.data.flow.optical_flow`).
 
-Errors a user can cause are one line: :class:`htnetlib.data.DataError` for a bad file, image or
+Errors a user can cause are one line: :class:`htnetlib.errors.DataError` for a bad file, image or
 model folder (naming it), :class:`htnetlib.config.ConfigError` for bad settings.
 """
 
@@ -77,15 +77,27 @@ REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes"
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def default_model_dir(profile: str, seed: int, fingerprint: str, config: Config | None = None
-                      ) -> Path:
-    """``<repo>/.cache/models/<profile>-s<seed>-<fingerprint>``, plus a configuration hash where
-    ``config`` differs from the profile's (git-ignored: fitted models stay out of the repo)."""
+# The fitted models that notebooks show, committed with their SHA-256 (in model.json) so that
+# every machine renders the same outputs: training is float arithmetic whose last bits differ
+# between CPUs, and a model fitted again on another machine answers differently.
+STORED_MODELS = ROOT / "results" / "models"
+
+
+def model_name(profile: str, seed: int, fingerprint: str, config: Config | None = None) -> str:
+    """``<profile>-s<seed>-<fingerprint>``, plus a configuration hash where ``config`` differs
+    from the profile's: the folder name of a fitted model."""
     name = f"{profile}-s{seed}-{fingerprint}"
     if config is not None and config != PROFILES[profile]:
         blob = json.dumps(config.to_dict(), sort_keys=True).encode()
         name += "-" + hashlib.sha256(blob).hexdigest()[:8]
-    return ROOT / ".cache" / "models" / name
+    return name
+
+
+def default_model_dir(profile: str, seed: int, fingerprint: str, config: Config | None = None
+                      ) -> Path:
+    """``<repo>/.cache/models/<model_name>`` (git-ignored: fitted models stay out of the
+    repository, except the few a notebook reads from :data:`STORED_MODELS`)."""
+    return ROOT / ".cache" / "models" / model_name(profile, seed, fingerprint, config)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -133,7 +145,7 @@ def input_convention(config: Config) -> dict:
                             "(strain, v, u), the order the network was trained on",
             "value_range": [0, 255], "input_scale": config.input_scale,
             "regions": config.regions, "image_size": config.image_size,
-            "face_size": FACE_SIZE, "landmarks": "MTCNN on the apex face (htnetlib.regions)"}
+            "face_size": FACE_SIZE, "landmarks": "MTCNN on the apex face (htnetlib.data.regions)"}
 
 
 def _safetensors_version() -> str:
@@ -173,8 +185,9 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
 
 def check_out_dir(folder: Path) -> None:
     """ConfigError where ``folder`` is a file, holds files other than a model's, or lies inside
-    this repository without being git-ignored (a model derived from the licensed release must
-    never be committed)."""
+    this repository without being git-ignored (a model derived from the licensed release is
+    committed only where a notebook needs it to render the same on every machine:
+    :data:`STORED_MODELS`)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder} is a file, not a folder")
@@ -184,7 +197,7 @@ def check_out_dir(folder: Path) -> None:
         if foreign:
             raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
                               "choose a new or empty folder for the model")
-    if _tracked_in_repo(folder):
+    if _tracked_in_repo(folder) and not folder.resolve().is_relative_to(STORED_MODELS):
         raise ConfigError(f"--out {folder} lies inside the repository and is not git-ignored; a "
                           "fitted model is derived from the licensed release and must stay out "
                           "of it (default: .cache/models/...)")
@@ -337,13 +350,13 @@ class Model:
     # ----------------------------------------------------------------------- predict
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """The network's logits (N, 3) of inputs (N, 3, S, S) as :func:`train.model_inputs`."""
+        """The network's logits (N, 3) of inputs (N, 3, S, S) as :func:`htnetlib.data.regions.network_inputs`."""
         with torch.no_grad():
             return self.network(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
     def network_input(self, map28, apex=None) -> tuple[np.ndarray, dict]:
         """The (S, S, 3) uint8 picture the network sees for one map, as
-        :func:`htnetlib.regions.region_inputs` builds it, and the landmarks used."""
+        :func:`htnetlib.data.regions.region_inputs` builds it, and the landmarks used."""
         config, mode = self.config, self.config.regions
         size = config.image_size
         m = check_map(map28)
@@ -402,7 +415,7 @@ class Model:
     def predict_sequence(self, frames, *, return_maps: bool = False,
                          apex_method: str = "lbp", flow_method: str = "farneback"):
         """Probabilities (3,) of a frame sequence (frame 0 the onset): the apex is spotted by
-        :func:`htnetlib.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
+        :func:`htnetlib.data.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
         Maps also hold ``apex_index``."""
         if apex_method not in flow.APEX_METHODS:
             raise ConfigError(f"apex_method={apex_method!r}; choose one of "

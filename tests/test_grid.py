@@ -1,4 +1,4 @@
-"""``htnet grid`` (htnetlib.grid): runs submitted as submitit jobs, requeued, resumed, summarised.
+"""``htnet grid`` (htnetlib.cli.grid): runs submitted as submitit jobs, requeued, resumed, summarised.
 
 Jobs run through submitit's LocalExecutor (one process per job), on the synthetic release with
 the ``smoke`` profile; the tests that interrupt a job use a smoke model with more epochs, so a

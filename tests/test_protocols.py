@@ -1,5 +1,5 @@
 """Honest selection rules, the leak test, nested and leave-one-dataset-out stores, and the new
-training choices (class weights, mirror, cosine schedule) of :mod:`htnetlib.protocols`."""
+training choices (class weights, mirror, cosine schedule) of :mod:`htnetlib.training.nested`, :mod:`htnetlib.evaluation.selection`."""
 
 import dataclasses
 import json

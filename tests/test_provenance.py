@@ -5,7 +5,7 @@ predictions.csv and metrics.json), every table under ``results/tables`` must be 
 library computes from the stored runs, and the README's generated blocks must show the tables'
 values. Runs and tables are discovered, so new runs, profiles and rows are checked as they come.
 
-Runs are found as the notebooks find them, by :func:`htnetlib.train.run_id` of a configuration,
+Runs are found as the notebooks find them, by :func:`htnetlib.training.store.run_id` of a configuration,
 seed and profile. That id also hashes the data's fingerprint, which the library computes from
 the release; here the fingerprint is read from the runs' config.json instead: a table's runs
 must all exist for exactly one fingerprint in the store.

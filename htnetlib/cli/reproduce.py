@@ -1,7 +1,7 @@
 """Execute every numbered notebook with papermill: ``python -m htnetlib.reproduce``.
 
 Before anything executes, the runs the chosen profile's notebooks need are listed, stored or
-missing, with the estimated cost of each missing run on this device (:mod:`htnetlib.plan`).
+missing, with the estimated cost of each missing run on this device (:mod:`htnetlib.study.plan`).
 When the missing runs would take longer than ``--budget-hours`` here (the ``paper`` profile on a
 CPU: days), nothing is trained and no notebook is touched: the plan says what is missing, what
 it would cost, and where to make it cheaply. ``--stored-only`` instead renders the notebooks

@@ -10,13 +10,13 @@ what the official HTNet release publishes, so that every later step runs on it u
   ``<sub>_<filename_o>.jpg``; ``sub_filename`` empty), written last;
 * ``OUT_DIR/datasets/STSNet_whole_norm_u_v_os/<sub>_<filename_o> .png`` (with the release's
   space before ``.png``): the 28x28 (u, v, strain) flow map of
-  :func:`htnetlib.flow.flow_map`, onset to apex, on the face crops;
+  :func:`htnetlib.data.flow.flow_map`, onset to apex, on the face crops;
 * ``OUT_DIR/datasets/combined_datasets_whole/<sub>_<filename_o>.jpg``: the 224x224 apex face.
 
-Per sample: onset and apex frames (the apex by D&C-RoIs, :func:`htnetlib.flow.spot_apex`,
+Per sample: onset and apex frames (the apex by D&C-RoIs, :func:`htnetlib.data.flow.spot_apex`,
 where none is annotated: all of SMIC, and CASME II and SAMM rows whose apex cell is empty,
 ``/``, ``-`` or negative, searched from onset to offset); the MTCNN face box of the onset
-cuts both frames (:func:`htnetlib.flow.crop_face`); Farneback flow (section 4.2) between
+cuts both frames (:func:`htnetlib.data.flow.crop_face`); Farneback flow (section 4.2) between
 the 224x224 crops.  Every file is written to a temporary name and moved into place
 (``os.replace``), so an interrupted run leaves no half-written output.
 
@@ -51,7 +51,7 @@ column names (as in the SAMM sheet) are skipped.
 Every sample is keyed by its name, never by its row position: a dropped or reordered row
 cannot move a label onto another sample.  A bad row (missing frame, onset not before the
 apex, non-numeric frame number, unknown emotion, duplicate sample) raises
-:class:`~htnetlib.data.DataError` naming the sample; the table is checked in full before any
+:class:`~htnetlib.errors.DataError` naming the sample; the table is checked in full before any
 image is processed, and all its problems are reported together.
 """
 
@@ -177,7 +177,7 @@ def preprocess(
     the same as with one).  ``method`` is the flow method (:data:`FLOW_METHODS`);
     ``apex_method`` spots the apex where the dataset gives none (:data:`APEX_METHODS`: ``lbp``,
     the paper's D&C-RoIs, or ``flow``, optical-flow magnitude in the same regions, which stays
-    accurate for larger motion; see :func:`htnetlib.flow.spot_apex`).
+    accurate for larger motion; see :func:`htnetlib.data.flow.spot_apex`).
     ``detector`` replaces MTCNN (anything with facenet-pytorch's ``detect``); it must be
     picklable when ``workers`` > 1.  The returned table's ``attrs["dropped"]`` counts the
     samples whose emotion is outside the three classes.

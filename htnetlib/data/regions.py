@@ -52,7 +52,7 @@ def cache_dir() -> Path:
 
 
 def mtcnn():
-    """The process-wide MTCNN detector (:func:`htnetlib.flow.face_detector`).
+    """The process-wide MTCNN detector (:func:`htnetlib.data.flow.face_detector`).
 
     The official code also sets ``image_size=28, margin=0``; those only shape the face crops
     MTCNN can return, not the boxes and landmarks of ``detect``, which is all that is used.

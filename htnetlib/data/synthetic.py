@@ -15,7 +15,7 @@ label     class  action units imitated
 2         surp.  AU1+AU2 inner and outer brow raiser (brows up) + AU26 jaw drop
 ========  =====  ================================================================
 
-Flow convention (the same as :func:`htnetlib.flow.optical_flow`): a field ``flow`` of shape
+Flow convention (the same as :func:`htnetlib.data.flow.optical_flow`): a field ``flow`` of shape
 (H, W, 2) holds (u, v) = (x, y) displacements in pixels, and the onset pixel at p is found
 in the apex at ``p + flow(p)``.
 
@@ -273,7 +273,7 @@ def make_sequence(
     Frame k shows the face moved by ``ramp(n_frames, apex, profile)[k] * flow`` (see
     :func:`ramp`), plus independent Gaussian noise of standard deviation ``noise`` grey
     levels.  The motion sits at the action units of ``label`` (brows, mouth corners, jaw:
-    inside the eye and mouth ROIs of :func:`htnetlib.flow.roi_boxes`), each bump peaking at
+    inside the eye and mouth ROIs of :func:`htnetlib.data.flow.roi_boxes`), each bump peaking at
     ``amplitude`` times its gain (see :func:`au_field`) pixels in the apex frame.
 
     ``apex`` None draws it with the seed, uniformly from [n_frames // 4, 3 * n_frames // 4]

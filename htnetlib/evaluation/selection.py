@@ -42,7 +42,7 @@ def confusion_by_epoch(pred: np.ndarray, y, groups) -> tuple[np.ndarray, np.ndar
 
 def scores_from_confusion(cm: np.ndarray, metric: str = "uf1") -> np.ndarray:
     """UF1 (eq. 8), UAR (eq. 9) or accuracy of confusion matrices (..., true, predicted), macro
-    over the classes present in the true labels, as :func:`htnetlib.metrics.uf1` computes."""
+    over the classes present in the true labels, as :func:`htnetlib.evaluation.metrics.uf1` computes."""
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     support, predicted = cm.sum(-1), cm.sum(-2)
     present = support > 0

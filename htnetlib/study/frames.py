@@ -35,6 +35,22 @@ def predicted(p) -> str:
     return CLASSES[int(np.argmax(p))]
 
 
+def notebook_model(data, profile: str, seed: int, *, stored, out, model_dir=None):
+    """Notebook 14's model and whether it was fitted now: ``model_dir`` if given; else the one
+    committed under ``<stored>/models/<name>`` (read as stored, so every machine shows the same
+    answers); else fitted on every sample (section 4.2's schedule) and saved under
+    ``<out>/models/<name>``."""
+    from ..training.store import data_fingerprint
+
+    if model_dir is not None:
+        return predict.fitted_model(data, profile, seed, model_dir=model_dir)
+    name = predict.model_name(profile, seed, data_fingerprint(data))
+    committed = Path(stored) / "models" / name
+    if (committed / predict.META).is_file():
+        return predict.fitted_model(data, profile, seed, model_dir=committed)
+    return predict.fitted_model(data, profile, seed, model_dir=Path(out) / "models" / name)
+
+
 def model_summary(model, fitted_now: bool) -> str:
     """What the fitted model of section 4.2's profile is: its folder, data, training, input."""
     meta, t = model.meta, model.meta["training"]

@@ -58,7 +58,7 @@ def inner_splits(data: Composite, config: Config, n_groups: int = INNER_GROUPS) 
 
 def inner_jobs(data: Composite, config: Config, seed: int, store: Path, splits: list[dict],
                device="cpu") -> list[dict]:
-    """One :func:`htnetlib.train.train_fold` job per inner fit of ``splits``
+    """One :func:`htnetlib.training.fold.train_fold` job per inner fit of ``splits``
     (:func:`inner_splits`): train on the outer fold's training subjects outside inner group g,
     predict group g after every epoch."""
     arrays = JobArrays(data, config)

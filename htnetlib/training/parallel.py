@@ -8,7 +8,7 @@ forward pass runs every fold's model on its own batch (``torch.func.vmap`` over
 
 It computes what training each fold alone computes:
 
-* every fold has its own initialisation (the weights :func:`htnetlib.model.build_model` gives
+* every fold has its own initialisation (the weights :func:`htnetlib.model.build.build_model` gives
   after the one-fold trainer's seed), its own training set, batch order, held-out subject and
   optimiser state;
 * folds' training sets differ in size by a few samples, so batches are padded to a common
@@ -17,7 +17,7 @@ It computes what training each fold alone computes:
   own;
 * Adam is elementwise, so one Adam over the stacked weights is the folds' Adams side by side.
 
-Results agree with :func:`htnetlib.train.train_fold` up to float rounding (tested). Models
+Results agree with :func:`htnetlib.training.fold.train_fold` up to float rounding (tested). Models
 with batch statistics (BatchNorm) would see the padding, so only HTNet uses this path. One
 limit: a fold whose training set needs fewer batches than the group's largest still takes an
 (empty) Adam step at the extra batch; with batches of 256 every LOSO fold of the release
@@ -227,7 +227,7 @@ def train_group(config: Config, folds: list[dict], *, device: torch.device,
                 progress: bool = False, autocast: bool | None = None,
                 state: dict[str, torch.Tensor] | None = None) -> list[FoldResult]:
     """Train several folds at once; ``folds`` holds dicts with x_train, y_train, x_test, y_test,
-    seed and name (as :func:`htnetlib.train.train_fold` takes them). ``state`` is the folds'
+    seed and name (as :func:`htnetlib.training.fold.train_fold` takes them). ``state`` is the folds'
     :func:`initial_state` if already built (it is copied, not changed)."""
     n_folds, bs = len(folds), config.batch_size
     rngs = [np.random.default_rng(f["seed"]) for f in folds]  # the one-fold trainer's streams

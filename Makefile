@@ -9,13 +9,13 @@ SEEDS ?= 0
 WORKERS ?= 2
 export HTNET_DATA ?= $(if $(wildcard ../shared/htnet-data),$(abspath ../shared/htnet-data),data)
 
-.PHONY: venv test reproduce train lab clean-venv
+.PHONY: venv test reproduce train lab book clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[notebooks,cluster,test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -37,6 +37,10 @@ reproduce: venv
 
 lab: venv
 	$(BIN)/jupyter lab notebooks/
+
+# the committed notebooks, as executed, as a static site: open _build/book/index.html
+book: venv
+	$(BIN)/python -m htnetlib.cli.book --out _build/book
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,7 +13,14 @@ runs section 4 alone).  Prints:
    each apex spotter (``"lbp"``: D&C-RoIs, ``"flow"``: peak optical-flow magnitude);
 4. the hit rate of each spotter (within 1 and within 2 frames of the true apex) against
    the apex motion (0.5-4 px) and the time profile (symmetric rise and fall, or fast rise
-   and slow decay; :func:`htnetlib.data.synthetic.ramp`).
+   and slow decay; :func:`htnetlib.data.synthetic.ramp`);
+5. each flow method (TV-L1, the release's; Farneback; DIS): median end-point error on the
+   smooth random fields and on the action-unit pairs, and seconds per 224x224 pair;
+6. ``motion_px`` (:func:`htnetlib.data.flow.motion_px`, the no-motion measure of
+   ``htnet predict``) of still pairs with sensor noise against weak micro-expressions, per
+   method: what :data:`htnetlib.predict.NO_MOTION_PX` is chosen from;
+7. how far the committed ``cpu`` model's probabilities (results/models/cpu-s0-*) move between
+   flow methods on synthetic faces (labels 0-2, several seeds), against TV-L1.
 """
 
 from __future__ import annotations
@@ -127,10 +134,95 @@ def apex_against_amplitude(n_sequences: int = 15, noise: float = 1.0) -> None:
             print(f"   {profile:<11}  {method:<6} {cells}")
 
 
+def flow_methods(seeds=range(6)) -> None:
+    print(f"5. flow methods: median EPE (px, 16 px border excluded) and seconds per 224x224 pair,"
+          f" {len(seeds)} seeds")
+    print("   method      random field   action units (moving)   seconds per pair")
+    face = synthetic.astronaut_face(224)
+    for method in flow.FLOW_METHODS:
+        field, au, times = [], [], []
+        for seed in seeds:
+            truth = synthetic.random_smooth_field(224, max_disp=2.0, seed=seed)
+            a, b = _bgr(face), _bgr(synthetic.warp(face, truth))
+            start = time.perf_counter()
+            estimate = flow.optical_flow(a, b, method)
+            times.append(time.perf_counter() - start)
+            field.append(np.median(_epe(estimate, truth)[MARGIN:-MARGIN, MARGIN:-MARGIN]))
+            pair = synthetic.make_pair(seed % 3, amplitude=1.5, seed=seed)
+            speed = np.hypot(pair.flow[..., 0], pair.flow[..., 1])
+            moving = speed > 0.5 * speed.max()
+            estimate = flow.optical_flow(_bgr(pair.onset), _bgr(pair.apex), method)
+            au.append(np.median(_epe(estimate, pair.flow)[moving]))
+        print(f"   {method:<10}  {np.mean(field):.3f}          {np.mean(au):.3f}"
+              f"                   {np.median(times):.3f}")
+
+
+STILL = ((0.0, 0.5), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0))  # (amplitude px, noise grey levels)
+WEAK = ((0.25, 1.0), (0.5, 1.0), (0.5, 2.0), (1.0, 1.0))
+
+
+def _motion(amplitude: float, noise: float, method: str, seeds) -> list[float]:
+    """motion_px as htnet predict measures it: MTCNN crop, flow, landmarks on the apex face."""
+    from htnetlib.data.preprocess import FACE_SIZE
+
+    out = []
+    for seed in seeds:
+        pair = synthetic.make_pair(seed % 3, amplitude=amplitude, seed=seed, noise=noise)
+        a, b = flow.crop_face(_bgr(pair.onset), _bgr(pair.apex), FACE_SIZE)
+        out.append(flow.motion_px(flow.optical_flow(a, b, method), flow.detect_landmarks(b)))
+    return out
+
+
+def no_motion(seeds=range(6)) -> None:
+    from htnetlib.predict import NO_MOTION_PX
+
+    print(f"6. motion_px (px at the 224x224 face, eye and mouth ROIs), min / mean / max of "
+          f"{len(seeds)} seeds")
+    print("   method      amplitude  noise   motion_px               threshold")
+    for method in flow.FLOW_METHODS:
+        for amplitude, noise in STILL + WEAK:
+            m = _motion(amplitude, noise, method, seeds)
+            kind = "still" if amplitude == 0 else f"{amplitude:g} px"
+            print(f"   {method:<10}  {kind:<9}  {noise:>4g}    {min(m):.3f} / {np.mean(m):.3f} / "
+                  f"{max(m):.3f}     {NO_MOTION_PX[method]}")
+
+
+def probability_shift(seeds=range(5), amplitudes=(0.5, 1.5)) -> None:
+    from htnetlib.data.preprocess import FACE_SIZE, MAP_SIZE
+    from htnetlib.predict import STORED_MODELS, Model
+
+    folder = sorted(STORED_MODELS.glob("cpu-s0-*/"))[0]
+    model = Model.load(folder)
+    print(f"7. {folder.name}: probabilities by flow method on synthetic pairs (labels 0-2 x "
+          f"{len(seeds)} seeds, noise 1 grey level), against TV-L1")
+    print("   amplitude  method      mean |p - p_tvl1|   max   class differs   class = label")
+    for amplitude in amplitudes:
+        probs = {m: [] for m in flow.FLOW_METHODS}
+        labels = []
+        for label in (0, 1, 2):
+            for seed in seeds:
+                pair = synthetic.make_pair(label, amplitude=amplitude, seed=seed, noise=1.0)
+                a, b = flow.crop_face(_bgr(pair.onset), _bgr(pair.apex), FACE_SIZE)
+                labels.append(label)
+                for method in flow.FLOW_METHODS:
+                    uv = flow.optical_flow(a, b, method)
+                    map28 = np.ascontiguousarray(flow.flow_to_map(uv, MAP_SIZE)[..., ::-1])
+                    probs[method].append(model.predict_map(map28, b))
+        probs = {m: np.array(p) for m, p in probs.items()}
+        labels = np.array(labels)
+        for method, p in probs.items():
+            diff = np.abs(p - probs["tvl1"])
+            differs = int(np.sum(p.argmax(1) != probs["tvl1"].argmax(1)))
+            print(f"   {amplitude:>5g} px   {method:<10}  {diff.mean():.3f}               "
+                  f"{diff.max():.3f}   {differs} of {len(p)}         "
+                  f"{np.mean(p.argmax(1) == labels):.0%}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one section")
-    sections = (random_field_errors, au_pair_errors, apex_spotting, apex_against_amplitude)
+    parser.add_argument("--only", type=int, choices=range(1, 8), help="run one section")
+    sections = (random_field_errors, au_pair_errors, apex_spotting, apex_against_amplitude,
+                flow_methods, no_motion, probability_shift)
     only = parser.parse_args(argv).only
     start = time.time()
     for number, section in enumerate(sections, 1):

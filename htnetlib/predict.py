@@ -10,6 +10,8 @@ both give the same network). The model folder holds::
     model.safetensors   the weights (safetensors, never pickle)
     model.json          configuration, profile, seed, data fingerprint, class names, the input
                         convention, the weights' SHA-256, library versions, git commit
+    MODEL_CARD.md       written by ``htnet fit`` (:mod:`htnetlib.study.card`): data, configuration,
+                        the stored LOSO score of that configuration, intended use and limits
 
 The weights are written first and model.json last, each atomically; model.json records the
 weights' SHA-256, so a folder whose two files do not belong together is refused on loading.
@@ -20,8 +22,10 @@ files (default ``.cache/models/<profile>-s<seed>-<fingerprint>``, git-ignored).
 
 1. MTCNN face crop of onset and apex, 224x224 (:func:`htnetlib.data.flow.crop_face`, as
    ``htnet preprocess`` does);
-2. optical flow from onset to apex (eq. 2; Farneback as section 4.2 names it) and optical
-   strain (eq. 3);
+2. optical flow from onset to apex (eq. 2) and optical strain (eq. 3). The default is TV-L1,
+   the method the release's maps were made with, so the maps the models learn from
+   (:func:`htnetlib.data.flow.optical_flow`; Farneback, section 4.2's name, and DIS are offered;
+   bench/RESULTS.md measures how far the probabilities move between them);
 3. the 28x28 (u, v, strain) map, stored as the release stores it: :func:`htnetlib.data.flow.flow_map`
    reversed to (strain, v, u), the order ``cv2.imread`` gives for the release's PNGs and the
    array the models are trained on;
@@ -35,9 +39,28 @@ regions ``official`` or ``corrected`` ``--flow`` needs ``--apex FACE`` (the apex
 computed from, e.g. the release's ``combined_datasets_whole/<imagename>``); without it the
 command stops with a one-line error. Only a ``regions=whole`` model reads a map alone.
 
-The release's maps were computed with TV-L1 optical flow on real faces; a map made here uses
-Farneback (or DIS), so frames-to-prediction sees inputs of a somewhat different kind than the
-training maps (:func:`htnetlib.data.flow.optical_flow`).
+**No motion.** Every map is min-max normalised per channel (as the release's are), so the
+network sees the *pattern* of motion, never its size: sensor noise between two still frames
+becomes a full-contrast map and gets a confident-looking class. :func:`htnetlib.data.flow.motion_px`
+measures the size before normalising (mean |V| in px at the 224x224 face, in the eye and mouth
+ROIs of :func:`htnetlib.data.flow.roi_boxes`, landmarks found by MTCNN on the apex face); below
+:data:`NO_MOTION_PX` of the flow method the answer is "no motion" (``label`` null) unless forced.
+A release-style map carries no size, so ``--flow`` answers have ``motion_px`` null.
+
+**The answer** (:meth:`Model.answer`, and ``htnet predict --json``, one object per item):
+
+    label          class name, or null: no motion found (or, in a batch, the item failed)
+    probabilities  {class: p}: the network's softmax, NOT calibrated (no calibration exists in
+                   this project: 0.9 is not right 9 times in 10); not meaningful if label null
+    calibrated     false (always, until a calibration exists)
+    no_motion      motion_px below the threshold (and no --force); forced: --force was given
+    motion_px      mean flow magnitude in px at the 224x224 face; motion_threshold_px: the
+                   flow method's threshold; flow_method: tvl1, farneback or dis (null: --flow)
+    seconds        wall time of this prediction, from reading the files to the softmax
+    model          {path, profile, seed, data_fingerprint, sha256 (of model.safetensors)}
+    input, files   pair, flow or sequence, and the files read; sequences: apex_frame
+                   {index, file, frames}; landmarks_found (null for regions=whole)
+    error          (batches only) null, or the item's one-line error
 
 Errors a user can cause are one line: :class:`htnetlib.errors.DataError` for a bad file, image or
 model folder (naming it), :class:`htnetlib.config.ConfigError` for bad settings.
@@ -70,11 +93,22 @@ from .training.fold import pick_device, train_network
 from .training.store import data_fingerprint
 
 FORMAT = "htnet-model/1"
-WEIGHTS, META = "model.safetensors", "model.json"
+WEIGHTS, META, CARD = "model.safetensors", "model.json", "MODEL_CARD.md"
 CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
 REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
             "weights")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_FLOW = "tvl1"  # the release's flow method: the maps the models learn from
+
+#: Below this motion (:func:`htnetlib.data.flow.motion_px`, px at the 224x224 face) a pair is
+#: answered "no motion", per flow method. Measured by ``python bench/flow_accuracy.py --only 6``
+#: (bench/RESULTS.md, "No motion"): the astronaut face, crop, flow and ROIs as in predict, 6
+#: seeds each. Still pairs with sensor noise of 2 grey levels reach at most 0.043 (tvl1), 0.073
+#: (farneback), 0.037 (dis) px; the weakest micro-expressions kept, action-unit bumps of
+#: 0.5 px peak (noise 1-2), give at least 0.063, 0.086, 0.063 px. Each threshold lies between
+#: the two. Bumps of 0.25 px (0.043-0.079) and noise of 3 grey levels (up to 0.107 with
+#: farneback) straddle them: such pairs are not told apart from stillness.
+NO_MOTION_PX = {"tvl1": 0.05, "farneback": 0.08, "dis": 0.05}
 
 
 # The fitted models that notebooks show, committed with their SHA-256 (in model.json) so that
@@ -103,11 +137,11 @@ def default_model_dir(profile: str, seed: int, fingerprint: str, config: Config 
 # --------------------------------------------------------------------------- fitting
 
 
-
-
 def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None = None,
         device: str | None = None, progress: bool = False) -> "Model":
     """One network trained on every sample of ``data`` (final epoch), with its model.json."""
+    from safetensors import __version__ as safetensors_version
+
     config.check()
     seed = check_seed(seed)
     if config.model == "logreg":
@@ -131,7 +165,7 @@ def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None =
         "classes": {str(k): name for k, name in LABELS.items()},
         "input": input_convention(config),
         "training": {"epochs": config.epochs, "schedule": "every sample, final epoch", **history},
-        "versions": {**versions(), "safetensors": _safetensors_version()},
+        "versions": {**versions(), "safetensors": safetensors_version},
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -146,12 +180,6 @@ def input_convention(config: Config) -> dict:
             "value_range": [0, 255], "input_scale": config.input_scale,
             "regions": config.regions, "image_size": config.image_size,
             "face_size": FACE_SIZE, "landmarks": "MTCNN on the apex face (htnetlib.data.regions)"}
-
-
-def _safetensors_version() -> str:
-    import safetensors
-
-    return safetensors.__version__
 
 
 def fitted_model(data: Composite, profile: str, seed: int = 0, *,
@@ -193,7 +221,7 @@ def check_out_dir(folder: Path) -> None:
         raise ConfigError(f"--out {folder} is a file, not a folder")
     if folder.is_dir():
         foreign = [p.name for p in folder.iterdir()
-                   if p.name not in (WEIGHTS, META) and not p.name.startswith(".")]
+                   if p.name not in (WEIGHTS, META, CARD) and not p.name.startswith(".")]
         if foreign:
             raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
                               "choose a new or empty folder for the model")
@@ -217,8 +245,6 @@ def _tracked_in_repo(folder: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- images
-
-
 
 
 def as_image(image, what: str) -> np.ndarray:
@@ -387,13 +413,17 @@ class Model:
             return probs
         return probs, {"map": check_map(map28), "input": picture, "logits": logits, **extra}
 
-    def predict(self, onset, apex, *, return_maps: bool = False, flow_method: str = "farneback"):
+    def predict(self, onset, apex, *, return_maps: bool = False,
+                flow_method: str = DEFAULT_FLOW):
         """Probabilities (3,) from an onset and an apex frame (section 3.1): face crop, flow,
         strain, the 28x28 map, the four regions, the network. Maps: onset_face, apex_face
-        (BGR 224x224), flow (H, W, 2: u, v), strain, map (strain, v, u), input, landmarks."""
-        if flow_method not in flow.FLOW_METHODS:
-            raise ConfigError(f"flow_method={flow_method!r}; choose one of "
-                              f"{', '.join(flow.FLOW_METHODS)}")
+        (BGR 224x224), flow (H, W, 2: u, v), strain, motion_px, map (strain, v, u), input,
+        landmarks. Lists of frames (or (N, H, W, 3) arrays) give (N, 3):
+        :meth:`predict_pairs`."""
+        if _is_batch(onset) or _is_batch(apex):
+            return self.predict_pairs(onset, apex, return_maps=return_maps,
+                                      flow_method=flow_method)
+        check_flow_method(flow_method)
         names = [str(f) if isinstance(f, (str, Path)) else w for f, w in
                  ((onset, "onset"), (apex, "apex"))]
         a, b = as_image(onset, names[0]), as_image(apex, names[1])
@@ -405,15 +435,45 @@ class Model:
         except DataError as exc:
             raise DataError(f"{names[0]}: {exc}") from None
         uv = flow.optical_flow(onset_face, apex_face, flow_method)
+        motion = flow.motion_px(uv, flow.detect_landmarks(apex_face))
         map28 = np.ascontiguousarray(flow.flow_to_map(uv, MAP_SIZE)[..., ::-1])
         probs, maps = self.predict_map(map28, apex_face, return_maps=True)
         if not return_maps:
             return probs
         return probs, {"onset_face": onset_face, "apex_face": apex_face, "flow": uv,
-                       "strain": flow.optical_strain(uv), **maps}
+                       "strain": flow.optical_strain(uv), "motion_px": motion, **maps}
+
+    def predict_pairs(self, onsets, apexes, *, return_maps: bool = False,
+                      flow_method: str = DEFAULT_FLOW):
+        """Probabilities (N, 3) of N pairs (sequences of frames or paths, or (N, H, W, 3)
+        arrays), one :meth:`predict` each; with ``return_maps`` also the list of maps."""
+        onsets, apexes = list(onsets), list(apexes)
+        if len(onsets) != len(apexes):
+            raise DataError(f"{len(onsets)} onset frame(s) but {len(apexes)} apex frame(s)")
+        done = [self.predict(a, b, return_maps=True, flow_method=flow_method)
+                for a, b in zip(onsets, apexes)]
+        probs = np.array([p for p, _ in done], dtype=np.float64).reshape(len(done), 3)
+        return (probs, [m for _, m in done]) if return_maps else probs
+
+    def answer(self, onset, apex, *, flow_method: str = DEFAULT_FLOW,
+               force: bool = False) -> dict:
+        """The answer to one pair as ``htnet predict --json`` prints it (keys in the module
+        docstring): "no motion" (label None) below :data:`NO_MOTION_PX` unless ``force``."""
+        start = time.perf_counter()
+        probs, maps = self.predict(onset, apex, return_maps=True, flow_method=flow_method)
+        files = {k: str(v) for k, v in (("onset", onset), ("apex", apex))
+                 if isinstance(v, (str, Path))}
+        return make_answer(self, probs, maps, flow_method=flow_method, force=force,
+                           seconds=time.perf_counter() - start, input="pair", files=files)
+    @property
+    def identity(self) -> dict:
+        """An answer's ``model``: path, profile, seed, data_fingerprint, sha256 (weights)."""
+        return {"path": str(self.path) if self.path else None, "profile": self.meta.get(
+            "profile"), "seed": self.meta["seed"], "data_fingerprint": self.meta[
+            "data_fingerprint"], "sha256": self.meta["weights"].get("sha256")}
 
     def predict_sequence(self, frames, *, return_maps: bool = False,
-                         apex_method: str = "lbp", flow_method: str = "farneback"):
+                         apex_method: str = "lbp", flow_method: str = DEFAULT_FLOW):
         """Probabilities (3,) of a frame sequence (frame 0 the onset): the apex is spotted by
         :func:`htnetlib.data.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
         Maps also hold ``apex_index``."""
@@ -438,6 +498,36 @@ class Model:
         probs, maps = self.predict(onset, images[apex], return_maps=True,
                                    flow_method=flow_method)
         return (probs, {"apex_index": apex, **maps}) if return_maps else probs
+
+
+def check_flow_method(method: str) -> str:
+    """``method`` if :func:`htnetlib.data.flow.optical_flow` offers it, else ConfigError."""
+    if method not in flow.FLOW_METHODS:
+        raise ConfigError(f"flow_method={method!r}; choose one of {', '.join(flow.FLOW_METHODS)}")
+    return method
+
+
+def _is_batch(frames) -> bool:
+    """Whether ``frames`` is several frames: a list or tuple, or an (N, H, W, 3) array."""
+    return isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray)
+                                                 and frames.ndim == 4)
+
+
+def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, force: bool,
+                seconds: float, **where) -> dict:
+    """The answer dict of the module docstring from :meth:`Model.predict`'s probabilities and
+    maps; ``where`` adds input, files, apex_frame."""
+    motion = maps.get("motion_px")
+    threshold = NO_MOTION_PX.get(flow_method) if motion is not None else None
+    still = motion is not None and motion < threshold and not force
+    return {"label": None if still else model.classes[int(np.argmax(probs))],
+           "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probs)},
+           "calibrated": False, "no_motion": still, "forced": bool(force),
+           "motion_px": None if motion is None else round(float(motion), 4),
+           "motion_threshold_px": threshold,
+           "flow_method": flow_method if motion is not None else None,
+           "seconds": round(float(seconds), 4), "model": model.identity, **where,
+           "landmarks_found": maps.get("landmarks_found")}
 
 
 def _read_meta(path: Path) -> dict:

@@ -51,7 +51,8 @@ def test_nbval_in_a_clean_clone_leaves_git_status_empty(tmp_path):
                          ids=lambda p: p.name if p else "none")
 def test_committed_models_load_and_match_their_recorded_sha256(folder):
     """Every committed model folder loads (which checks the weights against model.json's
-    SHA-256, strictly against the configuration) and names the data it was fitted on."""
+    SHA-256, strictly against the configuration), names the data it was fitted on and holds
+    its current model card (MODEL_CARD.md)."""
     if folder is None:
         pytest.skip("no model is committed under results/models")
     model = predict.Model.load(folder)
@@ -59,7 +60,12 @@ def test_committed_models_load_and_match_their_recorded_sha256(folder):
     assert meta["weights"]["sha256"] == predict.sha256(folder / predict.WEIGHTS)
     assert folder.name == predict.model_name(meta["profile"], meta["seed"],
                                              meta["data_fingerprint"], model.config)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([predict.META, predict.WEIGHTS])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([predict.META, predict.WEIGHTS,
+                                                              predict.CARD])
+    # the card is the one htnet fit writes, with the stored run's score as it is now
+    from htnetlib.study.card import card_text
+
+    assert (folder / predict.CARD).read_text() == card_text(model)
 
 
 def test_only_the_stored_models_folder_may_hold_a_model_inside_the_repository(tmp_path):

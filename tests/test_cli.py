@@ -106,3 +106,67 @@ def test_lodo_refuses_a_trainer_it_chooses_itself(synthetic_root, tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--protocol lodo" in err and "--trainer" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- help texts
+
+
+def _parsers():
+    """(name, parser) of htnet and every subcommand, nested ones included."""
+    import argparse
+
+    from htnetlib.cli.app import build_parser
+
+    todo, out = [("htnet", build_parser())], []
+    while todo:
+        name, parser = todo.pop(0)
+        out.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {n}", p) for n, p in action.choices.items()]
+    return out
+
+
+def test_every_subcommand_help_has_an_example_and_shows_defaults():
+    """An example in every subcommand's help (epilog); every option with a default says it;
+    one profile order everywhere; no RST double backticks in any help text."""
+    import argparse
+
+    from htnetlib.cli.app import PROFILE_ORDER
+
+    for name, parser in _parsers():
+        text = parser.format_help()
+        assert "``" not in text, name
+        if name != "htnet":
+            assert "example" in (parser.epilog or ""), f"{name}: no example"
+        for action in parser._actions:
+            if action.help in (None, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            if action.default not in (None, False, [], argparse.SUPPRESS):
+                assert "default" in action.help, f"{name} {action.option_strings[0]}"
+            if action.choices and set(action.choices) == set(PROFILE_ORDER):
+                assert tuple(action.choices) == PROFILE_ORDER, f"{name} {action.dest}"
+    assert "{smoke,cpu,paper}" in dict(_parsers())["htnet"].format_help()
+
+
+def test_the_cli_mirrors_the_library_constants():
+    from htnetlib import predict
+    from htnetlib.cli import app, predict as cli_predict
+    from htnetlib.data import flow
+
+    assert cli_predict.FLOW_METHODS == flow.FLOW_METHODS
+    assert cli_predict.APEX_METHODS == flow.APEX_METHODS
+    assert cli_predict.DEFAULT_FLOW == predict.DEFAULT_FLOW == "tvl1"
+    assert cli_predict.PROFILE_ORDER == app.PROFILE_ORDER
+    assert set(predict.NO_MOTION_PX) == set(flow.FLOW_METHODS)
+
+
+def test_fit_paper_on_a_cpu_refuses_with_the_estimate(synthetic_root, tmp_path, capsys):
+    """One line, exit 5: the estimated hours here and where the fit is cheap; nothing read
+    or written."""
+    code = main(["fit", "--profile", "paper", "--device", "cpu", "--data",
+                 str(synthetic_root), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 5 and len(err.strip().splitlines()) == 1, err
+    assert "hours" in err and "GPU" in err and "--allow-slow" in err
+    assert not (tmp_path / "m").exists()

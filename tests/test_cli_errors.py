@@ -6,21 +6,13 @@ import shutil
 
 import pytest
 import torch
+from cli_helpers import error_line
 
 from htnetlib.cli import app as cli
 from htnetlib.training import loso
 from htnetlib.data import regions
 from htnetlib.cli.app import main
-from htnetlib.config import ConfigError, TrainingError
-
-
-def error_line(capsys) -> str:
-    """The one line ``htnet: error: ...`` on stderr (and nothing else there)."""
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("htnet: error: "), err
-    return lines[0]
+from htnetlib.config import TrainingError
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import error_line
 
 from htnetlib import errors
 from htnetlib.cli import app
@@ -32,15 +33,6 @@ from htnetlib.training import jobs, loso, store
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="finds processes in /proc")
-
-
-def error_line(capsys) -> str:
-    """The one line ``htnet: error: ...`` on stderr (and nothing else there)."""
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("htnet: error: "), err
-    return lines[0]
 
 
 def final_error_line(capsys) -> str:

@@ -23,7 +23,7 @@ def _endpoint_error(estimate, truth):
 # --- optical flow ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, limit", [("farneback", 0.25), ("dis", 0.25)])
+@pytest.mark.parametrize("method, limit", [("tvl1", 0.25), ("farneback", 0.25), ("dis", 0.25)])
 def test_flow_accuracy_on_a_smooth_random_field(method, limit):
     """Median endpoint error on the astronaut face moved by <= 2 px (expected ~0.16 px)."""
     face = synthetic.astronaut_face(224)
@@ -36,41 +36,77 @@ def test_flow_accuracy_on_a_smooth_random_field(method, limit):
     assert max(errors) <= limit
 
 
-def test_flow_sign_convention_onset_to_apex():
-    """onset(p) matches apex(p + flow(p)): content moving right and down gives u, v > 0."""
+@pytest.mark.parametrize("method", flow.FLOW_METHODS)
+def test_flow_sign_convention_onset_to_apex(method):
+    """onset(p) matches apex(p + flow(p)): content moving right and down gives u, v > 0, for
+    every method (skimage's TV-L1 returns (v, u), reordered to (u, v))."""
     face = synthetic.astronaut_face(224)
     shift = np.zeros((224, 224, 2), np.float32)
     shift[..., 0], shift[..., 1] = 1.5, 0.75
-    estimate = flow.optical_flow(face[..., 1], synthetic.warp(face, shift)[..., 1])
+    estimate = flow.optical_flow(face[..., 1], synthetic.warp(face, shift)[..., 1], method)
     inner = estimate[MARGIN:-MARGIN, MARGIN:-MARGIN]
     assert np.median(inner[..., 0]) == pytest.approx(1.5, abs=0.1)
     assert np.median(inner[..., 1]) == pytest.approx(0.75, abs=0.1)
 
 
+@pytest.mark.parametrize("method", ["farneback", "tvl1"])
 @pytest.mark.parametrize("label", [0, 1, 2])
-def test_flow_on_au_pairs_points_the_right_way(label):
+def test_flow_on_au_pairs_points_the_right_way(label, method):
     """Localised action-unit motion: right direction, magnitude underestimated by < 40 %.
 
     Farneback's 15 px window smooths bumps of ~20 px radius, so the motion inside them comes
-    out about 20 % short (bench/flow_accuracy.py prints the figures).
+    out about 20 % short (bench/flow_accuracy.py prints the figures). TV-L1 (skimage's
+    defaults) turns the direction more (median cosine 0.94 on label 0, about 20 degrees) and
+    its total-variation term flattens the bumps more: about 45 % short on labels 0 and 1.
     """
     pair = synthetic.make_pair(label, amplitude=1.5, seed=0)
-    estimate = flow.optical_flow(_bgr(pair.onset), _bgr(pair.apex))
+    estimate = flow.optical_flow(_bgr(pair.onset), _bgr(pair.apex), method)
     true_speed = np.hypot(pair.flow[..., 0], pair.flow[..., 1])
     moving = true_speed > 0.5 * true_speed.max()
     cosine = (estimate * pair.flow).sum(-1)[moving] / (
         np.hypot(estimate[..., 0], estimate[..., 1])[moving] * true_speed[moving] + 1e-9
     )
-    assert np.median(cosine) > 0.95
+    assert np.median(cosine) > (0.95 if method == "farneback" else 0.9)
     ratio = np.median(np.hypot(estimate[..., 0], estimate[..., 1])[moving]) / np.median(true_speed[moving])
-    assert 0.6 < ratio < 1.1
+    assert (0.6 if method == "farneback" else 0.5) < ratio < 1.1
     assert np.median(np.hypot(estimate[..., 0], estimate[..., 1])[~moving & (true_speed == 0)]) < 0.1
+
+
+def test_tvl1_is_offered_and_opencv_contrib_is_not_needed():
+    """TV-L1 comes from scikit-image: opencv-python-headless has no cv2.optflow."""
+    assert flow.FLOW_METHODS == ("tvl1", "farneback", "dis")
+    pair = synthetic.make_pair(1, amplitude=1.5, seed=2)
+    estimate = flow.optical_flow(_bgr(pair.onset), _bgr(pair.apex), "tvl1")
+    assert estimate.shape == (224, 224, 2) and estimate.dtype == np.float32
+    moving = np.hypot(pair.flow[..., 0], pair.flow[..., 1]) > 0.5
+    assert np.median(np.hypot(*(estimate - pair.flow)[moving].T)) < 0.6
+
+
+def test_motion_px_separates_still_noisy_pairs_from_weak_expressions():
+    """motion_px (the no-motion measure of htnet predict) on the synthetic face with its true
+    landmarks: a still pair with noise of 1 grey level stays below 0.05 px, a 1.5 px
+    expression is several times above; rigid motion of 1 px gives 1 px."""
+    landmarks = synthetic.face_landmarks()
+    still = synthetic.make_pair(0, amplitude=0.0, seed=1, noise=1.0)
+    moving = synthetic.make_pair(0, amplitude=1.5, seed=1, noise=1.0)
+    for method in ("tvl1", "farneback"):
+        m_still = flow.motion_px(flow.optical_flow(_bgr(still.onset), _bgr(still.apex), method),
+                                 landmarks)
+        m_moving = flow.motion_px(flow.optical_flow(_bgr(moving.onset), _bgr(moving.apex),
+                                                    method), landmarks)
+        assert m_still < 0.05 and m_moving > 3 * m_still, (method, m_still, m_moving)
+    rigid = np.zeros((224, 224, 2), np.float32)
+    rigid[..., 0] = 1.0
+    assert flow.motion_px(rigid, landmarks) == pytest.approx(1.0)
+    assert flow.motion_px(rigid, None) == pytest.approx(1.0)  # the fallback ROIs
+    with pytest.raises(ValueError, match="shape"):
+        flow.motion_px(np.zeros((8, 8)))
 
 
 def test_flow_rejects_bad_input():
     a = np.zeros((32, 32), np.uint8)
-    with pytest.raises(ValueError, match="unknown optical flow method 'tvl1'"):
-        flow.optical_flow(a, a, "tvl1")
+    with pytest.raises(ValueError, match="unknown optical flow method 'lucas-kanade'"):
+        flow.optical_flow(a, a, "lucas-kanade")
     with pytest.raises(ValueError, match="differ in size"):
         flow.optical_flow(a, np.zeros((32, 30), np.uint8))
     with pytest.raises(ValueError, match="uint8"):

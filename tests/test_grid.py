@@ -335,8 +335,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
         grid.make_executor("slurm", tmp_path / "logs")
 
 
-def test_slurm_jobs_ask_for_the_partition_gpus_time_and_requeue_signal(synthetic_root,
-                                                                       tmp_path, monkeypatch):
+def fake_slurm(tmp_path, monkeypatch) -> None:
+    """srun and sbatch stand-ins on PATH: sbatch copies its script to ``<tmp_path>/job.sh`` and
+    answers as Slurm does, with job id 4242."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in {"srun": "exit 0",
@@ -345,6 +346,11 @@ def test_slurm_jobs_ask_for_the_partition_gpus_time_and_requeue_signal(synthetic
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_jobs_ask_for_the_partition_gpus_time_and_requeue_signal(synthetic_root,
+                                                                       tmp_path, monkeypatch):
+    fake_slurm(tmp_path, monkeypatch)
     executor = grid.make_executor("slurm", tmp_path / "logs", time_min=20, gpus_per_job=1,
                                   partition="gpu", slurm_args={"account": "proj"})
     executor.update_parameters(name="htnet-paper-s0-abc")
@@ -359,14 +365,7 @@ def test_slurm_jobs_ask_for_the_partition_gpus_time_and_requeue_signal(synthetic
 
 def test_slurm_jobs_go_as_one_array_with_its_parallelism_and_are_recorded(synthetic_root,
                                                                           tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in {"srun": "exit 0",
-                       "sbatch": f'cp "$1" {tmp_path}/job.sh; echo "Submitted batch job 4242"'
-                       }.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_slurm(tmp_path, monkeypatch)
     executor = grid.make_executor("slurm", tmp_path / "logs", parallel=2)
     tasks = [grid.RunJob(synthetic_root, PROFILES["smoke"], s, "smoke", tmp_path / "runs",
                          f"htnet-smoke-s{s}-000000000{s}", kind=kind)

@@ -21,8 +21,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "htnetlib"
 MAX_LINES = 600
@@ -306,7 +304,6 @@ def test_version():
 # --------------------------------------------------------------------------- notebooks
 
 
-@pytest.mark.xfail(reason="notebooks are being reworked", strict=False)
 def test_notebook_code_cells_are_short():
     rule = f"no notebook code cell is longer than {MAX_NOTEBOOK_CELL_LINES} lines"
     problems = []

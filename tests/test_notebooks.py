@@ -78,10 +78,7 @@ def test_papermill_smoke(nb, tmp_path, synthetic_root, monkeypatch):
 
 def expected_rows(name: str) -> int | None:
     """Rows a smoke execution writes into table ``name`` (None: not a scored table)."""
-    from htnetlib.study import ablation
     from htnetlib import paper
-    from htnetlib.study import tables as report
-    from htnetlib.cli import reproduce
 
     if name.startswith("table2_"):
         measured = sum(1 if experiments.table2_config(v, "smoke").model == "logreg" else 2

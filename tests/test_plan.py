@@ -18,10 +18,10 @@ def test_the_registry_lists_every_kind_once(profile):
     found = experiments.experiments(profile)
     keys = [(e.kind, json.dumps(e.config.to_dict(), sort_keys=True), e.seed) for e in found]
     assert len(keys) == len(set(keys)), "a job is listed twice"
-    assert collections.Counter(e.kind for e in found) == {"loso": 40, "nested": 2, "lodo": 10}
+    assert collections.Counter(e.kind for e in found) == {"loso": 43, "nested": 2, "lodo": 10}
     assert all(e.why for e in found)
-    # notebook order: 04 first, then each kind where its notebook comes
-    assert found[0].why[0] == "04 training"
+    # notebook order: 02's crop modes first, then each kind where its notebook comes
+    assert found[0].why[0] == "02 crop mode: official"
     assert [e.kind for e in found] == sorted((e.kind for e in found),
                                               key=experiments.KINDS.index)
     assert [(e.config, e.seed) for e in found if e.kind == "nested"] == [
@@ -34,7 +34,7 @@ def test_duplicates_merge_keeping_every_reason():
     found = experiments.experiments("cpu")
     default = profile_config("cpu")
     (first,) = [e for e in found if e.kind == "loso" and e.config == default and e.seed == 0]
-    for why in ("04 training", "05 Table 2: HTNet", "06 seed spread", "09 seed spread",
+    for why in ("02 crop mode: official", "04 training", "05 Table 2: HTNet", "06 seed spread", "09 seed spread",
                 "12 honest selection: plain", "07 Figure 5 (hidden dimension): 256"):
         assert why in first.why
     # the same configuration and seed of another kind is another job
@@ -42,6 +42,17 @@ def test_duplicates_merge_keeping_every_reason():
     assert inner.why == ("12 nested rule: plain",)
     (lodo,) = [e for e in found if e.kind == "lodo" and e.config == default and e.seed == 0]
     assert lodo.why == ("13 leave one dataset out: HTNet",)
+
+
+def test_both_crop_modes_with_every_seed():
+    """Notebook 02 compares the official and the corrected crop mode over every seed."""
+    found = experiments.experiments("cpu", seeds=[0, 1, 2])
+    for mode in experiments.CROP_MODES:
+        runs = [e for e in found if f"02 crop mode: {mode}" in e.why]
+        assert [(e.kind, e.config, e.seed) for e in runs] == [
+            ("loso", experiments.crop_config(mode, "cpu"), s) for s in (0, 1, 2)]
+    assert experiments.crop_config("official", "cpu") == profile_config("cpu")
+    assert experiments.crop_config("corrected", "cpu").regions == "corrected"
 
 
 def test_other_seeds_follow_the_notebooks():

@@ -359,7 +359,7 @@ def test_missing_table_root_and_bad_options(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
         pp.read_samples("casme4", tmp_path)
     with pytest.raises(ValueError, match="unknown optical flow method"):
-        pp.preprocess("samm", tmp_path, tmp_path / "out", method="tvl1")
+        pp.preprocess("samm", tmp_path, tmp_path / "out", method="lucas-kanade")
 
 
 def test_xlsx_table_needs_openpyxl(tmp_path):

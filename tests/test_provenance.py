@@ -28,20 +28,18 @@ from htnetlib.study import ablation
 from htnetlib import config as config_mod
 from htnetlib.study import experiments
 from htnetlib.training import lodo as lodo_mod
-from htnetlib.training import loso as loso_mod
 from htnetlib.training import nested as nested_mod
 from htnetlib.study import readme
 from htnetlib.training import store as store_mod
-from htnetlib.study import tables as report
 from htnetlib.evaluation import metrics
-from htnetlib.study import tables as report
+from htnetlib.study import tables
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 RUN_DIRS = sorted(p for p in (RESULTS / "runs").iterdir() if p.is_dir())
 TABLES = sorted((RESULTS / "tables").glob("*.csv"))
 README = ROOT / "README.md"
-N_BOOT = 1000  # the notebooks' bootstrap resamples (report.table2_full, ablation.table)
+N_BOOT = 1000  # the notebooks' bootstrap resamples (tables.table2_full, ablation.table)
 
 
 @functools.cache
@@ -115,7 +113,7 @@ def test_stored_run_recomputes_from_its_epochs(run_dir):
     np.testing.assert_array_equal(p["honest"].to_numpy(), honest)
     np.testing.assert_array_equal(p["oracle"].to_numpy(), oracle)
 
-    # metrics.json, as loso_mod.assemble computes it
+    # metrics.json, as htnetlib.training.loso.assemble computes it
     table = p.assign(honest=honest, oracle=oracle)
     scores = {proto: metrics.scores(table, proto) for proto in metrics.PROTOCOLS}
     assert flat(run.metrics) == pytest.approx(flat(scores), rel=0, abs=1e-12)
@@ -200,14 +198,14 @@ def test_stored_inner_store_is_finished_and_matches_its_run(inner):
 
 
 def table2(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 05: report.table2_full of the variants' runs of ``profile``, and those of other
+    """Notebook 05: tables.table2_full of the variants' runs of ``profile``, and those of other
     profiles shown beside them. A measured row names its variant, profile and seed count."""
     by_profile = {}
     for name, p, n in stored.loc[stored["source"] == "measured", ["approach", "profile", "seeds"]
                                  ].drop_duplicates().itertuples(index=False):
         by_profile.setdefault(p, {})[name] = find(experiments.table2_config(name, p), p, n=int(n))
     runs, others = by_profile.pop(profile, {}), by_profile
-    return report.table2_full(runs, n_boot=N_BOOT, **({"others": others} if others else {}))
+    return tables.table2_full(runs, n_boot=N_BOOT, **({"others": others} if others else {}))
 
 
 def ablation_runs(ab: experiments.Ablation, stored: pd.DataFrame, find) -> dict:
@@ -239,21 +237,19 @@ def ablation_table(key: str):
 
 
 def protocol_audit(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 11 computes this table in the notebook itself (no library function), from
-    metrics.json: the same few lines are repeated here."""
-    rows = []
+    """Notebook 11: training_report.audit_table of the stored runs that the table names."""
+    from htnetlib.study.training_report import NULL, audit_table
+
+    runs, null = {}, None
     for name, p, n in stored[["model", "profile", "seeds"]].drop_duplicates().itertuples(
             index=False):
         variant = re.sub(r" \(\w+ profile\)$", "", name)
-        cfg = (dataclasses.replace(config_mod.profile_config(p), permute_labels=True)
-               if variant == "HTNet, labels permuted (null)" else experiments.table2_config(variant, p))
-        rs = find(cfg, p, n=int(n))
-        for m in ("uf1", "uar"):
-            h = np.mean([r.metrics["honest"]["full"][m] for r in rs])
-            o = np.mean([r.metrics["oracle"]["full"][m] for r in rs])
-            rows.append({"model": name, "profile": rs[0].meta["profile"], "metric": m.upper(),
-                         "seeds": len(rs), "honest": h, "oracle": o, "oracle - honest": o - h})
-    return pd.DataFrame(rows)
+        if variant == NULL:
+            null = find(dataclasses.replace(config_mod.profile_config(p), permute_labels=True),
+                        p, n=int(n))[0]
+        else:
+            runs[name] = find(experiments.table2_config(variant, p), p, n=int(n))
+    return audit_table(runs, null)
 
 
 def table5_costs(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
@@ -286,7 +282,7 @@ def table1(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
 
 
 def honest_selection(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 12: report.selection_table of every training variant's runs, with the seeds
+    """Notebook 12: tables.selection_table of every training variant's runs, with the seeds
     the table lists (its nested rows read each run's inner/ store)."""
 
     runs = {}
@@ -294,11 +290,11 @@ def honest_selection(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
                                   ].itertuples(index=False):
         runs[name] = [find(experiments.selection_config(name, profile), profile, seed=int(s))[0]
                       for s in str(seeds).split(",")]
-    return report.selection_table(runs, n_boot=N_BOOT)
+    return tables.selection_table(runs, n_boot=N_BOOT)
 
 
 def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
-    """Notebook 13: report.lodo_table of the stored leave-one-dataset-out results
+    """Notebook 13: tables.lodo_table of the stored leave-one-dataset-out results
     (results/tables/lodo/) beside the same models' stored LOSO runs."""
 
     results, loso = {}, {}
@@ -314,7 +310,7 @@ def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
         seeds = str(rows["LOSO seeds"].iloc[0])
         loso[name] = [] if seeds == "-" else [find(cfg, profile, seed=int(s))[0]
                                               for s in seeds.split(",")]
-    return report.lodo_table(results, loso, n_boot=N_BOOT)
+    return tables.lodo_table(results, loso, n_boot=N_BOOT)
 
 
 # How each results/tables/<name>_<profile>.csv is made. Not checked here, because none is
@@ -357,7 +353,7 @@ def test_table_recomputes_from_the_stored_runs(path):
                                   read_table(path), check_exact=True)
     head, body = path.with_suffix(".md").read_text().split("\n\n", 1)
     assert head.startswith("Reproduces ") and f"profile {path.stem.rsplit('_', 1)[1]}" in head
-    assert body == report.markdown(df)
+    assert body == tables.markdown(df)
 
 
 @pytest.mark.parametrize("path", [p for p in TABLES if p.stem.rsplit("_", 1)[0] in
@@ -462,8 +458,6 @@ def test_readme_beyond_blocks_show_notebooks_12_and_13():
     """The README's honest-selection rows are the table's rows of the fixed README rules for
     every variant (the oracle for the plain model only) plus the largest honest row, labelled;
     its leave-one-dataset-out block is the whole table."""
-    from htnetlib.cli import reproduce
-
     comment, rows = readme_block(readme.SEL_START, readme.SEL_END)
     profile = re.search(r"profile (\w+)", comment)[1]
     table = pd.read_csv(RESULTS / "tables" / f"honest_selection_{profile}.csv",

@@ -65,8 +65,9 @@ def test_the_plan_of_each_profile():
         assert sum(n.config.model == "logreg" for n in needs) == 1
         # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
         # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
-        # its three single changes (first seed) and two combinations with every seed: 9 more
-        assert len(needs) == 31 + 9, profile
+        # its three single changes (first seed) and two combinations with every seed: 9 more;
+        # notebook 02 the corrected crop mode with every seed: 3 more
+        assert len(needs) == 31 + 9 + 3, profile
         # (the plain model is the default: its three seeds are needed by 12 too)
         assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6
         assert all(n.why for n in needs)

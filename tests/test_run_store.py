@@ -63,16 +63,16 @@ def killed(*args, **kwargs):
     raise Killed
 
 
-def interrupted_before_assembly(synthetic, runs_dir, monkeypatch) -> Path:
+def interrupted_before_assembly(synthetic, runs_dir, monkeypatch, config=TINY) -> Path:
     """A run whose folds are all stored but which was never assembled."""
     with monkeypatch.context() as m:
         m.setattr(loso, "assemble", killed)
         with pytest.raises(Killed):
-            run_loso(synthetic, TINY, runs_dir=runs_dir, profile="smoke", trainer="loop",
+            run_loso(synthetic, config, runs_dir=runs_dir, profile="smoke", trainer="loop",
                      progress=False)
     (run_dir,) = runs_dir.iterdir()
-    assert sorted(p.name for p in (run_dir / "folds").iterdir()) == ["00.npz", "01.npz",
-                                                                     "02.npz"]
+    assert sorted(p.name for p in (run_dir / "folds").iterdir()) == [
+        f"{k:02d}.npz" for k in range(config.max_folds)]
     return run_dir
 
 
@@ -185,12 +185,7 @@ def test_cli_shows_a_store_warning_as_one_line(synthetic_root, synthetic, tmp_pa
 
     sets = ["dim=8", "heads=1", "block_repeats=[1,1,1]", "epochs=2", "max_folds=2"]
     cfg = apply_overrides(profile_config("smoke"), sets)
-    with monkeypatch.context() as m:
-        m.setattr(loso, "assemble", killed)
-        with pytest.raises(Killed):
-            run_loso(synthetic, cfg, runs_dir=tmp_path, profile="smoke", trainer="loop",
-                     progress=False)
-    (run_dir,) = tmp_path.iterdir()
+    run_dir = interrupted_before_assembly(synthetic, tmp_path, monkeypatch, cfg)
     FOLD_DAMAGE["empty"](run_dir / "folds")
     capsys.readouterr()
     argv = ["train", "--profile", "smoke", "--data", str(synthetic_root), "--out", str(tmp_path),

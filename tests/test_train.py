@@ -12,7 +12,6 @@ import pytest
 
 from htnetlib.evaluation import metrics
 from htnetlib import config as config_mod
-from htnetlib.data import regions as regions_mod
 from htnetlib.training import store
 from htnetlib.config import Config, TrainingError
 from htnetlib.training.store import load_run

@@ -8,8 +8,9 @@
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
     htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
-    htnet fit --profile {cpu,paper,smoke} [--seed N] [--out DIR]  one model on every sample
-    htnet predict --model DIR (--onset A --apex B | --flow MAP --apex B | --sequence DIR) [--json]
+    htnet fit --profile {smoke,cpu,paper} [--seed N] [--out DIR]  one model on every sample
+    htnet predict --model DIR (--onset A --apex B | --flow MAP --apex B | --sequence DIR
+                  | --pairs FILE.csv | --sequences DIR) [--json | --csv OUT] [--force]
 
 An error a user can cause prints one line, ``htnet: error: <message>``, on stderr, naming the
 file or value and what is wrong, and exits with a status that says what kind of error it was:
@@ -22,6 +23,7 @@ file or value and what is wrong, and exits with a status that says what kind of 
     4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
          of memory (the line says how much was asked for), the device fails, or the output
          folder is not writable and something must be written (a stored run is read as it is)
+    5    refused: too slow here (``htnet fit --profile paper`` on a CPU without --allow-slow)
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted ``htnet train`` resumes where it stopped
 
@@ -48,6 +50,37 @@ from .common import (OneLineParser, check_device, check_out, check_writable, mod
                      whole_number)
 
 PROFILE_ORDER = ("smoke", "cpu", "paper")  # every command lists the profiles in this order
+
+# An example per subcommand, shown below its options (``htnet <command> --help``).
+EXAMPLES = {
+    "data": "htnet data check --data data\n  htnet data fetch --dest data",
+    "data check": "htnet data check --data data",
+    "data fetch": "htnet data fetch --dest data && export HTNET_DATA=$PWD/data",
+    "train": "htnet train --profile cpu --seed 0 --workers 2\n"
+             "  htnet train --profile cpu --ablation layers=2\n"
+             "  htnet train --profile smoke --protocol nested",
+    "evaluate": "htnet evaluate results/runs/htnet-cpu-s0-<hash>",
+    "preprocess": "htnet preprocess --dataset casme2 --root raw/CASME2 --out release "
+                  "--workers 2",
+    "grid": "htnet grid --profile paper --dry-run\n"
+            "  htnet grid --profile paper --launcher slurm --partition gpu --gpus-per-job 1",
+}
+
+
+def help_text(doc: str) -> str:
+    """A docstring as help text: RST double backticks and roles removed."""
+    import re
+
+    doc = re.sub(r":(?:func|class|mod|data|meth):`~?([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
+
+
+def _example(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """``parser`` with the example of ``name`` as its epilog (before any epilog it has)."""
+    text = f"example:\n  {EXAMPLES[name]}"
+    parser.epilog = text + ("\n\n" + parser.epilog if parser.epilog else "")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
 
 # --------------------------------------------------------------------------- argument checks
 
@@ -249,30 +282,32 @@ def _predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="htnet", description=__doc__,
+    parser = OneLineParser(prog="htnet", description=help_text(__doc__),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"htnet {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also HTNET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_data = sub.add_parser("data", help="the official release: check or fetch")
+    p_data = _example(sub.add_parser("data", help="the official release: check or fetch"), "data")
     data_sub = p_data.add_subparsers(dest="data_command", required=True)
-    p = data_sub.add_parser("check", help="verify samples, subjects, class counts and SHA-256")
+    p = _example(data_sub.add_parser("check", help="verify samples, subjects, class counts and "
+                                                   "SHA-256"), "data check")
     p.add_argument("--data", help="release folder (default: $HTNET_DATA, else ./data)")
     p.set_defaults(func=_data_check)
-    p = data_sub.add_parser("fetch", help="download the official release from GitHub")
+    p = _example(data_sub.add_parser("fetch", help="download the official release from GitHub"),
+                 "data fetch")
     p.add_argument("--dest", help="target folder (default: $HTNET_DATA, else ./data)")
     p.add_argument("--url", help="repository archive (zip; default: the official repository at the pinned commit)")
     p.set_defaults(func=_data_fetch)
 
-    p = sub.add_parser("train", help="LOSO training of one profile and seed")
+    p = _example(sub.add_parser("train", help="LOSO training of one profile and seed"), "train")
     p.add_argument("--profile", choices=PROFILE_ORDER, default="cpu",
                    help="model size and schedule (default cpu)")
     p.add_argument("--model", type=model_name, default="htnet",
                    metavar="{htnet,ststnet,logreg,package.module:factory}",
-                   help="HTNet, a Table 2 baseline trained on the same folds, or your own "
-                        "network: a callable returning an nn.Module from (N, 3, S, S) inputs "
+                   help="HTNet (default), a Table 2 baseline trained on the same folds, or "
+                        "your own network: a callable returning an nn.Module from (N, 3, S, S) inputs "
                         "to (N, 3) logits, called with the Config if it takes one argument; "
                         "it trains with the profile's HTNet schedule")
     p.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**31 - 1 (default 0)")
@@ -285,12 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "out (notebook 13)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the first available)")
     p.add_argument("--workers", type=whole_number(1), default=1,
-                   help="fold processes (CPU), at least 1")
+                   help="fold processes (CPU), at least 1 (default 1)")
     p.add_argument("--threads", type=whole_number(0), default=1,
                    help="torch threads per fold process (default 1; 0 keeps torch's default)")
     p.add_argument("--trainer", choices=("auto", "loop", "grouped"), default="auto",
                    help="loop: fold after fold in --workers processes; grouped: many folds as "
-                        "one batched computation (default on a GPU)")
+                        "one batched computation; auto (default): grouped on a GPU, loop on a "
+                        "CPU")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, read by its type, e.g. --set epochs=50 "
@@ -302,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "layers=2..12 (e.g. --ablation layers=2); --set applies on top")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="print a run's Table 2 row for both protocols")
-    p.add_argument("run_dir")
+    p = _example(sub.add_parser("evaluate", help="print a run's Table 2 row for both protocols"),
+                 "evaluate")
+    p.add_argument("run_dir", help="a run folder made by htnet train")
     p.set_defaults(func=_evaluate)
 
     from . import preprocess
@@ -311,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="flow maps in the release layout from raw frames",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     preprocess.add_arguments(p)
+    _example(p, "preprocess")
     p.set_defaults(func=_preprocess)
 
     from . import grid
@@ -319,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(submitit: Slurm or local processes)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     grid.add_arguments(p)
+    _example(p, "grid")
     p.set_defaults(func=_grid)
 
     from . import predict

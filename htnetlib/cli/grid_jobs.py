@@ -158,7 +158,7 @@ def make_executor(launcher: str, log_dir: Path, *, time_min: int = 60, gpus_per_
     try:
         import submitit
     except ImportError:
-        raise ConfigError("htnet grid needs submitit: pip install submitit") from None
+        raise ConfigError("htnet grid needs submitit: pip install 'htnetlib[cluster]'") from None
     if launcher == "slurm":
         if not shutil.which("srun") or not shutil.which("sbatch"):
             raise ConfigError("--launcher slurm: srun and sbatch are not on PATH; run htnet "

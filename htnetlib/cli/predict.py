@@ -1,31 +1,66 @@
 """``htnet fit`` and ``htnet predict``: their options, checks and printed answers.
 
-The work is :func:`htnetlib.predict.fitted_model` and :class:`htnetlib.predict.Model`.
+The work is :func:`htnetlib.predict.fitted_model`, :class:`htnetlib.predict.Model` and
+:func:`htnetlib.study.card.write_card`; the answer's keys are documented in :mod:`htnetlib.predict`.
+A batch (``--pairs FILE.csv`` or ``--sequences DIR``) answers item after item, with a progress
+bar on stderr: one JSON line per item (``--json``), one CSV row (``--csv OUT``) or a text table;
+an item that fails is reported in its row (``error``) and the others still run; the exit
+status is then 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import sys
+import time
 from pathlib import Path
 
 from ..config import PROFILES, apply_overrides, check_seed
-from ..errors import ConfigError
+from ..errors import EXIT_DATA, EXIT_REFUSED, ConfigError, UsageError
 from .common import check_device, set_threads
 
-FLOW_METHODS = ("farneback", "dis")  # htnetlib.data.flow.FLOW_METHODS (checked by a test)
+FLOW_METHODS = ("tvl1", "farneback", "dis")  # htnetlib.data.flow.FLOW_METHODS (checked by a test)
 APEX_METHODS = ("lbp", "flow")  # htnetlib.data.flow.APEX_METHODS
+DEFAULT_FLOW = "tvl1"  # htnetlib.predict.DEFAULT_FLOW: the release's method
+PROFILE_ORDER = ("smoke", "cpu", "paper")  # htnetlib.cli.app.PROFILE_ORDER
+BATCH_COLUMNS = ("item", "label", "negative", "positive", "surprise", "motion_px", "no_motion",
+                 "flow_method", "seconds", "error")
+
+FIT_EXAMPLE = """\
+example:
+  htnet fit --profile cpu --data data            # about 10 s on two CPU cores
+  htnet fit --profile smoke --out /tmp/m --set regions=whole
+The folder holds model.safetensors, model.json and MODEL_CARD.md (data, configuration, the
+stored honest LOSO score of that configuration, intended use and limits)."""
+
+PREDICT_EXAMPLE = """\
+examples:
+  htnet predict --model M --onset onset.png --apex apex.png
+  htnet predict --model M --sequence frames/ --json
+  htnet predict --model M --flow map.png --apex apex_face.png
+  htnet predict --model M --pairs pairs.csv --csv answers.csv   # columns onset, apex
+  htnet predict --model M --sequences clips/ --json              # one line per subfolder
+Below the flow method's motion threshold (motion_px: mean flow in px at the 224x224 face, eye
+and mouth regions) the answer is "no motion" (label null) unless --force. The probabilities
+are the network's softmax, not calibrated. JSON keys: label, probabilities, calibrated,
+no_motion, forced, motion_px, motion_threshold_px, flow_method, seconds, model {path, profile,
+seed, data_fingerprint, sha256}, input, files (see htnetlib/predict.py)."""
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: fastest for HTNet and MTCNN on shared "
-                             "CPU cores, as htnet train; 0 keeps torch's default)")
+                        help="torch threads (default 1: fastest for HTNet and MTCNN on shared CPU "
+                             "cores, as htnet train; 0 keeps torch's default)")
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """``htnet fit``: --profile, --seed, --out, --data, --device, --threads, --set, --refit."""
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+    """``htnet fit``: --profile, --seed, --out, --data, --device, --threads, --set, --refit,
+    --allow-slow."""
+    parser.epilog = FIT_EXAMPLE
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--profile", choices=PROFILE_ORDER, default="cpu",
                         help="the configuration and schedule to fit (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed, 0 to 2**31 - 1 (default 0)")
     parser.add_argument("--out", type=Path, help="model folder (default: .cache/models/"
@@ -35,13 +70,33 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         "available)")
     _add_threads(parser)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set regions=whole")
+                        help="override a config field, e.g. --set regions=whole (default: none)")
     parser.add_argument("--refit", action="store_true",
-                        help="fit again even if --out holds this model")
+                        help="fit again even if --out holds this model (default: reuse it)")
+    parser.add_argument("--allow-slow", action="store_true",
+                        help="fit the paper profile on a CPU anyway (default: refuse, with the "
+                             "estimated hours)")
+
+
+def slow_fit_refusal(config, device) -> str | None:
+    """The one-line refusal of a paper-profile fit on a CPU (the plan's estimate of one LOSO
+    fold, about one fit on every sample), or None where the fit is allowed."""
+    from ..study.plan import estimate
+    from ..training.fold import pick_device
+
+    if pick_device(device).type != "cpu":
+        return None
+    seconds, what = estimate(config, "cpu", workers=1, n_folds=1)
+    hours = "an unknown number of" if seconds is None else f"about {seconds / 3600:.1f}"
+    return (f"refused: fitting the paper profile here takes {hours} hours on this CPU "
+            f"({what}); it is cheap on a GPU (minutes: htnet fit --profile paper --device cuda"
+            ", or bench/gpu.sh on one GPU); --allow-slow fits here anyway")
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    """``htnet fit``: check the arguments, load the release, fit (or reuse), print the folder."""
+    """``htnet fit``: check the arguments, load the release, fit (or reuse) with a progress
+    bar over epochs on stderr, write the model card, print the folder."""
+    from ..study.card import write_card
     from ..data import load_composite
     from ..predict import check_out_dir, fitted_model
 
@@ -51,21 +106,29 @@ def run_fit(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.out is not None:
         check_out_dir(args.out)
+    if args.profile == "paper" and not getattr(args, "allow_slow", False):
+        refusal = slow_fit_refusal(config, device)
+        if refusal:
+            raise UsageError(refusal, EXIT_REFUSED)
     data = load_composite(args.data)
     model, fitted = fitted_model(data, args.profile, seed, model_dir=args.out, config=config,
-                                 device=device, refit=args.refit)
+                                 device=device, refit=args.refit, progress=True)
+    card = write_card(model)
     t = model.meta["training"]
     what = (f"fitted in {t['seconds']} s on {t['device']}" if fitted
             else "already fitted, reused")
     print(f"{model.path}\n{model.config.model} (profile {args.profile}, seed {seed}, regions "
           f"{model.config.regions}) on all {model.meta['n_samples']} samples, {what}; final "
           f"epoch {t['epochs']}: training loss {t['final_train_loss']:.4f}, training accuracy "
-          f"{t['final_train_acc']:.3f} (not an accuracy estimate: see htnet train)")
+          f"{t['final_train_acc']:.3f} (not an accuracy estimate: see {card.name})")
     return 0
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """``htnet predict``: --model and one of --onset/--apex, --flow (+ --apex), --sequence."""
+    """``htnet predict``: --model and one of --onset/--apex, --flow (+ --apex), --sequence,
+    --pairs, --sequences."""
+    parser.epilog = PREDICT_EXAMPLE
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", required=True, type=Path, help="a folder made by htnet fit")
     parser.add_argument("--onset", type=Path, help="onset frame (with --apex)")
     parser.add_argument("--apex", type=Path,
@@ -75,72 +138,193 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         "(channels (u, v, strain) as RGB)")
     parser.add_argument("--sequence", type=Path, help="a folder of frames, the first the onset; "
                         "the apex is spotted (D&C-RoIs)")
-    parser.add_argument("--flow-method", choices=FLOW_METHODS, default="farneback",
-                        help="optical flow from frames (default farneback, section 4.2)")
+    parser.add_argument("--pairs", type=Path, help="a CSV with columns onset, apex (paths "
+                        "relative to the CSV's folder, or absolute): one answer per row")
+    parser.add_argument("--sequences", type=Path,
+                        help="a folder whose every subfolder is a frame sequence: one answer each")
+    parser.add_argument("--flow-method", choices=FLOW_METHODS, default=DEFAULT_FLOW,
+                        help="optical flow from frames (default tvl1, the release's; farneback "
+                             "is section 4.2's name)")
     parser.add_argument("--apex-method", choices=APEX_METHODS, default="lbp",
-                        help="apex spotting for --sequence (default lbp: D&C-RoIs, eq. 1)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+                        help="apex spotting for sequences (default lbp: D&C-RoIs, eq. 1)")
+    parser.add_argument("--force", action="store_true",
+                        help="give a class even where no motion is found (default: label null "
+                             "below the motion threshold)")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help="print JSON (a batch: one line per item; default: text)")
+    out.add_argument("--csv", type=Path, metavar="OUT",
+                     help="a batch: write one CSV row per item to OUT (default: a text table)")
     _add_threads(parser)
 
 
 def _predict_input(args) -> str:
-    """Which input the arguments give: pair, flow or sequence; ConfigError otherwise."""
-    given = [k for k, v in (("--onset", args.onset), ("--flow", args.flow),
-                            ("--sequence", args.sequence)) if v is not None]
+    """Which input the arguments give: pair, flow, sequence, pairs or sequences."""
+    flags = (("--onset", "onset", "pair"), ("--flow", "flow", "flow"),
+             ("--sequence", "sequence", "sequence"), ("--pairs", "pairs", "pairs"),
+             ("--sequences", "sequences", "sequences"))
+    given = [(flag, kind) for flag, attr, kind in flags if getattr(args, attr, None) is not None]
     if len(given) != 1:
-        raise ConfigError("give exactly one of --onset A --apex B, --flow MAP.png [--apex FACE] "
-                          f"or --sequence FOLDER (got {', '.join(given) or 'none'})")
-    if args.onset is not None and args.apex is None:
+        raise ConfigError("give exactly one of --onset A --apex B, --flow MAP.png [--apex FACE], "
+                          "--sequence FOLDER, --pairs FILE.csv or --sequences DIR (got "
+                          f"{', '.join(f for f, _ in given) or 'none'})")
+    kind = given[0][1]
+    if kind == "pair" and args.apex is None:
         raise ConfigError("--onset needs --apex (the apex frame)")
-    if args.sequence is not None and args.apex is not None:
-        raise ConfigError("--sequence finds the apex itself; leave out --apex")
-    return {"--onset": "pair", "--flow": "flow", "--sequence": "sequence"}[given[0]]
+    if kind in ("sequence", "pairs", "sequences") and args.apex is not None:
+        raise ConfigError(f"{given[0][0]} gives the apex frames itself; leave out --apex")
+    if getattr(args, "csv", None) is not None and kind not in ("pairs", "sequences"):
+        raise ConfigError("--csv OUT writes a batch: use it with --pairs or --sequences")
+    return kind
+
+
+def answer_one(model, kind: str, args, onset=None, apex=None, sequence=None) -> dict:
+    """The answer (keys in :mod:`htnetlib.predict`) to one pair, map or sequence."""
+    from ..predict import make_answer, sequence_files
+
+    start = time.perf_counter()
+    method, where = args.flow_method, {"input": kind}
+    force = getattr(args, "force", False)
+    if kind == "pair":
+        probs, maps = model.predict(onset, apex, return_maps=True, flow_method=method)
+        where["files"] = {"onset": str(onset), "apex": str(apex)}
+    elif kind == "flow":
+        if apex is None and model.config.regions != "whole":
+            raise ConfigError(f"--flow needs --apex FACE for this model (regions="
+                              f"{model.config.regions}: the four regions are placed by landmarks "
+                              "of the apex face, which a flow map does not hold)")
+        probs, maps = model.predict_map(args.flow, apex, return_maps=True)
+        method = None
+        where["files"] = {"flow": str(args.flow), "apex": str(apex) if apex else None}
+    else:
+        files = sequence_files(sequence)
+        probs, maps = model.predict_sequence(files, return_maps=True,
+                                             apex_method=args.apex_method, flow_method=method)
+        i = maps["apex_index"]
+        where["files"] = {"sequence": str(sequence)}
+        where["apex_frame"] = {"index": i, "file": str(files[i]), "frames": len(files)}
+    return make_answer(model, probs, maps, flow_method=method, force=force,
+                       seconds=time.perf_counter() - start, **where)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """``htnet predict``: the class and the three probabilities (``--json``: as JSON)."""
-    import numpy as np
-
-    from ..predict import Model, sequence_files
+    """``htnet predict``: the answer to one input (text, or ``--json``), or to a batch."""
+    from ..predict import Model
 
     kind = _predict_input(args)
     set_threads(args.threads)
     model = Model.load(args.model)
-    out = {"model": str(args.model), "input": kind}
-    if kind == "pair":
-        probs, maps = model.predict(args.onset, args.apex, return_maps=True,
-                                    flow_method=args.flow_method)
-        out["files"] = {"onset": str(args.onset), "apex": str(args.apex)}
-    elif kind == "flow":
-        if args.apex is None and model.config.regions != "whole":
-            raise ConfigError(f"--flow needs --apex FACE for this model (regions="
-                              f"{model.config.regions}: the four regions are placed by landmarks "
-                              "of the apex face, which a flow map does not hold)")
-        probs, maps = model.predict_map(args.flow, args.apex, return_maps=True)
-        out["files"] = {"flow": str(args.flow), "apex": str(args.apex) if args.apex else None}
-    else:
-        files = sequence_files(args.sequence)
-        probs, maps = model.predict_sequence(files, return_maps=True,
-                                             apex_method=args.apex_method,
-                                             flow_method=args.flow_method)
-        apex = maps["apex_index"]
-        out["files"] = {"sequence": str(args.sequence)}
-        out["apex_frame"] = {"index": apex, "file": str(files[apex]), "frames": len(files)}
-    label = int(np.argmax(probs))
-    out.update({"class": model.classes[label], "label": label,
-                "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probs)},
-                "landmarks_found": maps["landmarks_found"]})
+    if kind in ("pairs", "sequences"):
+        return run_batch(model, kind, args)
+    out = answer_one(model, kind, args, onset=args.onset, apex=args.apex,
+                     sequence=args.sequence)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    if kind == "sequence":
-        a = out["apex_frame"]
-        print(f"apex: {Path(a['file']).name}, frame {a['index'] + 1} of {a['frames']}")
-    if maps["landmarks_found"] is False:
-        print(f"note: MTCNN found no face for the landmarks ({model.config.regions} mode); "
-              "the fixed fallback landmarks were used, as in training")
-    print(f"prediction: {out['class']}")
-    for c, p in out["probabilities"].items():
-        print(f"  {c:9s} {p:.3f}")
+    print_answer(out)
     return 0
 
+
+def print_answer(out: dict) -> None:
+    """The text form of one answer: the class (or no motion), the probabilities, the model."""
+    if "apex_frame" in out:
+        a = out["apex_frame"]
+        print(f"apex: {Path(a['file']).name}, frame {a['index'] + 1} of {a['frames']}")
+    if out["landmarks_found"] is False:
+        print("note: MTCNN found no face for the landmarks; the fixed fallback landmarks were "
+              "used, as in training")
+    if out["no_motion"]:
+        print(f"prediction: no motion found ({out['motion_px']:.3f} px moved in the eye and "
+              f"mouth regions, below {out['motion_threshold_px']} px for {out['flow_method']}; "
+              "--force classifies anyway)")
+        print("probabilities (not meaningful without motion; not calibrated):")
+    else:
+        moved = ("" if out["motion_px"] is None else
+                 f" ({out['motion_px']:.3f} px moved, {out['flow_method']} flow)")
+        print(f"prediction: {out['label']}{moved}")
+        print("probabilities (the network's softmax, not calibrated):")
+    for c, p in out["probabilities"].items():
+        print(f"  {c:9s} {p:.3f}")
+    m = out["model"]
+    print(f"model: {m['path']} (profile {m['profile']}, seed {m['seed']}, data "
+          f"{m['data_fingerprint']}, weights sha256 {str(m['sha256'])[:12]}); "
+          f"{out['seconds']:.2f} s")
+
+
+def batch_items(kind: str, source: Path) -> list[tuple[str, dict]]:
+    """(name, arguments of :func:`answer_one`) per item of a --pairs CSV or --sequences
+    folder; DataError for a file or folder that cannot be read at all."""
+    from ..errors import DataError
+
+    if kind == "sequences":
+        if not source.is_dir():
+            raise DataError(f"{source}: no such folder of sequences")
+        folders = sorted(p for p in source.iterdir() if p.is_dir())
+        if not folders:
+            raise DataError(f"{source}: holds no subfolder (one per sequence)")
+        return [(p.name, {"sequence": p}) for p in folders]
+    try:
+        with open(source, newline="") as f:
+            rows = list(csv.DictReader(f))
+            fields = set(rows[0]) if rows else set()
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{source}: not readable as CSV ({exc})") from None
+    if not {"onset", "apex"} <= fields:
+        raise DataError(f"{source}: needs columns onset and apex (has "
+                        f"{', '.join(sorted(f for f in fields if f)) or 'no rows'})")
+    base = source.resolve().parent  # base / an absolute path is that path
+    return [(f"{r['onset']} -> {r['apex']}", {"onset": base / (r["onset"] or "").strip(),
+                                              "apex": base / (r["apex"] or "").strip()})
+            for r in rows]
+
+
+def run_batch(model, kind: str, args) -> int:
+    """Answer every item of a batch; a failed item's row holds its error; exit 3 if any."""
+    from tqdm.auto import tqdm
+
+    from ..errors import DataError
+
+    items = batch_items(kind, args.pairs if kind == "pairs" else args.sequences)
+    item_kind = "pair" if kind == "pairs" else "sequence"
+    answers = []
+    for name, inputs in tqdm(items, desc="predict", unit=item_kind, file=sys.stderr):
+        try:
+            out = answer_one(model, item_kind, args, **inputs)
+            out["error"] = None
+        except (DataError, OSError) as exc:  # a bad item; a bug or a bad setting stops the batch
+            out = {"label": None, "probabilities": None, "calibrated": False, "no_motion": None,
+                   "forced": bool(args.force), "motion_px": None, "motion_threshold_px": None,
+                   "flow_method": args.flow_method, "seconds": None, "model": model.identity,
+                   "input": item_kind, "files": {k: str(v) for k, v in inputs.items()},
+                   "landmarks_found": None, "error": " ".join(str(exc).split())}
+        out["item"] = name
+        answers.append(out)
+        if args.json:
+            print(json.dumps(out), flush=True)
+    if args.csv is not None:
+        from ..io import write_text
+
+        write_text(args.csv, batch_csv(answers))
+    elif not args.json:
+        print(batch_csv(answers, sep="\t"), end="")
+        print(f"model: {model.path}; probabilities not calibrated; label empty: no motion "
+              "(or an error)")
+    failed = sum(a["error"] is not None for a in answers)
+    if failed:
+        print(f"htnet: {failed} of {len(answers)} item(s) failed (see their error)",
+              file=sys.stderr)
+    return EXIT_DATA if failed else 0
+
+
+def batch_csv(answers: list[dict], sep: str = ",") -> str:
+    """One row per answer (:data:`BATCH_COLUMNS`), with a header row."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=sep, lineterminator="\n")
+    writer.writerow(BATCH_COLUMNS)
+    for a in answers:
+        probs = a["probabilities"] or {}
+        row = {**a, **probs}
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in BATCH_COLUMNS])
+    return buffer.getvalue()

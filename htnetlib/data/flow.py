@@ -1,7 +1,7 @@
 """Optical flow, optical strain, flow maps, apex spotting and face crops (paper 3.1 and 4.2).
 
-* :func:`optical_flow` -- the onset-to-apex flow V = (u, v) of eq. 2, by Gunnar Farneback's
-  algorithm as in section 4.2 (or OpenCV's DIS for comparison).
+* :func:`optical_flow` -- the onset-to-apex flow V = (u, v) of eq. 2: TV-L1 (the release's
+  method), Gunnar Farneback's algorithm as section 4.2 names it, or OpenCV's DIS.
 * :func:`optical_strain` -- the strain magnitude V_z of eq. 3.
 * :func:`flow_map` -- the 28x28x3 (u, v, strain) map fed to HTNet (section 4.2), in the
   layout of the official release (``STSNet_whole_norm_u_v_os``).
@@ -9,6 +9,7 @@
   D&C-RoIs (eq. 1; Liong et al., ACPR 2015), or the peak of the optical-flow magnitude in the
   same ROIs.
 * :func:`crop_face` -- MTCNN face crop applied alike to onset and apex.
+* :func:`motion_px` -- how much moved: the mean flow magnitude in the eye and mouth ROIs.
 
 Images are numpy arrays in OpenCV's conventions: uint8, grey (H, W) or BGR (H, W, 3).
 """
@@ -32,6 +33,7 @@ __all__ = [
     "divide_and_conquer",
     "eye_distance",
     "face_detector",
+    "motion_px",
     "flow_differences",
     "flow_map",
     "flow_to_map",
@@ -41,8 +43,9 @@ __all__ = [
     "spot_apex",
 ]
 
-#: Flow methods offered by :func:`optical_flow`.
-FLOW_METHODS = ("farneback", "dis")
+#: Flow methods offered by :func:`optical_flow`: TV-L1 (the official release's maps), Farneback
+#: (section 4.2's name) and DIS.
+FLOW_METHODS = ("tvl1", "farneback", "dis")
 
 #: Apex spotters offered by :func:`spot_apex`.
 APEX_METHODS = ("lbp", "flow")
@@ -75,21 +78,31 @@ def optical_flow(onset: np.ndarray, apex: np.ndarray, method: str = "farneback")
     (colour is converted to grey).
 
     Methods:
+      * ``"tvl1"`` -- TV-L1 (Zach, Pock and Bischof 2007; Wedel et al. 2009), the method the
+        official composite release (``STSNet_whole_norm_u_v_os``) was made with, so the maps
+        the models learn from: ``skimage.registration.optical_flow_tvl1`` with its defaults
+        on the grey images scaled to 0..1.  OpenCV's TV-L1 (``cv2.optflow``) is in
+        opencv-contrib only, not in opencv-python-headless.  skimage returns (v, u), rows
+        then columns, with reference(p) ~= moving(p + flow(p)): reordered here to (u, v).
+        About 0.4 s per 224x224 pair on one core (Farneback 0.017 s, DIS 0.007 s).
       * ``"farneback"`` -- Gunnar Farneback's algorithm, as named in the paper (section 4.2):
         ``cv2.calcOpticalFlowFarneback`` with pyr_scale 0.5, levels 3, winsize 15,
         iterations 3, poly_n 5, poly_sigma 1.2, flags 0.
       * ``"dis"`` -- OpenCV's Dense Inverse Search (``cv2.DISOpticalFlow_create``, medium
         preset), a fast alternative for comparison.
 
-    The official composite release (``STSNet_whole_norm_u_v_os``) was made with TV-L1 flow
-    (the IPOL implementation).  TV-L1 lives in opencv-contrib (``cv2.optflow``), not in
-    opencv-python, so it is not offered here.
+    bench/RESULTS.md ("Optical flow methods") gives each one's end-point error and time.
     """
     a = np.ascontiguousarray(_to_gray(onset, "onset"))
     b = np.ascontiguousarray(_to_gray(apex, "apex"))
     if a.shape != b.shape:
         raise ValueError(f"onset and apex differ in size: {a.shape} vs {b.shape}")
-    if method == "farneback":
+    if method == "tvl1":
+        from skimage.registration import optical_flow_tvl1
+
+        v, u = optical_flow_tvl1(a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0)
+        flow = np.stack([u, v], axis=-1)
+    elif method == "farneback":
         flow = cv2.calcOpticalFlowFarneback(a, b, None, **_FARNEBACK)
     elif method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -296,6 +309,21 @@ def roi_boxes(shape: tuple, landmarks: np.ndarray | None) -> list[tuple[int, int
         x1, y1 = int(np.clip(round(x1), x0 + 1, w)), int(np.clip(round(y1), y0 + 1, h))
         out.append((x0, y0, x1, y1))
     return out
+
+
+def motion_px(flow: np.ndarray, landmarks: np.ndarray | None = None) -> float:
+    """How much moved, in pixels: the mean flow magnitude |V| (eq. 2) over the ROIs of
+    :func:`roi_boxes` (both eyes with their brows, and the mouth with both corners: where the
+    four regions of section 3.1 lie), their pixels pooled.  ``flow`` is (H, W, 2) as
+    :func:`optical_flow` gives it; ``landmarks`` the face's five MTCNN points in the same
+    pixels (None: the fixed :data:`FALLBACK_ROIS`)."""
+    flow = np.asarray(flow, dtype=np.float32)
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow must have shape (H, W, 2), got {flow.shape}")
+    speed = np.hypot(flow[..., 0], flow[..., 1])
+    pooled = np.concatenate([speed[y0:y1, x0:x1].ravel()
+                             for x0, y0, x1, y1 in roi_boxes(flow.shape, landmarks)])
+    return float(pooled.mean())
 
 
 def eye_distance(shape: tuple, landmarks: np.ndarray | None) -> float:

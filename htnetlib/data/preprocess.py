@@ -174,7 +174,9 @@ def preprocess(
     run one after the other build the composite table); this dataset's rows are replaced.
 
     ``workers`` > 1 processes samples in that many processes (spawned; the results are
-    the same as with one).  ``method`` is the flow method (:data:`FLOW_METHODS`);
+    the same as with one).  ``method`` is the flow method (:data:`FLOW_METHODS`: the default
+    ``farneback`` is section 4.2's name and fast; ``tvl1`` is what the official release's maps
+    were made with, about 35 times slower; see :func:`htnetlib.data.flow.optical_flow`);
     ``apex_method`` spots the apex where the dataset gives none (:data:`APEX_METHODS`: ``lbp``,
     the paper's D&C-RoIs, or ``flow``, optical-flow magnitude in the same regions, which stays
     accurate for larger motion; see :func:`htnetlib.data.flow.spot_apex`).

@@ -112,21 +112,21 @@ def versus_default(ablation: Ablation, by_value: dict, profile: str, *, n_boot: 
 
 def best_points(df: pd.DataFrame, ablation: Ablation, profile: str, default_runs: list[Run]
                 ) -> pd.DataFrame:
-    """Per protocol: the best grid point of ``profile``, the range of composite UF1 over the
-    grid, and that range beside the default's seed standard deviation."""
+    """Per protocol (section 4.4): the best grid point(s) of ``profile`` (all of them where
+    several tie), the range of composite UF1 over the grid, and the default's seed sd."""
     sd = default_spread(default_runs)
     rows = []
     for proto in metrics.PROTOCOLS:
         sel = df[(df["profile"] == profile) & (df["protocol"] == proto)]
         if sel.empty:
             continue
-        best = sel.loc[sel["Full UF1"].idxmax()]
-        span = sel["Full UF1"].max() - sel["Full UF1"].min()
-        s = sd[proto]["full"]["uf1"]
-        rows.append({"protocol": proto, "best grid point": best[ablation.setting],
-                     "best Full UF1": best["Full UF1"], "range over the grid": span,
-                     "seed sd of the default": s,
-                     "range / seed sd": span / s if s > 0 else float("nan")})
+        top = sel["Full UF1"].max()
+        tied = sel[np.isclose(sel["Full UF1"], top, rtol=0, atol=5e-5)][ablation.setting]
+        span = top - sel["Full UF1"].min()
+        rows.append({"protocol": proto, "best grid point(s)": ", ".join(map(str, tied))
+                     + (" (tie)" if len(tied) > 1 else ""),
+                     "best Full UF1": top, "range over the grid": span,
+                     "seed sd of the default": sd[proto]["full"]["uf1"]})
     return pd.DataFrame(rows)
 
 
@@ -140,7 +140,13 @@ def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile
         label, cfg = mine.loc[i, ablation.setting], mine.loc[i, "config"]
         return label if profile == "paper" else f"{label} ({cfg})"
 
-    best = {p: point(mine[mine["protocol"] == p]["Full UF1"].idxmax()) for p in metrics.PROTOCOLS}
+    def best_of(p):  # every grid point that ties for the best composite UF1
+        sel = mine[mine["protocol"] == p]["Full UF1"]
+        tied = [point(i) for i in sel.index[np.isclose(sel, sel.max(), rtol=0, atol=5e-5)]]
+        return (f"{tied[0]} is the best point" if len(tied) == 1
+                else f"{', '.join(tied)} tie for the best point")
+
+    best = {p: best_of(p) for p in metrics.PROTOCOLS}
     cited = df[df["source"].str.startswith("cited")]["Full UF1"]
     lines = [f"All measured rows come from the **{profile}** profile (each grid point seed "
              f"{seeds[0]}; the default also seeds {', '.join(map(str, seeds))}); grid points are "
@@ -149,8 +155,8 @@ def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile
                   if len(cited) > 1 else "")
     lines.append(f"Composite UF1 over the grid: oracle {rng['oracle'][0]:.3f}-"
                  f"{rng['oracle'][1]:.3f}{paper_part}; honest {rng['honest'][0]:.3f}-"
-                 f"{rng['honest'][1]:.3f}. The best point is {best['honest']} under the honest "
-                 f"protocol and {best['oracle']} under the oracle.")
+                 f"{rng['honest'][1]:.3f}. Under the honest protocol {best['honest']}; under the "
+                 f"oracle {best['oracle']}.")
     if len(versus):
         sep = {p: versus.loc[~versus[f"{p}: CI holds 0"], ablation.setting].tolist()
                for p in metrics.PROTOCOLS}
@@ -242,6 +248,16 @@ def compact(df: pd.DataFrame, ablation: Ablation, group: str = "Full") -> pd.Dat
     return pd.concat(out)
 
 
+def compact_all(df: pd.DataFrame, ablation: Ablation, digits: int = 4) -> pd.DataFrame:
+    """Section 4.4's tables in the paper's layout for every dataset, as a reader sees them: a
+    profile's point without a run says "not run", a value the paper does not state "-"."""
+    out = pd.concat({g: compact(df, ablation, g) for g in ("Full", "SMIC", "CASME II", "SAMM")})
+    out = out.round(digits).astype(object)
+    cited = np.array([str(i[1]).endswith("(paper)") for i in out.index])
+    fill = np.broadcast_to(np.where(cited[:, None], "-", "not run"), out.shape)
+    return out.where(out.notna(), pd.DataFrame(fill, index=out.index, columns=out.columns))
+
+
 def _short(cfg: Config, key: str) -> str:
     return {"block_size": f"{cfg.patch_size}x{cfg.patch_size}", "dim": str(cfg.dim),
             "heads": str(cfg.heads), "layers": "(%d, %d, %d)" % tuple(cfg.block_repeats)}[key]
@@ -251,8 +267,8 @@ def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None
     """UF1 (left) and UAR (right) against the grid; top: the composite, bottom: each dataset.
 
     Solid lines are honest, dashed oracle, open squares the paper's stated values (oracle).
-    Where ``spread`` is given, a bar of +-1 sd over seeds marks the profile default's composite
-    honest score. Where the profile scales the grid, its own setting is under each paper value.
+    Where ``spread`` is given, a bar of +-1 sd over seeds marks the profile default on every
+    series. Where the profile scales the grid, its own setting is under each paper value.
     """
     import matplotlib.pyplot as plt
 
@@ -281,22 +297,34 @@ def plot(df: pd.DataFrame, ablation: Ablation, profile: str, spread: dict | None
                             label=f"{DATASET_NAMES[g]}, paper (oracle)")
             if row == 0:
                 _plot_other_profiles(ax, df, ablation, profile, labels, f"Full {metric}")
-            if row == 0 and spread is not None:
-                dflt = measured[measured["source"].str.contains("profile default")
-                                & (measured["protocol"] == "honest")]
-                s = spread["honest"]["full"][metric.lower()]
-                if len(dflt) and np.isfinite(s):
-                    i = labels.index(dflt[ablation.setting].iloc[0])
-                    ax.errorbar([i], [dflt[f"Full {metric}"].iloc[0]], yerr=[s], color="0.4",
-                                capsize=6, lw=2, label="default, honest: +-1 sd over seeds")
+            if spread is not None:
+                _seed_bars(ax, measured, ablation, labels, spread, groups, metric, colours)
             ax.set(ylabel=f"{'composite' if row == 0 else 'per dataset'} {metric}")
             ax.grid(alpha=0.3)
             if col == 1:
-                ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+                ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         axes[1, col].set(xticks=x, xticklabels=ticks,
                          xlabel=ablation.setting + (f"; {profile} profile below" if scaled else ""))
     fig.tight_layout()
     return fig
+
+
+def _seed_bars(ax, measured, ablation: Ablation, labels: list, spread: dict, groups, metric: str,
+               colours: dict) -> None:
+    """Section 4.4's noise: a +-1 seed-sd bar at the profile default for every drawn series
+    (each dataset, honest and oracle), shifted a little sideways so that none hides another."""
+    dflt = measured[measured["source"].str.contains("profile default")]
+    if dflt.empty:
+        return
+    i = labels.index(dflt[ablation.setting].iloc[0])
+    series = [(g, p) for g in groups for p in metrics.PROTOCOLS]
+    for k, (g, proto) in enumerate(series):
+        s = spread[proto][g][metric.lower()]
+        y = dflt[dflt["protocol"] == proto][f"{DATASET_NAMES[g]} {metric}"]
+        if len(y) and np.isfinite(s):
+            dx = 0.06 * (k - (len(series) - 1) / 2)
+            ax.errorbar([i + dx], [y.iloc[0]], yerr=[s], color=colours[g], capsize=4, lw=1.6,
+                        ls="none", label="default: +-1 seed sd (each series)" if k == 0 else None)
 
 
 def _plot_other_profiles(ax, df: pd.DataFrame, ablation: Ablation, profile: str, labels: list,
@@ -409,3 +437,18 @@ def layers_costs(timing: pd.DataFrame, profile: str) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
+
+
+def cost_growth(costs: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Table 5's growth (section 4.4.4): each cost at the deepest grid point over the shallowest,
+    the paper's beside ours, as a table."""
+    first, last = costs.iloc[0], costs.iloc[-1]
+    cols = {"paper profile parameters": "paper profile: params (M)",
+            "paper's training time (Table 5)": "paper: training time (s, Table 5)",
+            "paper profile here, time per epoch": "paper profile here: s per epoch",
+            f"{profile} here, time per epoch": f"{profile} here: s per epoch"}
+    setting = costs.columns[0]
+    rows = [{"cost": name, "from": first[setting], "to": last[setting],
+             "growth (x)": round(float(last[c] / first[c]), 2)}
+            for name, c in cols.items() if c in costs]
+    return pd.DataFrame(rows)

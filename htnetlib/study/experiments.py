@@ -10,6 +10,8 @@ rendered and recomputed everywhere.
 * :data:`SELECTION_VARIANTS`: notebook 12's training variants, fixed before any was trained;
   :data:`NESTED_VARIANTS` get the nested rule's inner fits.
 * :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
+* :data:`CROP_MODES`: notebook 02's crop modes, official (the profile's default) and corrected,
+  each trained with every seed so their accuracy can be compared.
 * :func:`experiments`: every job the notebooks of a profile need (LOSO runs, nested inner fits,
   leave-one-dataset-out results), read from the lists above, in notebook order.
 """
@@ -36,6 +38,17 @@ TABLE2 = {
     "STSTNet": ("ststnet", {}),
     "Logistic regression": ("logreg", {}),
 }
+
+
+# Notebook 02's crop modes: name -> changes to the profile's configuration. The official mode
+# reads landmark (x, y) as (row, col) and so misplaces the four regions; the corrected mode
+# crops where the landmarks are. Both are trained with every seed, on the same folds.
+CROP_MODES = {"official": {}, "corrected": {"regions": "corrected"}}
+
+
+def crop_config(mode: str, profile: str) -> Config:
+    """The configuration of crop mode ``mode`` (:data:`CROP_MODES`) in ``profile``."""
+    return dataclasses.replace(profile_config(profile), **CROP_MODES[mode])
 
 
 def table2_config(name: str, profile: str) -> Config:
@@ -237,6 +250,9 @@ def experiments(profile: str, seeds=SEEDS) -> list[Experiment]:
         found.setdefault(key, (Experiment(kind, config, int(seed)), []))[1].append(why)
 
     default = profile_config(profile)
+    for mode in CROP_MODES:
+        for s in seeds:
+            need("loso", crop_config(mode, profile), s, f"02 crop mode: {mode}")
     need("loso", default, seeds[0], "04 training")
     for name in TABLE2:
         cfg = table2_config(name, profile)

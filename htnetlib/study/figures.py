@@ -44,7 +44,7 @@ def provenance(item: str, *, profile: str | None = None, protocol: str | None = 
 def save_figure(fig, name: str, results_dir, **prov) -> Path:
     """Write ``<results_dir>/figures/<name>.png`` at 150 dpi with its provenance line."""
 
-    fig.text(0.005, 0.005, provenance(**prov), fontsize=6.5, color="0.35", ha="left", va="bottom")
+    fig.text(0.005, 0.005, provenance(**prov), fontsize=8, color="0.35", ha="left", va="bottom")
     path = Path(results_dir) / "figures" / f"{name}.png"
     atomic_write(path, lambda p: fig.savefig(p, dpi=150, bbox_inches="tight", format="png",
                                              metadata={"Software": None}))
@@ -125,20 +125,23 @@ def draw_architecture(config, *, title: str | None = None):
         model = build_model(config)
     levels = architecture(model, config.image_size)
     grid = config.image_size // config.patch_size
-    fig, ax = plt.subplots(figsize=(13, 4.4))
-    ax.set(xlim=(0, 13), ylim=(0, 4.4), aspect="equal")
+    fig, ax = plt.subplots(figsize=(14, 4.4))
+    ax.set(xlim=(0, 14), ylim=(0, 4.4), aspect="equal")
     ax.axis("off")
     # the input: four regions of the mosaic, cut into a grid of patches
-    names = ("left eye", "right eye", "left mouth", "right mouth")
+    names = ("left eye", "right eye", "mouth left", "mouth right")
     colours = region_colours()
     for k, name in enumerate(names):
         r, c = divmod(k, 2)
         ax.add_patch(Rectangle((0.2 + c, 2.2 - r), 1, 1, color=colours[name], alpha=0.45))
-        ax.text(0.7 + c, 2.7 - r, name, ha="center", va="center", fontsize=7)
-    for i in range(grid + 1):
-        ax.plot([0.2, 2.2], [1.2 + 2 * i / grid] * 2, color="0.3", lw=0.6)
-        ax.plot([0.2 + 2 * i / grid] * 2, [1.2, 3.2], color="0.3", lw=0.6)
-    ax.text(1.2, 3.5, f"input {config.image_size}x{config.image_size}x3 (u, v, strain)\n"
+    for i in range(grid + 1):  # the patch grid, drawn under the region labels
+        ax.plot([0.2, 2.2], [1.2 + 2 * i / grid] * 2, color="0.3", lw=0.6, zorder=1)
+        ax.plot([0.2 + 2 * i / grid] * 2, [1.2, 3.2], color="0.3", lw=0.6, zorder=1)
+    for k, name in enumerate(names):
+        r, c = divmod(k, 2)
+        ax.text(0.7 + c, 2.7 - r, name.replace(" ", "\n"), ha="center", va="center", fontsize=8,
+                zorder=3, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    ax.text(1.2, 3.5, f"input {config.image_size}x{config.image_size}x3 (strain, v, u)\n"
             f"four {config.image_size // 2}x{config.image_size // 2} regions",
             ha="center", fontsize=8)
     ax.text(1.2, 0.8, f"{grid}x{grid} patches of {config.patch_size}x{config.patch_size}\n"
@@ -159,14 +162,14 @@ def draw_architecture(config, *, title: str | None = None):
                 f"{lv['heads']} heads x {lv['head width']} = {lv['attention width']}\n"
                 f"q, k, v: {lv['q, k, v channels']} channels", ha="center", va="top",
                 fontsize=7.5)
-        nxt = x0 + size + 0.9
+        nxt = x0 + size + 1.2
         if "none" not in lv["aggregation"]:
             ax.add_patch(FancyArrowPatch((x0 + size + 0.05, 2.1), (nxt - 0.05, 2.1),
                                          arrowstyle="->", mutation_scale=12))
             ax.text((x0 + size + nxt) / 2, 2.25, "aggregate\n3x3 conv, LN,\nmax-pool /2",
-                    ha="center", fontsize=6.5)
+                    ha="center", fontsize=8)
         x0 = nxt
-    ax.add_patch(FancyArrowPatch((x0 - 0.85, 2.1), (x0 - 0.05, 2.1), arrowstyle="->",
+    ax.add_patch(FancyArrowPatch((x0 - 1.15, 2.1), (x0 - 0.05, 2.1), arrowstyle="->",
                                  mutation_scale=12))
     ax.text(x0 + 0.6, 2.1, "head\nLayerNorm\nmean\nlinear -> 3\n(neg, pos, surp)",
             ha="center", va="center", fontsize=8,
@@ -177,8 +180,8 @@ def draw_architecture(config, *, title: str | None = None):
 
 def region_colours() -> dict:
     """One colour per facial region, shared by every figure that shows the regions."""
-    return {"left eye": "tab:blue", "right eye": "tab:orange", "left mouth": "tab:green",
-            "right mouth": "tab:red"}
+    return {"left eye": "tab:blue", "right eye": "tab:orange", "mouth left": "tab:green",
+            "mouth right": "tab:red"}
 
 
 def torch_meta():

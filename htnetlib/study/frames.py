@@ -89,10 +89,11 @@ def frames_to_flow_figure(pair, maps: dict):
     lim = np.abs(maps["flow"]).max()
     for ax, k, name in [(axes[1, 1], 0, "u (x)"), (axes[1, 2], 1, "v (y)")]:
         im = ax.imshow(maps["flow"][..., k], cmap="coolwarm", vmin=-lim, vmax=lim)
-        ax.set_title(f"Farneback flow {name}, px"); fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(f"Farneback flow {name}, px")
+        fig.colorbar(im, ax=ax, fraction=0.046).set_label(f"{name[0]}: displacement (px)")
     im = axes[1, 3].imshow(maps["strain"], cmap="magma")
     axes[1, 3].set_title("optical strain (eq. 3)")
-    fig.colorbar(im, ax=axes[1, 3], fraction=0.046)
+    fig.colorbar(im, ax=axes[1, 3], fraction=0.046).set_label("strain (no unit: px per px)")
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -104,12 +105,18 @@ def map_and_regions_figure(maps: dict, mode: str):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    from matplotlib.patches import Patch
+
+    from .walkthrough import REGION_COLOURS, mosaic_regions
+
     m = maps["map"]  # (strain, v, u), as cv2.imread gives the release PNGs
-    fig, axes = plt.subplots(1, 7, figsize=(18, 3.2))
+    fig, grid = plt.subplots(2, 4, figsize=(14, 7.6))
+    axes = list(grid.flat)
     for ax, k, name in [(axes[0], 2, "u"), (axes[1], 1, "v"), (axes[2], 0, "strain")]:
         ax.imshow(m[..., k], cmap="gray", vmin=0, vmax=255); ax.set_title(f"map: {name} (0..255)")
     axes[3].imshow(m[..., ::-1])
-    axes[3].set_title("map as the release PNG (RGB = u, v, strain)", fontsize=8)
+    axes[3].set_title("map as the release PNG\n(RGB = u, v, strain)", fontsize=10)
+    names = mosaic_regions()  # the crops' order, that of the mosaic's quadrants
     if mode == "whole":
         for ax in axes[4:6]:
             ax.text(0.5, 0.5, "regions = whole:\nno landmarks", ha="center", va="center")
@@ -119,16 +126,24 @@ def map_and_regions_figure(maps: dict, mode: str):
         axes[4].imshow(to_rgb(face))
         if maps["landmarks_found"]:
             axes[4].scatter(*maps["landmarks"].T, c="yellow", s=14)
-        axes[4].set_title(f"apex face as MTCNN sees it ({mode})", fontsize=8)
+        axes[4].set_title(f"apex face as MTCNN sees it\n({mode} mode)", fontsize=10)
         axes[5].imshow(m[..., ::-1])
         for k, (row, col) in enumerate(maps["centres"]):
             axes[5].add_patch(Rectangle((col - 7.5, row - 7.5), 14, 14, fill=False,
-                                        color=f"C{k}", lw=1.5))
-        axes[5].set_title("the four crops on the map", fontsize=8)
-    axes[6].imshow(maps["input"][..., ::-1]); axes[6].set_title("network input (mosaic)",
-                                                                fontsize=8)
+                                        color=REGION_COLOURS[names[k]], lw=2))
+        axes[5].set_title("the four crops on the map", fontsize=10)
+    axes[6].imshow(maps["input"][..., ::-1])
+    for k, name in enumerate(names):  # each quadrant framed in its region's colour
+        r, c = divmod(k, 2)
+        axes[6].add_patch(Rectangle((c * 14 - 0.5, r * 14 - 0.5), 14, 14, fill=False,
+                                    color=REGION_COLOURS[name], lw=2))
+    axes[6].set_title("network input (mosaic)", fontsize=10)
     for ax in axes:
         ax.axis("off")
+    if mode != "whole":
+        axes[7].legend(handles=[Patch(fill=False, edgecolor=REGION_COLOURS[n], lw=2, label=n)
+                                for n in names], title="crop (region)", loc="center",
+                       fontsize=11, title_fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -195,12 +210,16 @@ def variant_maps_figure(var: dict):
     import matplotlib.pyplot as plt
 
     maps = var["maps"]
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.0 * len(maps), 2.5))
-    for ax, ((lab, name), mp) in zip(axes, maps.items()):
-        ax.imshow(mp[..., ::-1]); ax.axis("off")
+    cols = 4
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, ((lab, name), mp) in zip(axes.flat, maps.items()):
+        ax.imshow(mp[..., ::-1])
         moving = "motion" not in name and "noise" not in name
-        ax.set_title(f"{CLASSES[lab] if moving else ''}\n{name}", fontsize=7)
-    fig.suptitle("the 28x28 maps the model reads (RGB = u, v, strain)", fontsize=9)
+        ax.set_title(f"{CLASSES[lab] + ', ' if moving else ''}{name}", fontsize=11)
+    fig.suptitle("the 28x28 maps the model reads (RGB = u, v, strain)", fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -256,12 +275,12 @@ def release_maps_figure(model, data, check: dict):
     """Four release maps with their labels and the fitted model's ``--flow`` prediction."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(8, 2.4))
+    fig, axes = plt.subplots(1, 4, figsize=(10, 3.0))
     for ax, i in zip(axes, check["idx"][::5]):
         p = model.predict_map(data.flows[i], data.root / data.table.apex_path[i])
         ax.imshow(data.flows[i][..., ::-1]); ax.axis("off")
         ax.set_title(f"{data.table.dataset[i]}, label {CLASSES[check['labels'][i]]}\npredicted "
-                     f"{predicted(p)}", fontsize=7)
+                     f"{predicted(p)}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -305,7 +324,7 @@ def timing_text(measured: dict) -> str:
     """The timing as printed: seconds per step, then the whole pair and the machine's load."""
     timing = pd.Series(measured["parts"], name="seconds (best of 5)").round(4)
     return (f"{timing.to_string()}\nwhole predict per pair: {measured['per_pair']:.3f} s (best "
-            f"of 5); load average {measured['load']:.1f} on {os.cpu_count()} cores while timing")
+            f"of 5); load average {measured['load']:.1f} while timing, on {measured['device']}")
 
 
 def findings_14(model, fitted_now: bool, profile: str, seed: int, probs, var: dict,
@@ -358,8 +377,8 @@ def findings_14(model, fitted_now: bool, profile: str, seed: int, probs, var: di
         f"* **`--flow` on release maps** equals the network's output on "
         f"`regions.network_inputs` (largest difference {check['flow_diff']:.1e} over 20 "
         f"samples).",
-        f"* **Time:** {per_pair:.2f} s per pair on this machine (load {load:.1f} on "
-        f"{os.cpu_count()} cores); the MTCNN steps take "
+        f"* **Time:** {per_pair:.2f} s per pair, measured on {measured['device']} (load "
+        f"{load:.1f}); the MTCNN steps take "
         f"{parts['MTCNN face crop'] + parts['MTCNN landmarks + regions']:.2f} s of it, the "
         f"network {parts['network'] * 1000:.1f} ms.",
         "* None of this is accuracy: the release's maps are TV-L1 flow from real faces, these "

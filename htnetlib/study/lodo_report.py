@@ -75,14 +75,20 @@ def cross_dataset_figure(table: pd.DataFrame, held: list[str], names: list[str])
         x = np.arange(len(names))
         ax.bar(x - 0.2, part["LOSO honest UF1"], 0.4, label="LOSO within the composite (honest)",
                color="0.7")
+        lo_hi = part["LODO UF1 95% CI"].str.split("-", expand=True).astype(float)
         ax.bar(x + 0.2, part["LODO UF1"], 0.4, label="trained on the other two datasets",
-               color="C0")
-        ax.axhline(1 / 3, color="k", lw=0.8, ls=":")
+               color="C0", yerr=[part["LODO UF1"] - lo_hi[0], lo_hi[1] - part["LODO UF1"]],
+               capsize=3, error_kw=dict(lw=1, ecolor="0.2"))
+        ax.axhline(1 / 3, color="k", lw=0.8, ls=":", label="chance (UF1 1/3, three classes)")
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set(title=f"tested on {d}")
     axes[0][0].set_ylabel("UF1 (final epoch)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="upper center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("error bars: 95 % subject-bootstrap interval of the leave-one-dataset-out UF1",
+                 fontsize=9, y=0.91)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.9))
     return fig
 
 
@@ -105,8 +111,26 @@ def class_recall(data, lodo: dict[str, list[dict]], loso: dict[str, list[Run]],
     return pd.DataFrame(rows)
 
 
+def pooled_pairs(lodo: dict[str, list[dict]], n_boot: int = 1000) -> pd.DataFrame:
+    """Leave one dataset out, pooled over the held-out datasets: the highest-scoring model
+    against each other one, paired bootstrap over subjects (seed-averaged), section 4.3's unit."""
+    pooled = {name: [r["predictions"] for r in rs] for name, rs in lodo.items()}
+    f1 = {name: float(np.mean([metrics.uf1(t["label"], t["honest"]) for t in ts]))
+          for name, ts in pooled.items()}
+    top = max(f1, key=f1.get)
+    rows = []
+    for name in sorted((n for n in f1 if n != top), key=f1.get, reverse=True):
+        res = metrics.paired_bootstrap(pooled[top], "honest", pooled[name], "honest",
+                                       n_boot=n_boot)
+        rows.append({"a (highest)": top, "b": name, "UF1 a - b": res["diff"],
+                     "95% CI": "%+.3f to %+.3f" % res["ci"],
+                     "told apart": res["ci"][0] > 0 or res["ci"][1] < 0,
+                     "P(diff <= 0)": res["p_le_zero"]})
+    return pd.DataFrame(rows)
+
+
 def findings_13(table: pd.DataFrame, lodo: dict[str, list[dict]], held: list[str],
-                profile: str) -> str:
+                profile: str, pairs: pd.DataFrame | None = None) -> str:
     """Notebook 13's "What we found" text (leave one dataset out, beyond the paper)."""
     def at(name, d, col):
         sel = table[(table["model"] == name) & (table["tested on"] == d)]
@@ -126,8 +150,15 @@ def findings_13(table: pd.DataFrame, lodo: dict[str, list[dict]], held: list[str
             f"no selection), the UF1 per held-out dataset is: " + "; ".join(parts) + ". "
             f"Of the {len(drops)} model and dataset pairs with a LOSO run beside them, {lower} "
             f"lose UF1 against LOSO with a paired 95 % interval below 0. Pooled over the three "
-            f"held-out datasets, the best model is {best.idxmax()} at {best.max():.3f}, the "
-            f"worst {best.idxmin()} at {best.min():.3f}. Cost on this machine: "
+            f"held-out datasets, UF1 runs from {best.min():.3f} ({best.idxmin()}) to "
+            f"{best.max():.3f} ({best.idxmax()})"
+            + ("" if pairs is None or pairs.empty else
+               f"; the paired bootstrap tells {pairs['a (highest)'].iloc[0]} apart from "
+               f"{int(pairs['told apart'].sum())} of the {len(pairs)} other models ("
+               + "; ".join(f"against {b} {d:+.3f}, 95 % CI {ci}" for b, d, ci in
+                           zip(pairs["b"], pairs["UF1 a - b"], pairs["95% CI"]))
+               + "); rows it does not tell apart are not ranked")
+            + ". Cost on this machine: "
             + ", ".join(f"{name} {sum(r['meta']['train_seconds'] for r in rs) / 60:.1f}"
                         for name, rs in lodo.items())
             + " CPU-minutes of training for all its seeds and held-out datasets.")

@@ -164,10 +164,27 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000,
     return pd.DataFrame(rows)
 
 
+def cell_text(v, digits: int = 4) -> str:
+    """One table cell as a reader sees it (section 4.3's tables): floats rounded, NaN as "-"."""
+    if isinstance(v, (float, np.floating)):
+        return "-" if np.isnan(v) else f"{v:.{digits}f}"
+    return "-" if v is None or (isinstance(v, str) and v.lower() == "nan") else str(v)
+
+
+def shown(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """``df`` rounded for display (section 4.3's tables), an empty statistic (NaN) shown as "-"."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "-" if np.isnan(v) else round(float(v), digits)
+        return "-" if v is None else v
+
+    return df.astype(object).map(cell)
+
+
 def markdown(df: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-flavoured markdown table with floats rounded."""
+    """A GitHub-flavoured markdown table with floats rounded and NaN shown as "-"."""
     cols = list(df.columns)
-    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: cell_text(v, digits)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"

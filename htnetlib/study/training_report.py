@@ -30,12 +30,13 @@ def training_curves_figure(run: Run, profile: str):
 
     ep = run.epochs["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, title in [(axes[0], "train_loss", "training loss"),
-                           (axes[1], "train_acc", "accuracy")]:
+    for ax, key, title, ylabel in [
+            (axes[0], "train_loss", "training loss", "cross-entropy (mean over folds)"),
+            (axes[1], "train_acc", "accuracy", "fraction correct (mean over folds)")]:
         m, s = run.epochs[key].mean(0), run.epochs[key].std(0)
         ax.plot(ep, m, label="train")
         ax.fill_between(ep, m - s, m + s, alpha=0.2)
-        ax.set(xlabel="epoch", title=title)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     axes[1].plot(ep, run.epochs["test_acc"].mean(0), label="held-out subject")
     axes[1].legend()
     axes[2].plot(ep, uf1_by_epoch(run), label="all folds stopped at epoch e")
@@ -126,6 +127,59 @@ def paired_table(runs: dict[str, list[Run]], n_boot: int = 1000) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def confusion_tables(p: pd.DataFrame) -> pd.DataFrame:
+    """Figure 7's composite confusion counts per protocol as one labelled table (section 4.3):
+    rows the true class, columns the predicted class."""
+    return pd.concat({proto: pd.DataFrame(
+        metrics.confusion(p["label"], p[proto]),
+        index=pd.Index(CLASS_NAMES, name="true"),
+        columns=pd.Index([f"predicted {c}" for c in CLASS_NAMES])) for proto in metrics.PROTOCOLS},
+        names=["protocol"])
+
+
+def bootstrap_samples(tables, column: str, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Composite UF1 of each subject-resampled benchmark (section 4.3's LOSO unit is the subject),
+    averaged over the seeds' tables; the draws of :func:`metrics.bootstrap_ci` with that seed."""
+    tables = tables if isinstance(tables, list) else [tables]
+    base, preds = metrics.align(tables, [column] * len(tables))
+    subjects, y = base["subject"].to_numpy(), base["label"].to_numpy()
+    ids = pd.unique(subjects)
+    rows = {s: np.flatnonzero(subjects == s) for s in ids}
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([rows[ids[k]] for k in rng.choice(len(ids), size=len(ids))])
+        out[b] = np.mean([metrics.uf1(y[idx], p[idx]) for p in preds])
+    return out
+
+
+def bootstrap_figure(runs: dict[str, list[Run]], a: str, b: str, n_boot: int = 1000):
+    """The bootstrap over subjects (section 4.3): left, model ``a``'s resampled honest UF1 and its
+    95 % interval; right, the paired differences a - b on the same resamples, P(diff <= 0) shaded."""
+    import matplotlib.pyplot as plt
+
+    pa = bootstrap_samples([r.predictions for r in runs[a]], "honest", n_boot=n_boot)
+    pb = bootstrap_samples([r.predictions for r in runs[b]], "honest", n_boot=n_boot)
+    diff = pa - pb
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, x, what in ((axes[0], pa, f"{a}: honest UF1"), (axes[1], diff, f"{a} - {b}")):
+        lo, hi = np.quantile(x, [0.025, 0.975])
+        ax.hist(x, bins=40, color="0.7")
+        for v in (lo, hi):
+            ax.axvline(v, color="C0", ls="--")
+        ax.set(xlabel=f"{what}, per resample", ylabel="resamples",
+               title=f"{what}: 95 % interval {lo:.3f} to {hi:.3f} (dashed)")
+    axes[1].hist(diff[diff <= 0], bins=20, color="C3",
+                 label=f"diff <= 0: {np.mean(diff <= 0):.1%} of resamples = P(diff <= 0)")
+    axes[1].axvline(0, color="black", lw=1)
+    axes[1].legend(fontsize=9, loc="upper left")
+    n_subjects = runs[a][0].predictions["subject"].nunique()
+    fig.suptitle(f"{n_boot} resamples of the {n_subjects} subjects (with replacement), the same "
+                 "for both models", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(p: pd.DataFrame, profile: str):
     """Figure 7: normalised confusion matrices per dataset, honest (top) and oracle (bottom)."""
     import matplotlib.pyplot as plt
@@ -214,7 +268,8 @@ def findings_10(run: Run | None, profile: str) -> str:
                 f"{run.metrics['honest']['full']['uf1']:.3f} honest and "
                 f"{run.metrics['oracle']['full']['uf1']:.3f} oracle, against the paper's "
                 f"{paper.TABLE3['HTNet'][0]:.3f} (oracle).")
-    return (f"No CAS(ME)^3 data was given, so nothing was measured here: the only numbers are "
+    return (f"No CAS(ME)^3 data was given, so nothing was measured here for the **{profile}** "
+            "profile: the only numbers are "
             f"the paper's Table 3, where HTNet's UF1 {paper.TABLE3['HTNet'][0]:.4f} and UAR "
             f"{paper.TABLE3['HTNet'][1]:.4f} come from the official code's oracle protocol. "
             "CAS(ME)^3 is licensed by its owners and is not part of the public release.")
@@ -342,3 +397,21 @@ def findings_11(audit: pd.DataFrame, null_curve: pd.Series, chance: float, run: 
                       f"{a.loc[name, 'oracle']:.3f}, a gap of "
                       f"{a.loc[name, 'oracle - honest']:.3f}.")
     return found
+
+
+def uf1_uar_note(example: pd.DataFrame, y_true, y_pred) -> str:
+    """Equations 8 and 9 on a worked example, as Markdown: UF1, UAR and accuracy, and why the
+    two macro scores differ (F1 charges false positives, recall does not)."""
+    f1, rec = example["F1_c (eq. 8)"], example["recall_c (eq. 9)"]
+    per = example.iloc[:-1]
+    acc = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    worst = per.loc[(per["recall_c (eq. 9)"] - per["F1_c (eq. 8)"]).idxmax()]
+    return (f"UF1 = {f1.iloc[-1]:.4f}, UAR = {rec.iloc[-1]:.4f}, plain accuracy {acc:.4f}. "
+            f"UAR only asks how many of each class's samples were found (recall); F1 also charges "
+            f"the false positives. Class {worst['class']} ({CLASS_NAMES[int(worst['class'])]}) "
+            f"has recall {worst['recall_c (eq. 9)']:.4f} but {int(worst['FP'])} false positives, "
+            f"so its F1 is only {worst['F1_c (eq. 8)']:.4f}"
+            + ("; the other classes lose recall but have no false positives, so their F1 stays "
+               "above their recall" if (per.drop(worst.name)["FP"] == 0).all() else "")
+            + (". Accuracy, dominated by the common class, is higher than both."
+               if acc > max(f1.iloc[-1], rec.iloc[-1]) else "."))

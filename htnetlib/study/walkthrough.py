@@ -229,7 +229,7 @@ def findings_01(endpoint, scale_table, levels, hits, spot: dict) -> str:
     sym, asym = APEX_SETS
     seq, diff, spotted = spot["seq"], spot["diff"], spot["spotted"]
     return (
-        f"Farneback flow (the paper's OpenCV parameters) recovers a random smooth field of up "
+        f"Farneback flow (OpenCV, with this library's parameters: the paper names the method but gives none) recovers a random smooth field of up "
         f"to 2 px with a median endpoint error of {fb.iloc[0]:.3f} px (DIS {dis.iloc[0]:.3f} "
         f"px); on the small action-unit areas it errs by {fb.iloc[1]:.3f} px (DIS "
         f"{dis.iloc[1]:.3f} px) and finds {fb.iloc[2]:.0%} of the true speed there (DIS "
@@ -430,8 +430,66 @@ def findings_03(paper_model, paper_cfg, profile_model, profile: str, table5_para
             f"block at every level holds "
             f"{', '.join(str(lv['tokens per block']) for lv in paper_levels)} "
             "token(s), so its attention is a softmax over one key: the transformer layers mix "
-            "channels, and all spatial mixing happens in the aggregation convolutions. Table "
+            "channels only; pixels are mixed within each patch by the patch embedding and "
+            "across neighbouring patches by the aggregation convolutions. Table "
             f"5's \"#Params\" column is within {size_gap:.1%} "
             "of the float32 size in MiB, not a parameter count. The "
             f"{profile} profile's model has {n_profile:,} parameters "
             f"({n_profile / n_paper:.2%} of the paper's).")
+
+
+def transformer_by_hand(model, x) -> pd.DataFrame:
+    """Eqs. 4-6 (section 3.2) step by step: the first transformer layer of the bottom level on
+    the patch tokens of ``x``, computed by hand, each step beside the model's own module."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    transformer = model.layers[0][0]
+    (pre_a, pre_f) = transformer.layers[0]
+    attn, ff = pre_a.fn, pre_f.fn
+
+    def ln(norm, t):  # eq. 6: per token, over its channels: (t - mean) / sqrt(var + eps) g + b
+        mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
+        return (t - mu) / torch.sqrt(var + norm.eps) * norm.g.flatten() + norm.b.flatten()
+
+    def lin(conv, t):  # a 1x1 convolution is a linear map of each token's channels
+        w = conv.weight.flatten(1)
+        return t @ w.T + (conv.bias if conv.bias is not None else 0)
+
+    with torch.no_grad():
+        n = 2 ** (len(model.layers) - 1)  # blocks per side at the bottom level
+        emb = model.to_patch_embedding(x)  # (B, C, 4, 4): one token per 7x7 patch
+        blocks = rearrange(emb, "b c (n1 h) (n2 w) -> (b n1 n2) c h w", n1=n, n2=n)
+        h, w = blocks.shape[-2:]
+        z0 = blocks + transformer.pos_emb[: h * w].reshape(1, 1, h, w)  # + positional embedding
+        tok = rearrange(z0, "b c h w -> b (h w) c")  # (blocks, tokens, C)
+        y = ln(pre_a.norm, tok)
+        q, k, v = (rearrange(t, "b t (n d) -> b n t d", n=attn.heads)
+                   for t in lin(attn.to_qkv, y).chunk(3, dim=-1))
+        weights = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # (b, n, t, t)
+        msa = lin(attn.to_out[0], rearrange(weights @ v, "b n t d -> b t (n d)"))
+        z1 = tok + msa  # eq. 4, first residual
+        y2 = ln(pre_f.norm, z1)
+        hidden = F.gelu(lin(ff.net[0], y2))
+        z2 = z1 + lin(ff.net[3], hidden)  # eq. 4, second residual
+        own_z1 = z0 + pre_a(z0)
+        own_z2 = own_z1 + pre_f(own_z1)
+        back = lambda t: rearrange(t, "b (h w) c -> b c h w", h=h, w=w)  # noqa: E731
+        steps = [("patch embedding + positional embedding", "z0", z0, None),
+                 ("LayerNorm (eq. 6)", "LN(z0)", y, pre_a.norm(z0)),
+                 ("attention weights softmax(q k^T / sqrt(d)) (eq. 5)", "per head", weights,
+                  None),
+                 ("multi-head self-attention (eq. 5)", "MSA(LN(z0))", msa, pre_a(z0)),
+                 ("residual (eq. 4)", "z1 = z0 + MSA", z1, own_z1),
+                 ("feed-forward: linear, GELU, linear", "FFN(LN(z1))", z2 - z1,
+                  pre_f(own_z1)),
+                 ("residual (eq. 4): the layer's output", "z2 = z1 + FFN", z2, own_z2)]
+        rows = []
+        for step, formula, t, own in steps:
+            same = ("-" if own is None or t.dim() != 3 else  # float32 rounding allowed
+                    "yes" if torch.allclose(back(t), own, rtol=1e-5, atol=1e-4) else "no")
+            rows.append({"step": step, "formula": formula, "shape": tuple(t.shape),
+                         "values (min to max)": f"{float(t.min()):.3g} to {float(t.max()):.3g}",
+                         "equals the model's own step (float32 rounding)": same})
+    return pd.DataFrame(rows)

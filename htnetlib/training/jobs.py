@@ -6,6 +6,9 @@ in. LOSO folds, nested inner fits and leave-one-dataset-out fits are all jobs, c
 :class:`JobArrays` and trained by :func:`train_jobs`: fold after fold in worker processes
 (``loop``), or many at once as one batched computation (``grouped``,
 :mod:`htnetlib.training.parallel`). Each finished job is stored atomically as it ends.
+:func:`produce` trains the missing jobs of one stored result (a run, an inner store or a
+leave-one-dataset-out result, :mod:`htnetlib.training.store`) under its lock: resume, damaged
+files set aside, assembly, and the final config.json written last.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Notebook 02 shows that the official crop mode (``regions="official"``) reads the
 (x, y) as (row, col) and so crops the four facial regions in the wrong places; the corrected
 mode (``regions="corrected"``) crops where the landmarks are. The registry
 (:data:`htnetlib.study.experiments.CROP_MODES`) trains both with every seed on the same LOSO
-folds, and this module compares their stored runs (never training):
+folds, and this module compares their stored runs (training only where asked):
 
 * :func:`crop_mode_table`: per mode and protocol, the composite UF1 and UAR (mean over seeds)
   with 95 % subject-bootstrap intervals, and the paired difference from the official mode on
@@ -23,7 +23,8 @@ import pandas as pd
 from ..config import profile_config
 from ..errors import RunError
 from ..evaluation import metrics
-from ..training.store import data_fingerprint, run_id
+from ..training.loso import run_loso
+from ..training.store import data_fingerprint, load_run, run_id
 from .experiments import CROP_MODES, SEEDS
 from .tables import stored_run
 
@@ -31,12 +32,14 @@ BASELINE = "official"  # the mode every difference is taken from
 
 
 def crop_mode_runs(data, profile: str, seeds=SEEDS, runs_dir: Path | str = "results/runs",
-                   modes=None) -> dict:
+                   modes=None, *, train: bool = False) -> dict:
     """``{mode: [Run per seed]}``: the stored runs of each crop mode (``modes``, default
-    :data:`CROP_MODES`: name -> changes to the profile's configuration).
+    :data:`CROP_MODES`: name -> changes to the profile's configuration); with ``train`` a
+    missing run is trained into ``runs_dir`` (:func:`htnetlib.training.loso.run_loso`, which
+    obeys ``HTNET_TRAIN_PROFILES``), as the other notebooks train what they lack.
 
-    Raises :class:`htnetlib.errors.RunError` naming the first missing run and how to train it:
-    the comparison is paired, so every mode needs every seed.
+    Without ``train`` raises :class:`htnetlib.errors.RunError` naming the first missing run and
+    how to train it: the comparison is paired, so every mode needs every seed.
     """
     fingerprint = data_fingerprint(data)
     out = {}
@@ -45,6 +48,9 @@ def crop_mode_runs(data, profile: str, seeds=SEEDS, runs_dir: Path | str = "resu
         out[mode] = []
         for s in seeds:
             run = stored_run(data, config, s, profile, runs_dir, fingerprint)
+            if run is None and train:
+                run = load_run(run_loso(data, config, seed=s, runs_dir=runs_dir,
+                                        profile=profile, progress=False))
             if run is None:
                 sets = "".join(f" --set {k}={v}" for k, v in changes.items())
                 raise RunError(f"{Path(runs_dir) / run_id(config, s, fingerprint, profile)}: no "
@@ -55,7 +61,8 @@ def crop_mode_runs(data, profile: str, seeds=SEEDS, runs_dir: Path | str = "resu
 
 
 def crop_mode_table(data, profile: str, seeds=SEEDS, runs_dir: Path | str = "results/runs", *,
-                    modes=None, baseline: str = BASELINE, n_boot: int = 1000) -> pd.DataFrame:
+                    modes=None, baseline: str = BASELINE, n_boot: int = 1000,
+                    train: bool = False) -> pd.DataFrame:
     """One row per crop mode and protocol (honest, oracle) of the stored runs of ``seeds``.
 
     Columns: the composite UF1 and UAR (mean over seeds) with their 95 % subject-bootstrap
@@ -67,7 +74,7 @@ def crop_mode_table(data, profile: str, seeds=SEEDS, runs_dir: Path | str = "res
     ``modes`` replaces :data:`CROP_MODES` (name -> changes), e.g. to compare a mode with itself.
     """
     seeds = [int(s) for s in seeds]
-    runs = crop_mode_runs(data, profile, seeds, runs_dir, modes)
+    runs = crop_mode_runs(data, profile, seeds, runs_dir, modes, train=train)
     if baseline not in runs:
         raise ValueError(f"baseline={baseline!r} is not one of the modes {', '.join(runs)}")
     rows, intervals = [], {}

@@ -196,8 +196,8 @@ ABLATIONS: dict[str, Ablation] = {
         values=(1, 2, 3, 4, 6, 8), paper_default=3, changes=_heads,
         label=str, cited={3: paper.TABLE2["HTNet"]},
         scaling="Head counts are not scaled: every profile tries 1 to 8 heads at its own width "
-                "(level i has heads x 2^i, each head dim/heads wide). The cpu profile's default "
-                "is 1 head, so its default is the first grid point, not the paper's 3."),
+                "(level i has heads x 2^(i-1), each head dim/heads wide). The cpu profile's "
+                "default is 1 head, so its default is the first grid point, not the paper's 3."),
     "layers": Ablation(
         key="layers", item="Table 5 (transformer layers)",
         setting="transformer layers (paper grid)",

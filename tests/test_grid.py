@@ -163,7 +163,7 @@ def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
             "10 leave-one-dataset-out results)") in out
     jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d-", line)]
     stored = int(re.search(r"(\d+) stored", out).group(1))
-    assert len(jobs) == 52 - stored
+    assert len(jobs) == 55 - stored
     assert re.search(r"total: \d+ jobs \(\d+ loso, \d+ nested, \d+ lodo\), (at least )?"
                      r"\d+\.\d+ GPU-hours", out)
     assert any("GPU-min" in line for line in jobs)

@@ -156,7 +156,18 @@ def test_results_dir_stays_in_the_repository(monkeypatch, tmp_path):
 
     monkeypatch.delenv("HTNET_RESULTS_DIR", raising=False)
     assert figures.results_dir("results") == ROOT / "results"
+    assert figures.results_dir("results", "cpu") == ROOT / "results"
     assert figures.results_dir(tmp_path) == tmp_path
+    # a smoke run never overwrites a committed file: aimed at results/, it writes to an ignored
+    # folder (papermill notebooks/03_model.ipynb OUT -p profile smoke)
+    smoke = figures.results_dir("results", "smoke")
+    assert smoke == figures.SMOKE_OUTPUTS and smoke.is_relative_to(ROOT / "results")
+    assert figures.results_dir(tmp_path, "smoke") == tmp_path
+    if (ROOT / ".git").exists():
+        import subprocess
+
+        assert subprocess.run(["git", "check-ignore", "-q", str(smoke / "findings" / "x.md")],
+                              cwd=ROOT).returncode == 0
     monkeypatch.setenv("HTNET_RESULTS_DIR", str(tmp_path / "out"))
     assert figures.results_dir("results") == tmp_path / "out"
     assert figures.stored_dir("results") == ROOT / "results"
@@ -164,3 +175,6 @@ def test_results_dir_stays_in_the_repository(monkeypatch, tmp_path):
         params = next("".join(c["source"]) for c in cells(nb)
                       if "parameters" in c.get("metadata", {}).get("tags", []))
         assert 'results_dir = "results"' in params, nb.name
+        if "profile =" in params:  # a profile-dependent notebook passes it on
+            assert any("figures.results_dir(results_dir, profile)" in "".join(c["source"])
+                       for c in cells(nb)), nb.name

@@ -22,10 +22,20 @@ def stored_dir(value) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def results_dir(value) -> Path:
+SMOKE_OUTPUTS = ROOT / "results" / "notebooks" / "smoke" / "results"  # git-ignored
+
+
+def results_dir(value, profile: str | None = None) -> Path:
     """Where a notebook writes its figures, tables, findings and timings: ``$HTNET_RESULTS_DIR``
-    when set (a test session's temporary folder), else :func:`stored_dir` of ``value``."""
-    return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else stored_dir(value)
+    when set (a test session's temporary folder), else :func:`stored_dir` of ``value``; a
+    ``smoke`` run aimed at the repository's own ``results/`` writes to the git-ignored
+    :data:`SMOKE_OUTPUTS` instead, so a smoke run never overwrites a committed file."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    path = stored_dir(value)
+    if profile == "smoke" and path.resolve() == (ROOT / "results").resolve():
+        return SMOKE_OUTPUTS
+    return path
 
 
 def provenance(item: str, *, profile: str | None = None, protocol: str | None = None,

@@ -319,9 +319,9 @@ def _seed_bars(ax, measured, ablation: Ablation, labels: list, spread: dict, gro
     i = labels.index(dflt[ablation.setting].iloc[0])
     series = [(g, p) for g in groups for p in metrics.PROTOCOLS]
     for k, (g, proto) in enumerate(series):
-        s = spread[proto][g][metric.lower()]
+        s = spread[proto].get(g, {}).get(metric.lower(), float("nan"))  # a group without runs
         y = dflt[dflt["protocol"] == proto][f"{DATASET_NAMES[g]} {metric}"]
-        if len(y) and np.isfinite(s):
+        if len(y) and np.isfinite(s) and np.isfinite(y.iloc[0]):
             dx = 0.06 * (k - (len(series) - 1) / 2)
             ax.errorbar([i + dx], [y.iloc[0]], yerr=[s], color=colours[g], capsize=4, lw=1.6,
                         ls="none", label="default: +-1 seed sd (each series)" if k == 0 else None)

@@ -247,8 +247,9 @@ def print_answer(out: dict) -> None:
         print(f"  {c:9s} {p:.3f}")
     m = out["model"]
     print(f"model: {m['path']} (profile {m['profile']}, seed {m['seed']}, data "
-          f"{m['data_fingerprint']}, weights sha256 {str(m['sha256'])[:12]}); "
-          f"{out['seconds']:.2f} s")
+          f"{m['data_fingerprint']}, weights sha256 {str(m['sha256'])[:12]})")
+    # the time goes to stderr: the answer on stdout is the same on every run
+    print(f"time: {out['seconds']:.2f} s", file=sys.stderr)
 
 
 def batch_items(kind: str, source: Path) -> list[tuple[str, dict]]:

@@ -25,8 +25,7 @@ from pathlib import Path
 from ..config import Config
 from ..io import ROOT
 from ..model import parameter_count
-from ..training import lodo as lodo_mod
-from ..training.lodo import LODO_DATASETS, LODO_FILES, lodo_id
+from ..training.lodo import LODO_DATASETS, lodo_complete, lodo_id
 from ..training.nested import INNER_DIR, INNER_GROUPS, nested_complete
 from ..training.store import data_fingerprint, is_complete, run_id
 from .experiments import SEEDS, experiments
@@ -253,16 +252,6 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def lodo_complete(path: Path) -> bool:
-    """Whether ``path`` holds a finished leave-one-dataset-out result: its four files exist
-    (what :func:`htnetlib.training.lodo.run_lodo` reuses), and, where the training layer has its
-    own test (``training.lodo.lodo_complete``), that test passes too."""
-    if not all((Path(path) / f).is_file() for f in LODO_FILES):
-        return False
-    own = getattr(lodo_mod, "lodo_complete", None)
-    return own is None or own(path)
 
 
 def lodo_fraction(table, n_folds: int) -> float:

@@ -315,3 +315,4 @@ class FoldResult:
     test_acc: np.ndarray  # (epochs,)
     seconds: float = 0.0
     logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
+    prob: np.ndarray | None = None  # (epochs, n_test, classes) softmax after each epoch, float16

@@ -85,15 +85,41 @@ def cross_subject_predictions(pred: np.ndarray, y, subjects, metric: str = "uf1"
     return at_epochs(pred, subjects, cross_subject_epochs(pred, y, subjects, metric))
 
 
-def vote(stack: np.ndarray) -> np.ndarray:
-    """Majority class per column of ``stack`` (members, N); a tie goes to the tied class voted
-    by the latest member (the last epoch, or the last seed listed)."""
+def vote(stack: np.ndarray, rank=None) -> np.ndarray:
+    """Majority class per column of ``stack`` (members, N), ties broken without regard to the
+    order in which members are listed.
+
+    ``rank`` (members,) says how late each member is (default: its position, so the last
+    member listed is the latest); members of equal rank are exchangeable, as the same epoch of
+    different seeds is. A tie goes to the tied class with more votes among the latest rank,
+    then the next latest, and so on; a tie left after every rank goes to the lowest class index
+    (negative, the most frequent class of the release). Reordering members of equal rank never
+    changes the result."""
     stack = np.asarray(stack)
-    counts = np.stack([(stack == c).sum(0) for c in range(CLASSES)], axis=1)  # (N, classes)
-    latest = np.zeros_like(counts)
-    for m in range(len(stack)):
-        latest[np.arange(stack.shape[1]), stack[m]] = m + 1
-    return np.argmax(counts * (len(stack) + 1) + latest, axis=1).astype(stack.dtype)
+    rank = np.arange(len(stack)) if rank is None else np.asarray(rank)
+    if rank.shape != (len(stack),):
+        raise ValueError(f"rank of shape {rank.shape} for {len(stack)} members")
+    onehot = stack[..., None] == np.arange(CLASSES)  # (members, N, classes)
+    counts = onehot.sum(0)
+    alive = counts == counts.max(1, keepdims=True)
+    for r in np.unique(rank)[::-1]:
+        if (alive.sum(1) <= 1).all():
+            break
+        at_r = np.where(alive, onehot[rank == r].sum(0), -1)
+        alive &= at_r == at_r.max(1, keepdims=True)
+    return np.argmax(alive, axis=1).astype(stack.dtype)
+
+
+def seed_epochs_vote(preds: list, fraction: float | None = None) -> np.ndarray:
+    """Majority vote over seeds (list of (epochs, N) runs) of their final epoch
+    (``fraction`` None) or of their last ``fraction`` of epochs; members of the same epoch are
+    exchangeable, so the order of the seeds never matters (:func:`vote`)."""
+    members, rank = [], []
+    for p in preds:
+        k = 1 if fraction is None else fraction_of_epochs(len(p), fraction)
+        members.append(np.asarray(p)[-k:])
+        rank.append(np.arange(len(p) - k, len(p)))
+    return vote(np.concatenate(members), np.concatenate(rank))
 
 
 def last_epochs_vote(pred: np.ndarray, k: int) -> np.ndarray:
@@ -135,9 +161,8 @@ RULES = {
 
 # Rules over several seeds of one configuration: list of (epochs, N) arrays -> (N,).
 SEED_RULES = {
-    "vote of seeds, final epoch": lambda preds: vote(np.stack([p[-1] for p in preds])),
-    "vote of seeds x last 25% of epochs": lambda preds: vote(np.concatenate(
-        [p[-fraction_of_epochs(len(p), 0.25):] for p in preds])),
+    "vote of seeds, final epoch": lambda preds: seed_epochs_vote(preds),
+    "vote of seeds x last 25% of epochs": lambda preds: seed_epochs_vote(preds, 0.25),
 }
 
 

@@ -64,4 +64,5 @@ def logreg_fold(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return FoldResult(pred=pred[None], train_loss=np.array([loss]),
                       train_acc=np.array([(train_pred == y_train).mean()]),
                       test_acc=np.array([(pred == y_test).mean()]),
-                      seconds=time.perf_counter() - start, logits=np.log(proba + 1e-12))
+                      seconds=time.perf_counter() - start, logits=np.log(proba + 1e-12),
+                      prob=proba[None].astype(np.float16))

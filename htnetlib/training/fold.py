@@ -129,19 +129,23 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
                y_test: np.ndarray, *, seed: int, device: torch.device, name: str = "fold",
                progress: bool = False, x_train_mirror: np.ndarray | None = None) -> FoldResult:
     """Train a fresh model on one fold (:func:`train_network`) and predict the test samples
-    after every epoch; logistic regression is one fit (:func:`htnetlib.model.logreg_fold`)."""
+    after every epoch (class and softmax probabilities, float16); logistic regression is one
+    fit (:func:`htnetlib.model.logreg_fold`)."""
     if config.model == "logreg":
         from ..model import logreg_fold
         return logreg_fold(x_train, y_train, x_test, y_test, seed=seed)
     xte = torch.from_numpy(x_test).to(device)
     yte = np.asarray(y_test)
     pred = np.empty((config.epochs, len(xte)), dtype=np.int8)
+    prob = np.empty((config.epochs, len(xte), 3), dtype=np.float16)
     test_acc = np.empty(config.epochs)
 
     def predict_test(epoch: int, model: nn.Module) -> None:
         model.eval()
         with torch.no_grad():
-            pred[epoch] = model(xte).argmax(1).cpu().numpy()
+            out = model(xte)
+            pred[epoch] = out.argmax(1).cpu().numpy()
+            prob[epoch] = torch.softmax(out.float(), 1).cpu().numpy()
         test_acc[epoch] = float((pred[epoch] == yte).mean())
 
     model, curves = train_network(config, x_train, y_train, seed=seed, device=device, name=name,
@@ -150,4 +154,4 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
     with torch.no_grad():
         logits = model(xte).float().cpu().numpy()  # (n_test, 3) after the final epoch
     return FoldResult(pred, curves["train_loss"], curves["train_acc"], test_acc,
-                      curves["seconds"], logits)
+                      curves["seconds"], logits, prob)

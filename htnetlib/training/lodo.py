@@ -10,12 +10,13 @@ import numpy as np
 from ..config import Config, check_seed
 from ..data import Composite
 from ..evaluation import metrics
-from ..io import atomic_write, read_npz, write_json
+from ..io import atomic_write, write_json
 from .fold import fold_seed, pick_device
 from .jobs import JobArrays, produce
 from .nested import inner_trainer
-from .store import (FOLD_KEYS, LODO, RUN_FILES, check_training_allowed, data_fingerprint,
-                    hash_id, is_complete, load_stored, model_tag, record, reusable)
+from .store import (LODO, RUN_FILES, check_training_allowed, data_fingerprint, hash_id,
+                    is_complete, joined_probabilities, load_stored, model_tag, read_fold,
+                    record, reusable)
 
 
 LODO_DATASETS = ("smic", "casme2", "samm")
@@ -91,7 +92,7 @@ def _assemble_lodo(out: Path, data: Composite, held: list[str], jobs: list[dict]
                    meta: dict) -> dict:
     """Join the held-out datasets' fits into predictions.csv, epochs.npz and metrics.json;
     return the final config.json (``meta`` with ``lodo_id``, ``n_samples``, ``epochs``)."""
-    folds = [read_npz(j["path"], FOLD_KEYS) for j in jobs]
+    folds = [read_fold(j["path"]) for j in jobs]
     table = data.table
     order = np.concatenate([np.flatnonzero((table["dataset"] == d).to_numpy()) for d in held])
     pred = np.concatenate([f["pred"] for f in folds], axis=1)
@@ -104,7 +105,10 @@ def _assemble_lodo(out: Path, data: Composite, held: list[str], jobs: list[dict]
         f, pred=pred, epoch=np.arange(1, pred.shape[0] + 1), datasets=np.array(held),
         **{key: np.stack([x[key] for x in folds]) for key in ("train_loss", "train_acc",
                                                                 "test_acc")},
-        fold_seconds=np.array([float(x["seconds"]) for x in folds])))
+        fold_seconds=np.array([float(x["seconds"]) for x in folds]),
+        **joined_probabilities(folds, pred.shape[0], pred.shape[1],
+                               np.split(np.arange(pred.shape[1]),
+                                        np.cumsum([f["pred"].shape[1] for f in folds])[:-1]))))
     atomic_write(out / "predictions.csv", lambda f: p.to_csv(f, index=False))
     write_json(out / "metrics.json", {"honest": scores})
     return {**meta, "lodo_id": out.name, "n_samples": len(p), "epochs": int(pred.shape[0]),

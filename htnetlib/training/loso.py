@@ -16,12 +16,12 @@ from ..config import Config, check_seed
 from ..data import Composite
 from ..errors import ConfigError, TrainingError
 from ..evaluation import metrics
-from ..io import atomic_write, read_json, read_npz, write_json
+from ..io import atomic_write, read_json, write_json
 from . import trainer as trainer_mod
 from .fold import fold_seed, later_fields, pick_device
 from .jobs import JobArrays, produce
-from .store import (FOLD_KEYS, RUN, check_training_allowed, data_fingerprint,
-                    is_complete, record, reusable, run_id, train_command)
+from .store import (RUN, check_training_allowed, data_fingerprint, is_complete,
+                    joined_probabilities, read_fold, record, reusable, run_id, train_command)
 
 
 def fold_subjects(data: Composite, config: Config) -> list[str]:
@@ -127,10 +127,10 @@ def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | Non
     held = table[table["subject"].isin(folds)]
     order = held.index.to_numpy()  # rows of the predictions, in table order
     position = {row: i for i, row in enumerate(order)}
-    fold_files = [read_npz(run_dir / "folds" / f"{k:02d}.npz", FOLD_KEYS)
-                  for k in range(len(folds))]
+    fold_files = [read_fold(run_dir / "folds" / f"{k:02d}.npz") for k in range(len(folds))]
     n_epochs = fold_files[0]["pred"].shape[0]
     pred = np.empty((n_epochs, len(order)), dtype=np.int8)
+    columns = []
     for k, subject in enumerate(folds):
         f = fold_files[k]
         if str(f["subject"]) != subject:
@@ -138,6 +138,7 @@ def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | Non
                                 f"expected {subject}")
         rows = [position[r] for r in table.index[table["subject"] == subject]]
         pred[:, rows] = f["pred"]
+        columns.append(rows)
     out = held[["dataset", "subject", "sample", "label"]].reset_index(drop=True)
     out["honest"] = metrics.honest_predictions(pred)
     out["oracle"] = metrics.oracle_predictions(pred, out["label"], out["subject"])
@@ -146,7 +147,8 @@ def assemble(run_dir: Path, data: Composite, folds: list[str], extra: dict | Non
     seconds = float(sum(float(f["seconds"]) for f in fold_files))
     atomic_write(run_dir / "epochs.npz", lambda p: np.savez_compressed(
         p, pred=pred, epoch=np.arange(1, n_epochs + 1), subjects=np.array(folds),
-        fold_seconds=np.array([float(f["seconds"]) for f in fold_files]), **per_fold))
+        fold_seconds=np.array([float(f["seconds"]) for f in fold_files]), **per_fold,
+        **joined_probabilities(fold_files, n_epochs, len(order), columns)))
     atomic_write(run_dir / "predictions.csv", lambda p: out.to_csv(p, index=False))
     write_json(run_dir / "metrics.json",
                {proto: metrics.scores(out, proto) for proto in metrics.PROTOCOLS})

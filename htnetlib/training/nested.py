@@ -19,12 +19,12 @@ from ..data import Composite
 from ..evaluation import metrics
 from ..evaluation.selection import nested_epochs, nested_rule
 from ..errors import RunError
-from ..io import atomic_write, read_json, read_npz
+from ..io import atomic_write, read_json
 from .fold import fold_seed, later_fields, pick_device
 from .jobs import JobArrays, produce
 from .loso import fold_subjects, run_loso
-from .store import (FOLD_KEYS, INNER, Run, check_training_allowed, data_fingerprint, is_complete,
-                    load_stored, record)
+from .store import (INNER, Run, check_training_allowed, data_fingerprint, is_complete,
+                    load_stored, read_fold, record)
 
 
 INNER_DIR = "inner"
@@ -86,7 +86,9 @@ def run_nested(data: Composite, config: Config, *, seed: int = 0,
     (:func:`htnetlib.training.jobs.produce`): each inner fit is stored as it finishes
     (``inner/NN_G.npz``), so a killed call resumes; then ``inner/epochs.npz`` (``pred``
     (folds, epochs, N): every training sample's inner held-out prediction after each epoch, -1
-    for the outer held-out subject, N the release's rows in its order, named by ``dataset``,
+    for the outer held-out subject; ``prob_final`` (folds, N, 3) float16: the inner held-out
+    probabilities after the final epoch, NaN for the outer held-out subject, in stores trained
+    since probabilities are kept, N the release's rows in its order, named by ``dataset``,
     ``subject``, ``sample`` with their ``label``; ``groups`` (folds, N); ``seconds``
     (folds, groups)) and ``inner/config.json`` (written last, with ``n_fits``) replace them.
     A finished store of another ``n_groups`` is trained again. Training obeys
@@ -119,16 +121,20 @@ def run_nested(data: Composite, config: Config, *, seed: int = 0,
         n, epochs = len(data.table), config.epochs
         pred = np.full((len(splits), epochs, n), -1, dtype=np.int8)
         seconds = np.zeros((len(splits), n_groups))
-        for job in jobs:
+        fits = [read_fold(job["path"]) for job in jobs]
+        final = np.full((len(splits), n, 3), np.nan, dtype=np.float16)
+        for job, f in zip(jobs, fits):
             k, g = map(int, job["path"].stem.split("_"))
-            f = read_npz(job["path"], FOLD_KEYS)
             pred[k][:, splits[k]["groups"] == g] = f["pred"]
+            if "prob" in f:
+                final[k][splits[k]["groups"] == g] = f["prob"][-1]
             seconds[k, g] = float(f["seconds"])
+        probs = {"prob_final": final} if all("prob" in f for f in fits) else {}
         keys = {k: np.asarray(data.table[k].astype(str), dtype=str) for k in metrics.KEY}
         atomic_write(store / "epochs.npz", lambda p: np.savez_compressed(
             p, pred=pred, groups=np.stack([s["groups"] for s in splits]),
             subjects=np.array([s["subject"] for s in splits]), seconds=seconds,
-            label=data.table["label"].to_numpy(), **keys))
+            label=data.table["label"].to_numpy(), **keys, **probs))
         return {**meta, "n_fits": len(jobs), "n_folds": len(splits), "epochs": epochs,
                 "train_seconds": round(float(seconds.sum()), 1),
                 "wall_seconds_this_call": round(time.perf_counter() - start, 1)}

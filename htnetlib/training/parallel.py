@@ -248,6 +248,7 @@ def train_group(config: Config, folds: list[dict], *, device: torch.device,
     epochs = config.epochs
     # per-epoch results stay on the device until the end
     pred = torch.zeros((epochs, n_folds, x_test.shape[1]), dtype=torch.int8, device=device)
+    prob = torch.zeros((epochs, n_folds, x_test.shape[1], 3), dtype=torch.float16, device=device)
     loss_sum = torch.zeros((epochs, n_folds), device=device)  # summed over the epoch's samples
     n_correct = torch.zeros((epochs, n_folds), device=device)
     nonfinite = torch.zeros(n_folds, dtype=torch.bool, device=device)
@@ -273,12 +274,15 @@ def train_group(config: Config, folds: list[dict], *, device: torch.device,
             nonfinite |= bad
             loss_sum[epoch] += (losses * mask).sum(1)
             n_correct[epoch] += ((logits.argmax(-1) == yb) & mask).sum(1)
-        pred[epoch] = group.predict(x_test).argmax(-1)
+        out = group.predict(x_test)
+        pred[epoch] = out.argmax(-1)
+        prob[epoch] = torch.softmax(out.float(), -1)
         if nonfinite.any():  # the one wait for the device in an epoch
             k = int(nonfinite.nonzero()[0, 0])
             raise TrainingError(f"{folds[k]['name']}: loss is {bad_loss[k].item()} "
                                 f"at epoch {epoch + 1}")
     pred = pred.cpu().numpy()
+    prob = prob.cpu().numpy()
     loss_hist = loss_sum.cpu().numpy() / np.array(n_train)  # in float64, as the one-fold trainer
     acc_hist = n_correct.cpu().numpy() / np.array(n_train)
     seconds = (time.perf_counter() - start) / n_folds
@@ -289,7 +293,7 @@ def train_group(config: Config, folds: list[dict], *, device: torch.device,
         results.append(FoldResult(
             pred=p, train_loss=loss_hist[:, k], train_acc=acc_hist[:, k],
             test_acc=(p == np.asarray(f["y_test"])).mean(1), seconds=seconds,
-            logits=final_logits[k, :n_test[k]]))
+            logits=final_logits[k, :n_test[k]], prob=prob[:, k, :n_test[k]]))
     return results
 
 

@@ -11,7 +11,9 @@ A *run* (:data:`RUN`) is one LOSO training of one configuration with one seed (p
                      library versions, trainer, wall time
     predictions.csv  dataset, subject, sample, label, honest, oracle (one row per sample)
     epochs.npz       pred (epochs, N) per-epoch predictions in predictions.csv order, epoch,
-                     and per fold: subjects, train_loss, train_acc, test_acc (folds, epochs)
+                     and per fold: subjects, train_loss, train_acc, test_acc (folds, epochs);
+                     prob (epochs, N, 3) float16 softmax probabilities in runs trained since
+                     they are stored (older runs lack it; their ids are unchanged)
     metrics.json     UF1 and UAR of both protocols for full, smic, casme2, samm
 
 A run's nested inner fits (:data:`INNER`) live in ``<run>/inner/`` (config.json, epochs.npz); a
@@ -319,7 +321,30 @@ def stored_fold_ok(job: dict) -> bool:
 
 
 def save_fold(path: Path, subject: str, res: FoldResult) -> None:
-    atomic_write(path, lambda p: np.savez(p, subject=subject, **dataclasses.asdict(res)))
+    arrays = {k: v for k, v in dataclasses.asdict(res).items() if v is not None}
+    atomic_write(path, lambda p: np.savez(p, subject=subject, **arrays))
+
+
+def read_fold(path: Path) -> dict:
+    """A stored job file: the arrays of :data:`FOLD_KEYS`, with ``prob`` (epochs, n_test,
+    classes) where the job stored probabilities (jobs trained before they were stored lack it)."""
+    f = read_npz(path, FOLD_KEYS)
+    with np.load(path) as npz:
+        if "prob" in npz.files:
+            f["prob"] = npz["prob"]
+    return f
+
+
+def joined_probabilities(folds: list[dict], epochs: int, n: int, columns: list) -> dict:
+    """``{"prob": (epochs, n, classes) float16}``, job k's probabilities in the columns
+    ``columns[k]`` (NaN elsewhere), or ``{}`` when a job lacks them: a result holds
+    probabilities only if every job stored them."""
+    if not folds or any("prob" not in f for f in folds):
+        return {}
+    prob = np.full((epochs, n, folds[0]["prob"].shape[-1]), np.nan, dtype=np.float16)
+    for f, cols in zip(folds, columns):
+        prob[:, cols] = f["prob"]
+    return {"prob": prob}
 
 
 @contextmanager

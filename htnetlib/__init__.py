@@ -19,3 +19,12 @@ network.
 """
 
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    """``htnetlib.leak_test``: the amplified leak test of :mod:`htnetlib.evaluation.leak`,
+    imported on first use (``import htnetlib`` stays light)."""
+    if name == "leak_test":
+        from .evaluation.leak import leak_test
+        return leak_test
+    raise AttributeError(f"module 'htnetlib' has no attribute {name!r}")

@@ -12,6 +12,8 @@ both give the same network). The model folder holds::
                         convention, the weights' SHA-256, library versions, git commit
     MODEL_CARD.md       written by ``htnet fit`` (:mod:`htnetlib.study.card`): data, configuration,
                         the stored LOSO score of that configuration, intended use and limits
+    calibration.json    (optional) written by ``htnet calibrate`` (:func:`calibrate`): the
+                        temperature, the runs it was fitted on, ECE and NLL before and after
 
 The weights are written first and model.json last, each atomically; model.json records the
 weights' SHA-256, so a folder whose two files do not belong together is refused on loading.
@@ -50,9 +52,11 @@ A release-style map carries no size, so ``--flow`` answers have ``motion_px`` nu
 **The answer** (:meth:`Model.answer`, and ``htnet predict --json``, one object per item):
 
     label          class name, or null: no motion found (or, in a batch, the item failed)
-    probabilities  {class: p}: the network's softmax, NOT calibrated (no calibration exists in
-                   this project: 0.9 is not right 9 times in 10); not meaningful if label null
-    calibrated     false (always, until a calibration exists)
+    probabilities  {class: p}: softmax(logits / T) if the folder holds calibration.json
+                   (:func:`calibrate`), else the network's softmax, NOT calibrated (0.9 is not
+                   right 9 times in 10); not meaningful if label null
+    calibrated     whether calibration.json exists; temperature: its T (else null);
+                   probabilities_uncalibrated: the softmax, whose argmax is the label
     no_motion      motion_px below the threshold (and no --force); forced: --force was given
     motion_px      mean flow magnitude in px at the 224x224 face; motion_threshold_px: the
                    flow method's threshold; flow_method: tvl1, farneback or dis (null: --flow)
@@ -86,14 +90,18 @@ from .data import LABELS, Composite, read_flow, read_image, sha256
 from .data import flow, regions
 from .data.preprocess import FACE_SIZE, MAP_SIZE
 from .data.regions import network_inputs
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, RunError
+from .evaluation.calibration import apply_temperature, read_calibration, write_calibration
 from .io import ROOT, atomic_write, device_name, git_commit, versions, write_json
 from .model import build_model
 from .training.fold import pick_device, train_network
 from .training.store import data_fingerprint
 
 FORMAT = "htnet-model/1"
-WEIGHTS, META, CARD = "model.safetensors", "model.json", "MODEL_CARD.md"
+WEIGHTS, META, CARD, CALIBRATION = ("model.safetensors", "model.json", "MODEL_CARD.md",
+                                    "calibration.json")
+CALIBRATION_METHOD = ("temperature scaling (NLL) on the held-out final-epoch probabilities of "
+                      "stored LOSO runs with the model's configuration")
 CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
 REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
             "weights")
@@ -211,6 +219,43 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
     return model, True
 
 
+def calibrate(model_dir: Path | str, runs: list) -> dict:
+    """Write the model folder's calibration.json (atomically): the temperature fitted on the
+    pooled final-epoch probabilities (``epochs["prob"][-1]``) and labels of ``runs``, loaded
+    LOSO runs of the model's configuration and data
+    (:func:`htnetlib.evaluation.calibration.write_calibration`). Each is a prediction for a
+    subject its network never saw; a model fitted on all release samples meets faces of none
+    of them, so every stored held-out probability is legitimate calibration data (assumed: the
+    all-sample model is as over-confident as the folds' networks). One-line RunError naming
+    the run for one without ``prob`` (trained before they were kept), of another configuration
+    or data, or given twice."""
+    model, names, probs, labels = Model.load(model_dir), [], [], []
+    want, fingerprint = model.config.to_dict(), model.meta["data_fingerprint"]
+    for run in runs or ():
+        where, have = Path(run.path), run.config.to_dict()
+        differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        problem = (f"configuration differs from the model's in {', '.join(differ)}" if differ
+                   else "given twice" if where.name in names
+                   else f"data {run.meta['data_fingerprint']}, the model's {fingerprint}"
+                   if run.meta.get("data_fingerprint", fingerprint) != fingerprint
+                   else "epochs.npz holds no prob (trained before probabilities were kept)"
+                   if "prob" not in run.epochs else None)
+        final = None if problem else np.asarray(run.epochs["prob"][-1], dtype=np.float64)
+        if final is not None and (final.shape != (len(run.predictions), len(LABELS))
+                                  or np.isnan(final).any()):
+            problem = f"epochs.npz prob[-1] of shape {final.shape} holds NaN or is not (N, 3)"
+        if problem:
+            raise RunError(f"{where}: {problem}; calibrate {model_dir} with runs of its own")
+        names.append(where.name)
+        probs.append(final)
+        labels.append(run.predictions["label"].to_numpy())
+    if not names:
+        raise ConfigError("calibrate needs at least one stored LOSO run")
+    return write_calibration(Path(model_dir) / CALIBRATION, np.concatenate(probs),
+                             np.concatenate(labels), method=CALIBRATION_METHOD, runs=names,
+                             config=model.meta["config"], data_fingerprint=fingerprint)
+
+
 def check_out_dir(folder: Path) -> None:
     """ConfigError where ``folder`` is a file, holds files other than a model's, or lies inside
     this repository without being git-ignored (a model derived from the licensed release is
@@ -221,7 +266,8 @@ def check_out_dir(folder: Path) -> None:
         raise ConfigError(f"--out {folder} is a file, not a folder")
     if folder.is_dir():
         foreign = [p.name for p in folder.iterdir()
-                   if p.name not in (WEIGHTS, META, CARD) and not p.name.startswith(".")]
+                   if p.name not in (WEIGHTS, META, CARD, CALIBRATION)
+                   and not p.name.startswith(".")]
         if foreign:
             raise ConfigError(f"--out {folder} holds other files ({', '.join(foreign[:3])}); "
                               "choose a new or empty folder for the model")
@@ -304,11 +350,18 @@ class Model:
     of the intermediate pictures.
     """
 
-    def __init__(self, network: nn.Module, meta: dict, path: Path | None = None):
+    def __init__(self, network: nn.Module, meta: dict, path: Path | None = None,
+                 calibration: dict | None = None):
         self.network = network.eval()
         self.meta = meta
         self.config = Config.from_dict(meta["config"])
         self.path = path
+        self.calibration = calibration  # calibration.json, or None
+
+    @property
+    def temperature(self) -> float | None:
+        """The temperature of calibration.json (:func:`calibrate`), or None."""
+        return None if self.calibration is None else float(self.calibration["temperature"])
 
     @property
     def classes(self) -> list[str]:
@@ -332,7 +385,13 @@ class Model:
                                                                  metadata={"format": "pt"}))
         self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
         write_json(folder / META, self.meta)
-        self.path = folder
+        self.path, cal = folder, folder / CALIBRATION
+        if cal.is_file():  # a calibration of the configuration holds for new weights of it
+            try:
+                self.calibration = read_calibration(cal, self.meta["config"])
+            except RunError as exc:  # another configuration's, or damaged: not this model's
+                cal.unlink()
+                warnings.warn(f"{exc}; removed it", stacklevel=2)
         return folder
 
     @classmethod
@@ -342,7 +401,8 @@ class Model:
         DataError for a missing folder or file, model.json that is not JSON or lacks a field,
         weights that safetensors cannot read, weights whose names or shapes do not fit the
         configuration (strict), or whose SHA-256 is not model.json's record, or a
-        configuration that is invalid or does not build (a damaged file, not a bad setting).
+        configuration that is invalid or does not build (a damaged file, not a bad setting);
+        RunError for a calibration.json that is damaged or of another configuration.
         """
         from safetensors.torch import load_file
 
@@ -371,7 +431,9 @@ class Model:
             raise DataError(f"{weights_path}: SHA-256 differs from the one {META} records "
                             "(the weights were replaced or damaged after fitting)")
         network.load_state_dict(state, strict=True)
-        return cls(network, meta, folder)
+        cal = folder / CALIBRATION
+        return cls(network, meta, folder,
+                   read_calibration(cal, meta["config"]) if cal.is_file() else None)
 
     # ----------------------------------------------------------------------- predict
 
@@ -520,9 +582,12 @@ def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, for
     motion = maps.get("motion_px")
     threshold = NO_MOTION_PX.get(flow_method) if motion is not None else None
     still = motion is not None and motion < threshold and not force
-    return {"label": None if still else model.classes[int(np.argmax(probs))],
-           "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probs)},
-           "calibrated": False, "no_motion": still, "forced": bool(force),
+    raw, t = np.asarray(probs, dtype=np.float64), model.temperature
+    shown = raw if t is None else apply_temperature(raw[None], t)[0]
+    named = lambda p: {c: round(float(v), 6) for c, v in zip(model.classes, p)}  # noqa: E731
+    return {"label": None if still else model.classes[int(np.argmax(raw))],
+           "probabilities": named(shown), "calibrated": t is not None, "temperature": t,
+           "probabilities_uncalibrated": named(raw), "no_motion": still, "forced": bool(force),
            "motion_px": None if motion is None else round(float(motion), 4),
            "motion_threshold_px": threshold,
            "flow_method": flow_method if motion is not None else None,

@@ -61,8 +61,9 @@ def leak_protocols(inner, n):
 
 
 def moved_subjects(protocol, pred, y, subjects) -> list:
-    """Subjects whose own predictions change when their labels are replaced (each in turn)."""
-    return leak_mod.leaked_subjects(protocol, pred, y, subjects)
+    """Subjects whose own predictions change when their labels are replaced (each in turn),
+    amplified."""
+    return leak_mod.leak_test(protocol, pred, y, subjects)
 
 
 def test_the_leak_test_replaces_one_subjects_labels_at_a_time():
@@ -73,7 +74,7 @@ def test_the_leak_test_replaces_one_subjects_labels_at_a_time():
         seen.append(np.flatnonzero(labels != y))
         return p[-1]
     assert leak_mod.leaked_subjects(spy, pred, y, subjects) == []
-    changed = [set(subjects[i]) for i in seen[1:]]
+    changed = [set(subjects[i]) for i in seen if len(i)]
     assert all(len(c) == 1 for c in changed)  # one subject's labels, all of them
     assert [c.pop() for c in changed[::2]] == list(dict.fromkeys(subjects))
 
@@ -120,6 +121,81 @@ def test_vote_breaks_ties_by_the_latest_member():
         selection_mod.last_epochs_vote(stack, 4)
     assert selection_mod.fraction_of_epochs(100, 0.1) == 10
     assert selection_mod.fraction_of_epochs(3, 0.1) == 1
+
+
+def test_vote_ties_do_not_depend_on_the_order_of_the_seeds():
+    rng = np.random.default_rng(0)
+    runs = [rng.integers(0, 3, (8, 200)).astype(np.int8) for _ in range(4)]
+    for rule in selection_mod.SEED_RULES.values():
+        first = rule(runs)
+        for order in ([3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]):
+            np.testing.assert_array_equal(rule([runs[i] for i in order]), first)
+    # two seeds' final epochs disagree: the tie goes to the lowest class, in either order
+    a, b = np.array([[2, 1]], np.int8), np.array([[1, 2]], np.int8)
+    np.testing.assert_array_equal(selection_mod.seed_epochs_vote([a, b]), [1, 1])
+    np.testing.assert_array_equal(selection_mod.seed_epochs_vote([b, a]), [1, 1])
+    # a tie in the count goes to the class with more votes at the latest epoch
+    a, b = np.array([[0], [2]], np.int8), np.array([[2], [0]], np.int8)
+    c = np.array([[1], [2]], np.int8)
+    np.testing.assert_array_equal(selection_mod.seed_epochs_vote([a, b, c], 1.0), [2])
+    # the old rule (the last seed listed wins) would answer differently in one order
+    old = lambda runs: selection_mod.vote(np.stack([r[-1] for r in runs]))  # noqa: E731
+    assert not all(np.array_equal(old(runs), old(runs[::-1])) for _ in [0])
+
+
+def test_soft_vote_averages_probabilities_in_any_order():
+    rng = np.random.default_rng(1)
+    probs = [rng.dirichlet(np.ones(3), (5, 40)) for _ in range(3)]
+    soft = selection_mod.SOFT_SEED_RULES["soft vote of seeds x last 25% of epochs"]
+    k = selection_mod.fraction_of_epochs(5, 0.25)
+    expect = np.concatenate([p[-k:] for p in probs]).mean(0).argmax(1)
+    np.testing.assert_array_equal(soft(probs), expect)
+    np.testing.assert_array_equal(soft(probs[::-1]), expect)
+    np.testing.assert_array_equal(
+        selection_mod.SOFT_SEED_RULES["soft vote of seeds, final epoch"](probs),
+        np.mean([p[-1] for p in probs], 0).argmax(1))
+
+
+def test_a_fold_rule_never_sees_the_held_out_labels():
+    pred, y, subjects = fake_run(5)
+    seen = {}
+
+    def choose(p, labels, subj, s):
+        seen[s] = labels.copy()
+        return p[-1, subj == s]
+    rule = selection_mod.FoldRule(choose)
+    np.testing.assert_array_equal(rule(pred, y, subjects), pred[-1])
+    for s, labels in seen.items():
+        assert (labels[subjects == s] == selection_mod.MASKED).all()
+        np.testing.assert_array_equal(labels[subjects != s], y[subjects != s])
+    assert all(isinstance(r, selection_mod.FoldRule) for r in selection_mod.RULES.values())
+
+
+def test_htnetlib_leak_test_is_the_amplified_test():
+    import htnetlib
+
+    pred, y, subjects = fake_run(2)
+    assert htnetlib.leak_test is leak_mod.leak_test
+    assert htnetlib.leak_test(selection_mod.RULES["final epoch"], pred, y, subjects) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pooled_leaks_pass_the_label_shift_but_fail_the_amplified_test(seed):
+    """A single epoch chosen by the pooled test score can hide from the label shift (one subject
+    rarely tips the pooled choice); the amplified test catches it, and every other leaky
+    reference, while every honest rule passes."""
+    pred, y, subjects = fake_run(seed, epochs=40, n_subjects=68)
+    dataset_of = {s: f"d{i % 3}" for i, s in enumerate(dict.fromkeys(subjects))}
+    controls = leak_mod.leaky_rules(dataset_of)
+    shift_only = leak_mod.leaked_subjects(controls["global oracle (one epoch, pooled test UF1)"],
+                                          pred, y, subjects)
+    assert len(shift_only) < len(set(subjects)) // 2
+    for name, rule in controls.items():
+        assert leak_mod.leak_test(rule, pred, y, subjects) != [], name
+    stack = np.stack([pred[-1], pred[-5], pred[-9], pred[-13]])  # four "variants"
+    assert leak_mod.leak_test(leak_mod.global_oracle, stack, y, subjects) != []
+    for name, rule in selection_mod.RULES.items():
+        assert leak_mod.leak_test(rule, pred, y, subjects) == [], name
 
 
 # --------------------------------------------------------------------------- nested store

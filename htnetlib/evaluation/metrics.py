@@ -165,6 +165,30 @@ def _resampled_scores(y, pred, subjects, ids, counts) -> dict:
     return {"uf1": f1.sum(1) / n, "uar": recall.sum(1) / n}
 
 
+def subject_ids(tables) -> np.ndarray:
+    """The subjects of the first table of ``tables``, in the order the bootstrap draws them."""
+    return pd.unique(_as_list(tables)[0]["subject"].to_numpy())
+
+
+def weighted_scores(tables, column: str, weights: np.ndarray) -> dict:
+    """UF1 and UAR (mean over the runs of ``tables``) with each subject's samples counted
+    ``weights[r, i]`` times, for every row r of ``weights`` (R, subjects in
+    :func:`subject_ids` order): a bootstrap resample, or 0/1 weights for a subset of subjects
+    (a split half). Returns ``{"uf1": (R,), "uar": (R,)}``."""
+    tables = _as_list(tables)
+    base, preds = align(tables, [column] * len(tables))
+    subjects, y = base["subject"].to_numpy(), base["label"].to_numpy()
+    ids = subject_ids(tables)
+    per_run = [_resampled_scores(y, p, subjects, ids, np.asarray(weights, float)) for p in preds]
+    return {m: np.mean([r[m] for r in per_run], axis=0) for m in ("uf1", "uar")}
+
+
+def bootstrap_weights(tables, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, subjects): how often each subject is drawn in each resample, the draws
+    :func:`bootstrap_ci` and :func:`paired_bootstrap` make with the same ``seed``."""
+    return _resample_counts(_as_list(tables)[0]["subject"].to_numpy(), n_boot, seed)[1]
+
+
 def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
     """Percentile intervals of UF1 and UAR, resampling subjects with replacement.
@@ -173,15 +197,10 @@ def bootstrap_ci(tables, column: str, *, n_boot: int = 1000, seed: int = 0,
     different seeds), in any row order (see :func:`align`); with several, each resample's metric
     is the mean over the runs, so the interval is that of the seed-averaged score.
     """
-    tables = _as_list(tables)
-    base, preds = align(tables, [column] * len(tables))
-    subjects, y = base["subject"].to_numpy(), base["label"].to_numpy()
-    ids, counts = _resample_counts(subjects, n_boot, seed)
-    per_run = [_resampled_scores(y, p, subjects, ids, counts) for p in preds]
+    stats = weighted_scores(tables, column, bootstrap_weights(tables, n_boot, seed))
     out = {}
     for m in ("uf1", "uar"):
-        stats = np.mean([r[m] for r in per_run], axis=0)
-        lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+        lo, hi = np.quantile(stats[m], [(1 - level) / 2, (1 + level) / 2])
         out[m] = (float(lo), float(hi))
     return out
 

@@ -5,17 +5,28 @@ The official code reports, per held-out subject, the epoch that scores best on t
 test labels (the ``oracle`` of :mod:`htnetlib.evaluation.metrics`). A rule is a function
 ``rule(pred, y, subjects) -> (N,)`` of a run's per-epoch predictions ``pred`` (epochs, N), the
 labels and the subjects, returning one prediction per sample, scored like ``honest`` and
-``oracle`` (UF1 of eq. 8, UAR of eq. 9). The leak test (:mod:`htnetlib.evaluation.leak`) checks
-that a rule never reads the held-out subject's labels.
+``oracle`` (UF1 of eq. 8, UAR of eq. 9).
 
+**Honest by construction.** Every honest rule here is a :class:`FoldRule`: for held-out subject
+s it is handed the labels with s's own replaced by -1 (:data:`MASKED`), so it cannot read them,
+whatever its code does. The leak test (:func:`htnetlib.evaluation.leak.leak_test`) checks rules
+that are not built this way. The oracles that read the held-out labels exist only as labelled
+leaky references (:data:`htnetlib.evaluation.leak.LEAKY_RULES`).
+
+* :func:`nested_rule`: **the reference honest rule**. Inside each outer fold the number of
+  epochs is chosen by an inner leave-subjects-out split of the fold's own training subjects
+  (the inner fits of :mod:`htnetlib.training.nested`): only what fold s may see.
 * :func:`cross_subject_predictions`: for subject s, the epoch that scores best on the *other*
-  subjects' held-out predictions of the same run. Those folds' models trained on s, so this
-  rule is honest about s's labels but not confined to fold s's training data.
-* :func:`last_epochs_vote` and :func:`vote`: majority votes over the last k epochs, over seeds,
-  or both.
-* :func:`nested_rule`: the reference rule. Inside each outer fold the number of epochs is
-  chosen by an inner leave-subjects-out split of the training subjects only (the inner fits of
-  :mod:`htnetlib.training.nested`).
+  subjects' held-out predictions of the same run. It never reads s's labels, but it is not
+  confined to fold s's training data: the other folds' models were trained on s (labels
+  included), so their held-out scores carry s's labels indirectly. Where it picks the same epoch
+  for nearly everyone it lands close to the *global oracle* (one epoch for all, chosen by the
+  pooled test score), a leaky reference. It is a cheap approximation, not the reference.
+* :func:`last_epochs_vote`, :func:`seed_epochs_vote`, :func:`vote`: majority votes over the
+  last epochs, over seeds, or both; they read no label at all. Ties are broken without regard
+  to the order in which seeds are listed (:func:`vote`).
+* :data:`SOFT_SEED_RULES`: soft votes, the mean class probability over seeds and epochs, for
+  runs that store probabilities.
 """
 
 from __future__ import annotations
@@ -27,17 +38,55 @@ from . import metrics
 
 CLASSES = 3  # negative, positive, surprise
 
+MASKED = -1  # the label a FoldRule sees for every sample of the held-out subject
+
+
+class FoldRule:
+    """A selection rule that is honest by construction: for each held-out subject s it calls
+    ``choose(pred, y_masked, subjects, s)`` with s's labels replaced by :data:`MASKED`, and keeps
+    the returned predictions for s's samples (n_s,). Called as ``rule(pred, y, subjects)`` it
+    does this for every subject; :meth:`for_subject` does it for one."""
+
+    def __init__(self, choose, doc: str = ""):
+        self.choose = choose
+        self.__doc__ = doc or choose.__doc__
+
+    def for_subject(self, pred, y, subjects, s) -> np.ndarray:
+        """The rule's predictions for subject ``s``'s samples, chosen with s's labels masked."""
+        pred, subjects = np.asarray(pred), np.asarray(subjects)
+        idx = subjects == s
+        masked = np.where(idx, MASKED, np.asarray(y, dtype=np.int64))
+        out = np.asarray(self.choose(pred, masked, subjects, s))
+        if out.shape != (int(idx.sum()),):
+            raise ValueError(f"selection rule returned shape {out.shape} for subject {s}'s "
+                             f"{int(idx.sum())} samples")
+        return out
+
+    def __call__(self, pred, y, subjects) -> np.ndarray:
+        pred, subjects = np.asarray(pred), np.asarray(subjects)
+        out = np.empty(pred.shape[1], dtype=pred.dtype)
+        for s in dict.fromkeys(subjects):
+            out[subjects == s] = self.for_subject(pred, y, subjects, s)
+        return out
+
+
+def fold_rule(choose):
+    """Decorator: ``choose(pred, y_masked, subjects, s)`` as a :class:`FoldRule`."""
+    return FoldRule(choose)
+
 
 def confusion_by_epoch(pred: np.ndarray, y, groups) -> tuple[np.ndarray, np.ndarray]:
     """Group ids and confusion counts (epochs, groups, true, predicted) of ``pred`` (epochs, N).
 
-    Entries of ``pred`` below 0 (no prediction) are left out."""
+    Entries of ``pred`` below 0 (no prediction) and samples whose label is below 0 (masked,
+    :data:`MASKED`) are left out."""
     pred, y, groups = np.asarray(pred), np.asarray(y, dtype=np.int64), np.asarray(groups)
     ids, gi = np.unique(groups, return_inverse=True)
-    cm = np.zeros((pred.shape[0], len(ids), CLASSES * CLASSES))
-    e, n = np.nonzero(pred >= 0)
-    np.add.at(cm, (e, gi[n], y[n] * CLASSES + pred[e, n]), 1)
-    return ids, cm.reshape(pred.shape[0], len(ids), CLASSES, CLASSES)
+    epochs, g, k = pred.shape[0], len(ids), CLASSES * CLASSES
+    e, n = np.nonzero((pred >= 0) & (y >= 0)[None, :])
+    flat = (e * g + gi[n]) * k + y[n] * CLASSES + pred[e, n]
+    cm = np.bincount(flat, minlength=epochs * g * k).astype(float)
+    return ids, cm.reshape(epochs, g, CLASSES, CLASSES)
 
 
 def scores_from_confusion(cm: np.ndarray, metric: str = "uf1") -> np.ndarray:
@@ -71,18 +120,34 @@ def at_epochs(pred: np.ndarray, subjects, chosen: dict) -> np.ndarray:
     return out
 
 
+def pooled_best_epoch(pred: np.ndarray, y, metric: str = "uf1") -> int:
+    """The epoch index whose predictions score best on every sample with a label (masked
+    samples left out), ties to the later epoch."""
+    _, cm = confusion_by_epoch(pred, y, np.zeros(len(y), dtype=int))
+    return best_epoch(scores_from_confusion(cm[:, 0], metric))
+
+
 def cross_subject_epochs(pred: np.ndarray, y, subjects, metric: str = "uf1") -> dict:
     """Per subject s, the epoch index that scores best on every *other* subject's held-out
-    predictions of the same run (``metric``: uf1 or accuracy); s's labels are never read."""
-    ids, cm = confusion_by_epoch(pred, y, subjects)
-    total = cm.sum(1)  # (epochs, true, predicted)
-    return {s: best_epoch(scores_from_confusion(total - cm[:, i], metric))
-            for i, s in enumerate(ids)}
+    predictions of the same run (``metric``: uf1 or accuracy); s's labels are masked."""
+    subjects = np.asarray(subjects)
+    y = np.asarray(y, dtype=np.int64)
+    return {s: pooled_best_epoch(pred, np.where(subjects == s, MASKED, y), metric)
+            for s in dict.fromkeys(subjects)}
+
+
+def cross_subject_rule(metric: str = "uf1") -> FoldRule:
+    """The cross-subject rule as a :class:`FoldRule` (see the module docstring for what it is
+    and is not)."""
+    def choose(pred, y_masked, subjects, s):
+        return np.asarray(pred)[pooled_best_epoch(pred, y_masked, metric), subjects == s]
+    return FoldRule(choose, f"cross-subject epoch by {metric}: the epoch best on the other "
+                            "subjects' held-out predictions")
 
 
 def cross_subject_predictions(pred: np.ndarray, y, subjects, metric: str = "uf1") -> np.ndarray:
     """Each subject's predictions at its :func:`cross_subject_epochs` epoch."""
-    return at_epochs(pred, subjects, cross_subject_epochs(pred, y, subjects, metric))
+    return cross_subject_rule(metric)(pred, y, subjects)
 
 
 def vote(stack: np.ndarray, rank=None) -> np.ndarray:
@@ -141,28 +206,54 @@ def honest_rule(pred, y, subjects) -> np.ndarray:
 
 
 def oracle_rule(pred, y, subjects) -> np.ndarray:
-    """The official (oracle) protocol: each subject's best epoch by its own test labels."""
+    """The official (oracle) protocol, a leaky reference: each subject's best epoch by its own
+    test labels."""
     return metrics.oracle_predictions(pred, y, subjects)
 
 
+def _label_free(fn, doc: str) -> FoldRule:
+    return FoldRule(lambda p, y, subj, s: np.asarray(fn(np.asarray(p)))[np.asarray(subj) == s],
+                    doc)
+
+
 # The rules on one run's epochs, fixed before any variant was trained (notebook 12): name ->
-# rule(pred, y, subjects). The nested rules need the inner store (:func:`nested_rule`).
+# rule(pred, y, subjects), every one a FoldRule. The nested rules need the inner store
+# (:func:`nested_rule`).
 RULES = {
-    "final epoch": honest_rule,
-    "cross-subject epoch (UF1)": lambda p, y, s: cross_subject_predictions(p, y, s, "uf1"),
-    "cross-subject epoch (accuracy)":
-        lambda p, y, s: cross_subject_predictions(p, y, s, "accuracy"),
-    "vote of the last 10% of epochs":
-        lambda p, y, s: last_epochs_vote(p, fraction_of_epochs(len(p), 0.10)),
-    "vote of the last 25% of epochs":
-        lambda p, y, s: last_epochs_vote(p, fraction_of_epochs(len(p), 0.25)),
+    "final epoch": _label_free(lambda p: p[-1], "the final epoch"),
+    "cross-subject epoch (UF1)": cross_subject_rule("uf1"),
+    "cross-subject epoch (accuracy)": cross_subject_rule("accuracy"),
+    "vote of the last 10% of epochs": _label_free(
+        lambda p: last_epochs_vote(p, fraction_of_epochs(len(p), 0.10)),
+        "majority vote of the last 10% of epochs"),
+    "vote of the last 25% of epochs": _label_free(
+        lambda p: last_epochs_vote(p, fraction_of_epochs(len(p), 0.25)),
+        "majority vote of the last 25% of epochs"),
 }
 
 
-# Rules over several seeds of one configuration: list of (epochs, N) arrays -> (N,).
+# Rules over several seeds of one configuration: list of (epochs, N) arrays -> (N,). They read
+# no label.
 SEED_RULES = {
     "vote of seeds, final epoch": lambda preds: seed_epochs_vote(preds),
     "vote of seeds x last 25% of epochs": lambda preds: seed_epochs_vote(preds, 0.25),
+}
+
+
+def soft_vote(probs: list, fraction: float | None = None) -> np.ndarray:
+    """The class of the mean probability over runs (list of (epochs, N, classes)) and their
+    final epoch (``fraction`` None) or last ``fraction`` of epochs; ties (equal means) go to the
+    lowest class index. The mean does not depend on the order of the runs."""
+    members = [np.asarray(p, dtype=np.float64)[-(1 if fraction is None else
+                                                  fraction_of_epochs(len(p), fraction)):]
+               for p in probs]
+    return np.argmax(np.concatenate(members).mean(0), axis=1).astype(np.int8)
+
+
+# Soft votes over runs that store probabilities: list of (epochs, N, classes) -> (N,).
+SOFT_SEED_RULES = {
+    "soft vote of seeds, final epoch": lambda probs: soft_vote(probs),
+    "soft vote of seeds x last 25% of epochs": lambda probs: soft_vote(probs, 0.25),
 }
 
 
@@ -177,19 +268,23 @@ def nested_epochs(inner_pred: np.ndarray, y, fold_subjects, metric: str = "uf1")
     return chosen
 
 
-def nested_rule(inner: dict, row_order, labels, metric: str = "uf1"):
-    """The nested rule as ``rule(pred, y, subjects)`` for a run whose predictions.csv rows are
-    the release rows ``row_order`` (columns of ``inner["pred"]``).
+def nested_rule(inner: dict, row_order, labels, metric: str = "uf1") -> FoldRule:
+    """The nested rule as a :class:`FoldRule` for a run whose predictions.csv rows are the
+    release rows ``row_order`` (columns of ``inner["pred"]``).
 
-    The inner fits are scored with the labels ``y`` handed to the rule for the run's own rows,
-    and with ``labels`` (the release's, every row) for training-only subjects, which no fold of
-    the run holds out (a run with ``max_folds``)."""
+    For held-out subject s only outer fold s's inner fits are read, scored with the labels the
+    rule is handed for the run's own rows (s's masked; the inner fits of fold s never predict
+    s anyway) and with ``labels`` (the release's, every row) for training-only subjects, which no
+    fold of the run holds out (a run with ``max_folds``). Columns beyond the run's rows (copies
+    the leak test appends) take their subject's epoch."""
     row_order = np.asarray(row_order)
-    folds = [str(s) for s in inner["subjects"]]
+    folds = {str(s): k for k, s in enumerate(inner["subjects"])}
 
-    def rule(pred, y, subjects):
+    def choose(pred, y_masked, subjects, s):
         y_all = np.asarray(labels, dtype=np.int64).copy()
-        y_all[row_order] = np.asarray(y)
-        return at_epochs(pred, subjects, nested_epochs(inner["pred"], y_all, folds, metric))
-    return rule
-
+        y_all[row_order] = np.asarray(y_masked)[:len(row_order)]
+        k = folds[str(s)]
+        e = nested_epochs(inner["pred"][k:k + 1], y_all, [str(s)], metric)[str(s)]
+        return np.asarray(pred)[e, np.asarray(subjects) == s]
+    return FoldRule(choose, f"nested epoch by {metric}: chosen by the inner fits of the held-out "
+                            "subject's own training subjects")

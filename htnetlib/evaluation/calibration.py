@@ -1,0 +1,211 @@
+"""Calibration of the class probabilities: expected calibration error and temperature scaling.
+
+A classifier is **calibrated** when its probabilities are frequencies: of the answers given
+with top-class probability 0.8, eight in ten are right. A network trained with cross-entropy
+to (near) zero training loss usually is not: its softmax is *overconfident* (Guo, Pleiss, Sun
+and Weinberger, "On calibration of modern neural networks", ICML 2017).
+
+**Expected calibration error** (ECE, Guo et al. 2017, eq. 3; Naeini et al. 2015): the
+top-class probability (confidence) of every sample is put in one of ``bins`` equal-width bins
+of [0, 1] (bin b holds confidences in (b/bins, (b+1)/bins], the first also 0); per bin the
+gap between the accuracy and the mean confidence, averaged with the bins' sample counts as
+weights: :func:`ece`. :func:`reliability` gives the bins as a table (the reliability diagram).
+
+**Temperature scaling** (Guo et al. 2017, section 4.2): one scalar T > 0 divides the logits
+before the softmax, ``softmax(z / T)``; T > 1 softens overconfident probabilities. It never
+changes the argmax, so the predicted class, UF1 and UAR stay as they are. Stored runs keep
+probabilities, not logits (float16), so ``z = log(max(p, 1e-6))``: the log of a softmax is
+the logits minus a constant per row, which the softmax ignores. T is the one that minimises
+the negative log-likelihood on held-out probabilities (:func:`fit_temperature`, bounded search
+of log T in [log 0.05, log 20]).
+
+**Without the held-out subject's labels.** To score calibrated probabilities of a LOSO run
+honestly, each outer fold's temperature is fitted on that fold's *inner* held-out
+probabilities (the nested store of :mod:`htnetlib.training.nested`: the fold's training
+subjects, each predicted by a network that did not train on it); the outer held-out subject's
+rows are NaN there, and :func:`fold_temperatures` reads labels of non-NaN rows only, so the
+held-out subject's labels never enter its temperature. :func:`calibrated_final_epoch` then
+tempers each held-out subject's final-epoch probabilities with its own fold's temperature.
+
+numpy and scipy only (no torch): the evaluation layer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+
+from ..errors import RunError
+from ..io import read_json
+
+CLIP = 1e-6  # probabilities come as float16: clipped before the log
+LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
+BINS = 10
+RELIABILITY_COLUMNS = ["low", "high", "confidence", "accuracy", "samples"]
+
+
+def check_probabilities(prob, y=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``prob`` as float64 (N, C) and ``y`` as int (N,); ValueError (one line) for another
+    shape, a row holding NaN (callers drop those: an inner store marks non-test rows NaN) or
+    a label out of range."""
+    p = np.asarray(prob, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise ValueError(f"probabilities of shape {p.shape}; expected (N, classes), N >= 1")
+    bad = np.isnan(p).any(axis=1)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(p)} probability row(s) hold NaN (e.g. row "
+                         f"{int(np.argmax(bad))}); drop them first")
+    if y is None:
+        return p, None
+    labels = np.asarray(y)
+    if labels.shape != (len(p),):
+        raise ValueError(f"{labels.shape} labels for {len(p)} probability rows")
+    labels = labels.astype(np.int64)
+    if ((labels < 0) | (labels >= p.shape[1])).any():
+        raise ValueError(f"labels must lie in 0..{p.shape[1] - 1}")
+    return p, labels
+
+
+def reliability(prob, y, bins: int = BINS) -> pd.DataFrame:
+    """The reliability diagram's table: per equal-width confidence bin of [0, 1], its
+    ``low`` and ``high`` edges, mean ``confidence``, ``accuracy`` and ``samples``; an empty
+    bin is kept (NaN confidence and accuracy, 0 samples) so that a plot is regular."""
+    p, labels = check_probabilities(prob, y)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    conf = p.max(axis=1)
+    right = (p.argmax(axis=1) == labels).astype(np.float64)
+    which = np.searchsorted(edges[1:-1], conf, side="left")  # bin b: (edge b, edge b+1]
+    n = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, conf, minlength=bins) / n
+        accuracy = np.bincount(which, right, minlength=bins) / n
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "confidence": mean_conf,
+                         "accuracy": accuracy, "samples": n.astype(np.int64)},
+                        columns=RELIABILITY_COLUMNS)
+
+
+def ece(prob, y, bins: int = BINS) -> float:
+    """Expected calibration error of the top-class probability: ``bins`` equal-width bins on
+    [0, 1], |accuracy - mean confidence| per bin weighted by its share of the samples."""
+    table = reliability(prob, y, bins)
+    full = table[table["samples"] > 0]
+    gap = (full["accuracy"] - full["confidence"]).abs()
+    return float((gap * full["samples"]).sum() / full["samples"].sum())
+
+
+def _log_probs(p: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(p, CLIP, None))
+
+
+def nll(prob, y) -> float:
+    """Mean negative log-likelihood of the labels (probabilities clipped at :data:`CLIP`)."""
+    p, labels = check_probabilities(prob, y)
+    return float(-_log_probs(p)[np.arange(len(p)), labels].mean())
+
+
+def _tempered(z: np.ndarray, temperature: float) -> np.ndarray:
+    """log softmax(z / T), row by row."""
+    s = z / temperature
+    s = s - s.max(axis=1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+def apply_temperature(prob, temperature: float) -> np.ndarray:
+    """softmax(log(max(prob, 1e-6)) / T) as float64, rows summing to 1; the argmax of every
+    row stays where it was."""
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature {temperature!r}: must be a positive number")
+    p, _ = check_probabilities(prob)
+    return np.exp(_tempered(_log_probs(p), t))
+
+
+def fit_temperature(prob, y) -> float:
+    """The temperature T > 0 that minimises the negative log-likelihood of
+    softmax(log(prob) / T) on labels ``y`` (Guo et al. 2017, section 4.2): a bounded scalar
+    search of log T in [log 0.05, log 20] (:func:`scipy.optimize.minimize_scalar`)."""
+    p, labels = check_probabilities(prob, y)
+    z, rows = _log_probs(p), np.arange(len(p))
+
+    def loss(log_t: float) -> float:
+        return float(-_tempered(z, math.exp(log_t))[rows, labels].mean())
+
+    best = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded",
+                           options={"xatol": 1e-6})
+    return float(math.exp(best.x))
+
+
+def fold_temperatures(inner_prob_final, labels, fold_subjects) -> dict[str, float]:
+    """Per outer fold k, the temperature fitted on the rows of ``inner_prob_final[k]`` that
+    are not NaN, with ``labels`` (the release's labels, rows in the release's order).
+
+    ``inner_prob_final`` is an inner store's ``prob_final`` (folds, N, 3): each training
+    subject's inner held-out probability; the outer held-out subject's rows are NaN. Only the
+    labels of non-NaN rows are read, so the held-out subject's own labels never enter the
+    temperature it is scored with. Returns ``{fold subject: T}`` in ``fold_subjects``' order."""
+    inner = np.asarray(inner_prob_final, dtype=np.float64)
+    labels = np.asarray(labels)
+    subjects = [str(s) for s in fold_subjects]
+    if inner.ndim != 3 or inner.shape[0] != len(subjects) or inner.shape[1] != len(labels):
+        raise ValueError(f"inner probabilities of shape {inner.shape} for {len(subjects)} "
+                         f"fold(s) and {len(labels)} labels; expected (folds, N, classes)")
+    out = {}
+    for k, subject in enumerate(subjects):
+        known = ~np.isnan(inner[k]).any(axis=1)
+        if not known.any():
+            raise ValueError(f"fold {subject}: no inner held-out probability (every row NaN)")
+        out[subject] = fit_temperature(inner[k][known], labels[known])
+    return out
+
+
+def calibrated_final_epoch(final_prob, subjects, temperatures: dict) -> np.ndarray:
+    """(N, 3) float64: the final-epoch probabilities ``final_prob`` (rows of a predictions
+    table, e.g. ``run.epochs["prob"][-1]``), each row tempered by the temperature of its
+    held-out subject (``subjects``: the predictions' subject column; ``temperatures``:
+    :func:`fold_temperatures`, fitted without that subject's labels)."""
+    p, _ = check_probabilities(final_prob)
+    subjects = np.asarray(subjects).astype(str)
+    if subjects.shape != (len(p),):
+        raise ValueError(f"{subjects.shape} subjects for {len(p)} probability rows")
+    temps = {str(k): float(v) for k, v in temperatures.items()}
+    missing = sorted(set(subjects) - set(temps))
+    if missing:
+        raise ValueError(f"no temperature for subject(s) {', '.join(missing[:5])}")
+    out = np.empty_like(p)
+    for subject in np.unique(subjects):
+        rows = subjects == subject
+        out[rows] = apply_temperature(p[rows], temps[subject])
+    return out
+
+
+def calibration_summary(prob, y) -> dict:
+    """The temperature fitted on pooled held-out probabilities and what it does:
+    ``temperature``, ``samples``, ``ece_before``, ``ece_after``, ``nll_before``,
+    ``nll_after`` (ECE with :data:`BINS` bins; NLL with probabilities clipped at 1e-6)."""
+    p, labels = check_probabilities(prob, y)
+    t = fit_temperature(p, labels)
+    after = apply_temperature(p, t)
+    return {"temperature": round(t, 6), "samples": int(len(p)),
+            "ece_before": round(ece(p, labels), 6), "ece_after": round(ece(after, labels), 6),
+            "nll_before": round(nll(p, labels), 6), "nll_after": round(nll(after, labels), 6)}
+
+
+def read_calibration(path: Path | str, config: dict | None = None) -> dict:
+    """A calibration.json as a dict; :class:`htnetlib.errors.RunError` naming the file if it
+    is not a JSON object, its ``temperature`` is not a number in [0.05, 20], or (``config``
+    given) its ``config`` is not that configuration."""
+    path = Path(path)
+    record = read_json(path)
+    t = record.get("temperature")
+    lo, hi = (math.exp(b) for b in LOG_T_BOUNDS)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (
+            lo * (1 - 1e-6) <= t <= hi * (1 + 1e-6)):
+        raise RunError(f"{path}: temperature {t!r} is not a number in [{lo:g}, {hi:g}]")
+    if config is not None and record.get("config") != config:
+        raise RunError(f"{path}: fitted for another configuration than the model's (run "
+                       "htnet calibrate again, or delete the file)")
+    return record

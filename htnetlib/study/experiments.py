@@ -8,7 +8,8 @@ rendered and recomputed everywhere.
 * :data:`ABLATIONS`: the grids of section 4.4 (Table 4, Figures 5 and 6, Table 5; notebooks
   06-09), each scaled by the profile.
 * :data:`SELECTION_VARIANTS`: notebook 12's training variants, fixed before any was trained;
-  :data:`NESTED_VARIANTS` get the nested rule's inner fits.
+  :data:`NESTED_VARIANTS` get the nested rule's inner fits; :data:`HEADLINE` and
+  :data:`CONFIRM_SEEDS`: the pre-registered confirmation on fresh seeds.
 * :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
 * :data:`CROP_MODES`: notebook 02's crop modes, official (the profile's default) and corrected,
   each trained with every seed so their accuracy can be compared.
@@ -81,7 +82,25 @@ SELECTION_VARIANTS = {
 EVERY_SEED = ("plain", "all three", "all three, whole map")
 
 
-NESTED_VARIANTS = ("plain", "all three")
+NESTED_VARIANTS = ("plain", "all three", "all three, whole map")
+
+
+# variants whose nested rule runs on every seed, so rules compare on the same seeds
+NESTED_EVERY_SEED = ("plain", "all three, whole map")
+
+
+def nested_seeds(name: str, seeds) -> list[int]:
+    """The seeds whose runs of variant ``name`` get the nested rule's inner fits."""
+    return list(seeds) if name in NESTED_EVERY_SEED else list(seeds)[:1]
+
+
+# The pre-registered confirmation (results/preregistration/, committed before these seeds were
+# trained): the honest row chosen on SEEDS, and the plain baseline, on fresh seeds. The first
+# confirmation seed of the headline also gets inner fits: its stored probabilities are
+# calibrated with a temperature fitted on them.
+CONFIRM_SEEDS = (3, 4, 5)
+HEADLINE = {"variant": "all three, whole map", "rule": "vote of seeds x last 25% of epochs"}
+CONFIRM_VARIANTS = ("plain", HEADLINE["variant"])
 
 
 LODO_MODELS = {"HTNet": ("htnet", {}), "HTNet, all three": ("htnet", SELECTION_VARIANTS["all three"]),
@@ -231,7 +250,7 @@ class Experiment:
     why: tuple = ()
 
 
-def experiments(profile: str, seeds=SEEDS) -> list[Experiment]:
+def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS) -> list[Experiment]:
     """Every job the notebooks of ``profile`` need, in notebook order, each once.
 
     A job several notebooks need (same kind, configuration and seed) is listed where it first
@@ -271,7 +290,14 @@ def experiments(profile: str, seeds=SEEDS) -> list[Experiment]:
         for s in selection_seeds(name, seeds):
             need("loso", selection_config(name, profile), s, f"12 honest selection: {name}")
     for name in NESTED_VARIANTS:
-        need("nested", selection_config(name, profile), seeds[0], f"12 nested rule: {name}")
+        for s in nested_seeds(name, seeds):
+            need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")
+    for name in CONFIRM_VARIANTS:
+        for s in confirm_seeds:
+            need("loso", selection_config(name, profile), s, f"12 confirmation: {name}")
+    if confirm_seeds:
+        need("nested", selection_config(HEADLINE["variant"], profile), list(confirm_seeds)[0],
+             "12 calibration: temperature from inner fits")
     for name, (model, _) in LODO_MODELS.items():
         for s in (seeds[:1] if model == "logreg" else seeds):
             need("lodo", lodo_config(name, profile), s, f"13 leave one dataset out: {name}")

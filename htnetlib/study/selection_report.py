@@ -14,7 +14,8 @@ from ..io import read_json
 from ..training import nested
 from ..training.loso import run_loso
 from ..training.store import Run, load_run
-from .experiments import NESTED_VARIANTS, SELECTION_VARIANTS, selection_config, selection_seeds
+from .experiments import (NESTED_VARIANTS, SELECTION_VARIANTS, nested_seeds, selection_config,
+                          selection_seeds)
 
 GOAL = 0.76  # the composite UF1 the search aims at (the plan of notebook 12)
 
@@ -29,8 +30,9 @@ def selection_runs(data, profile: str, seeds, *, runs_dir, retrain: bool = False
             data, cfg, seed=s, runs_dir=runs_dir, profile=profile, retrain=retrain,
             workers=workers, progress=False)) for s in selection_seeds(name, seeds)]
     for name in NESTED_VARIANTS:
-        nested.run_nested(data, selection_config(name, profile), seed=seeds[0],
-                          runs_dir=runs_dir, profile=profile, workers=workers, retrain=retrain)
+        for s in nested_seeds(name, seeds):
+            nested.run_nested(data, selection_config(name, profile), seed=s, runs_dir=runs_dir,
+                              profile=profile, workers=workers, retrain=retrain)
     logreg = load_run(run_loso(data, profile_config(profile, "logreg"), runs_dir=runs_dir,
                                profile=profile, progress=False))
     return runs, logreg
@@ -116,45 +118,51 @@ def selection_figure(table: pd.DataFrame, marks: dict[str, float], profile: str)
 
 
 def agreement(runs: dict[str, list[Run]]) -> tuple[pd.DataFrame, dict]:
-    """``(table, chosen_by)``: cross-subject against nested epochs per variant."""
+    """``(table, chosen_by)``: cross-subject against nested epochs, run by run, for every run
+    with an inner store (so the two rules always compare on the same seed); ``chosen_by``
+    holds the UF1 choices by (variant, seed)."""
     rows, chosen_by = [], {}
     for name in NESTED_VARIANTS:
-        r = runs[name][0]
-        p = r.predictions
-        pred, y, subj = r.epochs["pred"], p["label"].to_numpy(), p["subject"].to_numpy()
-        for m in ("uf1", "accuracy"):
-            cross = selection.cross_subject_epochs(pred, y, subj, m)
-            nest = nested.nested_chosen_epochs(r, m)
-            d = np.array([cross[s] - nest[s] for s in nest])
-            chosen_by[name, m] = (cross, nest)
-            f1 = lambda q: metrics.uf1(y, q)  # noqa: E731
-            both = p.assign(cross=selection.at_epochs(pred, subj, cross),
-                            nested=selection.at_epochs(pred, subj, nest))
-            res = metrics.paired_bootstrap(both, "cross", both, "nested", n_boot=1000)
-            rows.append({"variant": name, "seed": r.meta["seed"], "criterion": m,
-                         "same epoch (subjects)": int((d == 0).sum()), "subjects": len(d),
-                         "median |cross - nested| (epochs)": float(np.median(np.abs(d))),
-                         "cross-subject UF1": f1(both["cross"].to_numpy()),
-                         "nested UF1": f1(both["nested"].to_numpy()),
-                         "final epoch UF1": f1(pred[-1]),
-                         "cross - nested UF1": res["diff"],
-                         "paired 95% CI": "%+.3f to %+.3f" % res["ci"]})
+        for r in [r for r in runs[name] if nested.nested_complete(r.path)]:
+            p = r.predictions
+            pred, y, subj = r.epochs["pred"], p["label"].to_numpy(), p["subject"].to_numpy()
+            for m in ("uf1", "accuracy"):
+                cross = selection.cross_subject_epochs(pred, y, subj, m)
+                nest = nested.nested_chosen_epochs(r, m)
+                d = np.array([cross[s] - nest[s] for s in nest])
+                if m == "uf1":
+                    chosen_by[name, r.meta["seed"]] = (cross, nest)
+                both = p.assign(cross=selection.at_epochs(pred, subj, cross),
+                                nested=selection.at_epochs(pred, subj, nest))
+                res = metrics.paired_bootstrap(both, "cross", both, "nested", n_boot=1000)
+                rows.append({"variant": name, "seed": r.meta["seed"], "criterion": m,
+                             "same epoch (subjects)": int((d == 0).sum()), "subjects": len(d),
+                             "median |cross - nested| (epochs)": float(np.median(np.abs(d))),
+                             "cross-subject UF1": metrics.uf1(y, both["cross"]),
+                             "nested UF1": metrics.uf1(y, both["nested"]),
+                             "final epoch UF1": metrics.uf1(y, pred[-1]),
+                             "cross - nested UF1": res["diff"],
+                             "paired 95% CI": "%+.3f to %+.3f" % res["ci"]})
     return pd.DataFrame(rows), chosen_by
 
 
 def agreement_figure(chosen_by: dict, runs: dict[str, list[Run]]):
-    """The epoch each rule chose per held-out subject, cross-subject against nested."""
+    """The epoch each rule chose per held-out subject (UF1), cross-subject against nested."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(chosen_by), figsize=(3.3 * len(chosen_by), 3.3),
-                             squeeze=False)
-    for ax, ((name, m), (cross, nest)) in zip(axes[0], chosen_by.items()):
+    cols = min(4, len(chosen_by))
+    rows = -(-len(chosen_by) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat[len(chosen_by):]:
+        ax.set_visible(False)
+    for ax, ((name, seed), (cross, nest)) in zip(axes.flat, chosen_by.items()):
         s = list(nest)
         ax.scatter([nest[k] + 1 for k in s], [cross[k] + 1 for k in s], s=12, alpha=0.6)
         top = len(runs[name][0].epochs["epoch"])
         ax.plot([1, top], [1, top], color="0.6", lw=1)
-        ax.set(xlabel="nested epoch", ylabel="cross-subject epoch", title=f"{name}, {m}")
-    fig.suptitle("Epoch chosen per held-out subject")
+        ax.set(xlabel="nested epoch", ylabel="cross-subject epoch", title=f"{name}, seed {seed}")
+        ax.title.set_fontsize(8)
+    fig.suptitle("Epoch chosen per held-out subject (UF1)")
     fig.tight_layout()
     return fig
 
@@ -233,9 +241,10 @@ def agreement_note(agree: pd.DataFrame) -> str:
     lows = agree["paired 95% CI"].str.split(" to ").str[0].astype(float)
     highs = agree["paired 95% CI"].str.split(" to ").str[1].astype(float)
     resolved = int(((lows > 0) | (highs < 0)).sum())
-    rows = "; ".join(f"{a['variant']}, {a['criterion']}: {a['cross - nested UF1']:+.3f} "
-                     f"({a['paired 95% CI']})" for _, a in agree.iterrows())
-    return (f"Cross-subject minus nested composite UF1, seed {agree['seed'].iloc[0]}, with the "
+    rows = "; ".join(f"{a['variant']} seed {a['seed']}, {a['criterion']}: "
+                     f"{a['cross - nested UF1']:+.3f} ({a['paired 95% CI']})"
+                     for _, a in agree.iterrows())
+    return ("Cross-subject minus nested composite UF1, each on the same run (same seed), with the "
             f"paired 95 % subject-bootstrap interval: {rows}. The gaps run from "
             f"{gaps.min():+.3f} to {gaps.max():+.3f}; {resolved} of {len(agree)} intervals "
             "exclude 0.")

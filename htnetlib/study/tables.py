@@ -237,38 +237,47 @@ def score_row(tables: list[pd.DataFrame], baseline: list[pd.DataFrame], *,
     return row
 
 
-def selection_table(runs: dict[str, list[Run]], *, n_boot: int = 1000) -> pd.DataFrame:
-    """Every variant under every rule: one row each, scored by :func:`score_row` against the
-    plain variant's final epoch on the same seeds (``runs["plain"]``, by seed).
+def selection_rows(runs: dict[str, list[Run]]) -> list[dict]:
+    """Every variant under every rule of notebook 12, unscored: ``{"variant", "rule", "honest",
+    "runs", "tables"}`` with ``tables`` the predictions tables (column ``pred``; one per seed for
+    a per-run rule, one for a seed ensemble).
 
     Per-run rules (:data:`RULES`, the oracle for reference, and the nested rules where the run
-    has an inner store) are scored per seed and averaged; seed rules (:data:`SEED_RULES`) give
-    one ensemble over a variant's seeds, where it has two or more.
-    """
-    plain = {r.meta["seed"]: r for r in runs["plain"]}
+    has an inner store) give one table per seed; seed rules (:data:`SEED_RULES`) give one
+    ensemble over a variant's seeds, where it has two or more."""
     rows = []
-
-    def add(name, rule, honest, rs, tables):
-        base = rule_tables([plain[r.meta["seed"]] for r in rs], honest_rule)
-        rows.append({"variant": name, "rule": rule, "honest": honest,
-                     "seeds": ",".join(str(r.meta["seed"]) for r in rs),
-                     **score_row(tables, base, n_boot=n_boot)})
-
     for name, rs in runs.items():
+        def add(rule, honest, used, tables):
+            rows.append({"variant": name, "rule": rule, "honest": honest, "runs": used,
+                         "tables": tables})
         for rule, fn in RULES.items():
-            add(name, rule, True, rs, rule_tables(rs, fn))
+            add(rule, True, rs, rule_tables(rs, fn))
         nested = [r for r in rs if nested_complete(r.path)]
         for metric in ("uf1", "accuracy"):
             if nested:
-                add(name, f"nested epoch ({'UF1' if metric == 'uf1' else metric})", True, nested,
+                add(f"nested epoch ({'UF1' if metric == 'uf1' else metric})", True, nested,
                     [r.predictions[metrics.KEY + ["label"]].assign(
                         pred=nested_predictions(r, metric)) for r in nested])
         if len(rs) > 1:
             for rule, fn in SEED_RULES.items():
-                add(name, rule, True, rs, [seed_rule_table(rs, fn)])
-        add(name, "oracle (test labels; not honest)", False, rs, rule_tables(rs, oracle_rule))
-    return pd.DataFrame(rows)
+                add(rule, True, rs, [seed_rule_table(rs, fn)])
+        add("oracle (test labels; not honest)", False, rs, rule_tables(rs, oracle_rule))
+    return rows
 
+
+def selection_table(runs: dict[str, list[Run]], *, n_boot: int = 1000,
+                    rows: list[dict] | None = None) -> pd.DataFrame:
+    """Every variant under every rule (:func:`selection_rows`, or ``rows`` already made): one row
+    each, scored by :func:`score_row` against the plain variant's final epoch on the same seeds
+    (``runs["plain"]``, by seed). Per-run rules are scored per seed and averaged."""
+    plain = {r.meta["seed"]: r for r in runs["plain"]}
+    out = []
+    for row in rows if rows is not None else selection_rows(runs):
+        base = rule_tables([plain[r.meta["seed"]] for r in row["runs"]], honest_rule)
+        out.append({"variant": row["variant"], "rule": row["rule"], "honest": row["honest"],
+                    "seeds": ",".join(str(r.meta["seed"]) for r in row["runs"]),
+                    **score_row(row["tables"], base, n_boot=n_boot)})
+    return pd.DataFrame(out)
 
 
 # --------------------------------------------------------------------------- notebook 13

@@ -1,11 +1,10 @@
 """From two frames to a prediction: fit one HTNet on the whole release, store it, predict.
 
-``htnet fit`` trains **one** network on every sample of the release with a profile's fixed
-schedule (section 4.2's learning rate and epochs as the profile scales them; Adam and
-cross-entropy as the official code). The final epoch is kept: there is no held-out subject, so no
-test label can choose an epoch. It is the loop of
-:func:`htnetlib.training.fold.train_fold` without a test fold (:func:`train_network`; a test checks that
-both give the same network). The model folder holds::
+``htnet fit`` trains **one** network on every sample of the release with a profile's fixed schedule
+(section 4.2's learning rate and epochs as the profile scales them; Adam and cross-entropy as the
+official code). The final epoch is kept: there is no held-out subject, so no test label can choose
+an epoch. It is the loop of :func:`htnetlib.training.fold.train_fold` without a test fold
+(:func:`train_network`; a test checks that both give the same network). The model folder holds::
 
     model.safetensors   the weights (safetensors, never pickle)
     model.json          configuration, profile, seed, data fingerprint, class names, the input
@@ -52,9 +51,8 @@ A release-style map carries no size, so ``--flow`` answers have ``motion_px`` nu
 **The answer** (:meth:`Model.answer`, and ``htnet predict --json``, one object per item):
 
     label          class name, or null: no motion found (or, in a batch, the item failed)
-    probabilities  {class: p}: softmax(logits / T) if the folder holds calibration.json
-                   (:func:`calibrate`), else the network's softmax, NOT calibrated (0.9 is not
-                   right 9 times in 10); not meaningful if label null
+    probabilities  {class: p}: softmax(logits / T), T of the folder's calibration.json
+                   (:func:`calibrate`), else the softmax, NOT calibrated; meaningless if label null
     calibrated     whether calibration.json exists; temperature: its T (else null);
                    probabilities_uncalibrated: the softmax, whose argmax is the label
     no_motion      motion_px below the threshold (and no --force); forced: --force was given
@@ -90,9 +88,10 @@ from .data import LABELS, Composite, read_flow, read_image, sha256
 from .data import flow, regions
 from .data.preprocess import FACE_SIZE, MAP_SIZE
 from .data.regions import network_inputs
-from .errors import ConfigError, DataError, RunError
-from .evaluation.calibration import apply_temperature, read_calibration, write_calibration
-from .io import ROOT, atomic_write, device_name, git_commit, versions, write_json
+from .errors import ConfigError, DataError
+from .evaluation.calibration import (answer_probabilities, model_calibration, pooled_held_out,
+                                     softmax, write_calibration)
+from .io import ROOT, atomic_write, device_name, git_commit, read_json, versions, write_json
 from .model import build_model
 from .training.fold import pick_device, train_network
 from .training.store import data_fingerprint
@@ -100,8 +99,6 @@ from .training.store import data_fingerprint
 FORMAT = "htnet-model/1"
 WEIGHTS, META, CARD, CALIBRATION = ("model.safetensors", "model.json", "MODEL_CARD.md",
                                     "calibration.json")
-CALIBRATION_METHOD = ("temperature scaling (NLL) on the held-out final-epoch probabilities of "
-                      "stored LOSO runs with the model's configuration")
 CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
 REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
             "weights")
@@ -120,8 +117,7 @@ NO_MOTION_PX = {"tvl1": 0.05, "farneback": 0.08, "dis": 0.05}
 
 
 # The fitted models that notebooks show, committed with their SHA-256 (in model.json) so that
-# every machine renders the same outputs: training is float arithmetic whose last bits differ
-# between CPUs, and a model fitted again on another machine answers differently.
+# every machine renders the same outputs: training's last float bits differ between CPUs.
 STORED_MODELS = ROOT / "results" / "models"
 
 
@@ -174,8 +170,7 @@ def fit(data: Composite, config: Config, *, seed: int = 0, profile: str | None =
         "input": input_convention(config),
         "training": {"epochs": config.epochs, "schedule": "every sample, final epoch", **history},
         "versions": {**versions(), "safetensors": safetensors_version},
-        "git_commit": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Model(network, meta)
 
@@ -220,39 +215,16 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
 
 
 def calibrate(model_dir: Path | str, runs: list) -> dict:
-    """Write the model folder's calibration.json (atomically): the temperature fitted on the
-    pooled final-epoch probabilities (``epochs["prob"][-1]``) and labels of ``runs``, loaded
-    LOSO runs of the model's configuration and data
-    (:func:`htnetlib.evaluation.calibration.write_calibration`). Each is a prediction for a
-    subject its network never saw; a model fitted on all release samples meets faces of none
-    of them, so every stored held-out probability is legitimate calibration data (assumed: the
-    all-sample model is as over-confident as the folds' networks). One-line RunError naming
-    the run for one without ``prob`` (trained before they were kept), of another configuration
-    or data, or given twice."""
-    model, names, probs, labels = Model.load(model_dir), [], [], []
-    want, fingerprint = model.config.to_dict(), model.meta["data_fingerprint"]
-    for run in runs or ():
-        where, have = Path(run.path), run.config.to_dict()
-        differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-        problem = (f"configuration differs from the model's in {', '.join(differ)}" if differ
-                   else "given twice" if where.name in names
-                   else f"data {run.meta['data_fingerprint']}, the model's {fingerprint}"
-                   if run.meta.get("data_fingerprint", fingerprint) != fingerprint
-                   else "epochs.npz holds no prob (trained before probabilities were kept)"
-                   if "prob" not in run.epochs else None)
-        final = None if problem else np.asarray(run.epochs["prob"][-1], dtype=np.float64)
-        if final is not None and (final.shape != (len(run.predictions), len(LABELS))
-                                  or np.isnan(final).any()):
-            problem = f"epochs.npz prob[-1] of shape {final.shape} holds NaN or is not (N, 3)"
-        if problem:
-            raise RunError(f"{where}: {problem}; calibrate {model_dir} with runs of its own")
-        names.append(where.name)
-        probs.append(final)
-        labels.append(run.predictions["label"].to_numpy())
-    if not names:
-        raise ConfigError("calibrate needs at least one stored LOSO run")
-    return write_calibration(Path(model_dir) / CALIBRATION, np.concatenate(probs),
-                             np.concatenate(labels), method=CALIBRATION_METHOD, runs=names,
+    """Write calibration.json (:mod:`htnetlib.evaluation.calibration`): the temperature of the
+    model in ``model_dir`` fitted on the pooled final-epoch held-out probabilities and labels of
+    ``runs``, loaded LOSO runs of its configuration and data with ``epochs["prob"]``. The model
+    (all release samples) meets faces of none of those subjects, as each fold's network met its
+    held-out one: every stored held-out probability is legitimate calibration data. RunError
+    naming a run that does not fit."""
+    model = Model.load(model_dir)
+    fingerprint = model.meta["data_fingerprint"]
+    prob, y, names = pooled_held_out(runs, model.config.to_dict(), fingerprint)
+    return write_calibration(Path(model_dir) / CALIBRATION, prob, y, runs=names,
                              config=model.meta["config"], data_fingerprint=fingerprint)
 
 
@@ -333,12 +305,6 @@ def sequence_files(folder: Path | str) -> list[Path]:
     return sorted(files, key=natural)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -346,9 +312,8 @@ class Model:
     """A fitted network and its model.json (:attr:`meta`): what it reads and how it was made.
 
     Images are OpenCV arrays (BGR or grey uint8) or file paths. Every ``predict*`` returns the
-    three class probabilities (negative, positive, surprise); with ``return_maps`` also a dict
-    of the intermediate pictures.
-    """
+    network's softmax (negative, positive, surprise; :attr:`calibration` applies only to the
+    answers, :func:`make_answer`); with ``return_maps`` also a dict of the intermediate pictures."""
 
     def __init__(self, network: nn.Module, meta: dict, path: Path | None = None,
                  calibration: dict | None = None):
@@ -356,12 +321,7 @@ class Model:
         self.meta = meta
         self.config = Config.from_dict(meta["config"])
         self.path = path
-        self.calibration = calibration  # calibration.json, or None
-
-    @property
-    def temperature(self) -> float | None:
-        """The temperature of calibration.json (:func:`calibrate`), or None."""
-        return None if self.calibration is None else float(self.calibration["temperature"])
+        self.calibration = calibration  # calibration.json (:func:`calibrate`), or None
 
     @property
     def classes(self) -> list[str]:
@@ -385,13 +345,8 @@ class Model:
                                                                  metadata={"format": "pt"}))
         self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
         write_json(folder / META, self.meta)
-        self.path, cal = folder, folder / CALIBRATION
-        if cal.is_file():  # a calibration of the configuration holds for new weights of it
-            try:
-                self.calibration = read_calibration(cal, self.meta["config"])
-            except RunError as exc:  # another configuration's, or damaged: not this model's
-                cal.unlink()
-                warnings.warn(f"{exc}; removed it", stacklevel=2)
+        self.path, cal = folder, folder / CALIBRATION  # this configuration's: still valid
+        self.calibration = model_calibration(cal, self.meta["config"], remove_stale=True)
         return folder
 
     @classmethod
@@ -400,10 +355,9 @@ class Model:
 
         DataError for a missing folder or file, model.json that is not JSON or lacks a field,
         weights that safetensors cannot read, weights whose names or shapes do not fit the
-        configuration (strict), or whose SHA-256 is not model.json's record, or a
-        configuration that is invalid or does not build (a damaged file, not a bad setting);
-        RunError for a calibration.json that is damaged or of another configuration.
-        """
+        configuration (strict) or whose SHA-256 is not model.json's record, a configuration that
+        is invalid or does not build (a damaged file, not a bad setting), or a calibration.json
+        that is damaged or of another configuration (RunError)."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -431,9 +385,7 @@ class Model:
             raise DataError(f"{weights_path}: SHA-256 differs from the one {META} records "
                             "(the weights were replaced or damaged after fitting)")
         network.load_state_dict(state, strict=True)
-        cal = folder / CALIBRATION
-        return cls(network, meta, folder,
-                   read_calibration(cal, meta["config"]) if cal.is_file() else None)
+        return cls(network, meta, folder, model_calibration(folder / CALIBRATION, meta["config"]))
 
     # ----------------------------------------------------------------------- predict
 
@@ -445,8 +397,7 @@ class Model:
     def network_input(self, map28, apex=None) -> tuple[np.ndarray, dict]:
         """The (S, S, 3) uint8 picture the network sees for one map, as
         :func:`htnetlib.data.regions.region_inputs` builds it, and the landmarks used."""
-        config, mode = self.config, self.config.regions
-        size = config.image_size
+        size, mode = self.config.image_size, self.config.regions
         m = check_map(map28)
         if size != MAP_SIZE:
             interp = cv2.INTER_AREA if size < MAP_SIZE else cv2.INTER_LINEAR
@@ -582,14 +533,10 @@ def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, for
     motion = maps.get("motion_px")
     threshold = NO_MOTION_PX.get(flow_method) if motion is not None else None
     still = motion is not None and motion < threshold and not force
-    raw, t = np.asarray(probs, dtype=np.float64), model.temperature
-    shown = raw if t is None else apply_temperature(raw[None], t)[0]
-    named = lambda p: {c: round(float(v), 6) for c, v in zip(model.classes, p)}  # noqa: E731
-    return {"label": None if still else model.classes[int(np.argmax(raw))],
-           "probabilities": named(shown), "calibrated": t is not None, "temperature": t,
-           "probabilities_uncalibrated": named(raw), "no_motion": still, "forced": bool(force),
+    return {"label": None if still else model.classes[int(np.argmax(probs))],
+           **answer_probabilities(probs, model.classes, model.calibration),
+           "no_motion": still, "forced": bool(force), "motion_threshold_px": threshold,
            "motion_px": None if motion is None else round(float(motion), 4),
-           "motion_threshold_px": threshold,
            "flow_method": flow_method if motion is not None else None,
            "seconds": round(float(seconds), 4), "model": model.identity, **where,
            "landmarks_found": maps.get("landmarks_found")}
@@ -597,14 +544,9 @@ def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, for
 
 def _read_meta(path: Path) -> dict:
     """model.json as a dict with every required field; DataError naming the file otherwise."""
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (not a model folder; make one with htnet fit)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not readable as JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: holds a JSON {type(meta).__name__}, expected an object")
+    if not path.is_file():
+        raise DataError(f"{path}: missing (not a model folder; make one with htnet fit)")
+    meta = read_json(path)  # RunError (a DataError): not JSON, not an object
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
@@ -652,11 +594,7 @@ def _state_problem(network: nn.Module, state: dict) -> str | None:
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+    parts = [f"{len(names)} {what}, e.g. {names[0]}" for what, names in (
+        ("tensor(s) missing", missing), ("unexpected tensor(s)", unexpected),
+        ("shape mismatch(es)", shapes)) if names]
     return "; ".join(parts) or None

@@ -11,6 +11,7 @@
     htnet fit --profile {smoke,cpu,paper} [--seed N] [--out DIR]  one model on every sample
     htnet predict --model DIR (--onset A --apex B | --flow MAP --apex B | --sequence DIR
                   | --pairs FILE.csv | --sequences DIR) [--json | --csv OUT] [--force]
+    htnet calibrate --model DIR --runs RUN_DIR [RUN_DIR ...]   a temperature for predict
 
 An error a user can cause prints one line, ``htnet: error: <message>``, on stderr, naming the
 file or value and what is wrong, and exits with a status that says what kind of error it was:
@@ -370,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "a folder of frames")
     predict.add_predict_arguments(p)
     p.set_defaults(func=_predict)
+    p = sub.add_parser("calibrate", help="fit a model's temperature on stored LOSO runs")
+    predict.add_calibrate_arguments(p)
+    p.set_defaults(func=lambda args: predict.run_calibrate(args))
     return parser
 
 

@@ -1,7 +1,11 @@
-"""``htnet fit`` and ``htnet predict``: their options, checks and printed answers.
+"""``htnet fit``, ``htnet calibrate`` and ``htnet predict``: their options, checks and output.
 
-The work is :func:`htnetlib.predict.fitted_model`, :class:`htnetlib.predict.Model` and
-:func:`htnetlib.study.card.write_card`; the answer's keys are documented in :mod:`htnetlib.predict`.
+The work is :func:`htnetlib.predict.fitted_model`, :func:`htnetlib.predict.calibrate`,
+:class:`htnetlib.predict.Model` and :func:`htnetlib.study.card.write_card`; the answer's keys
+are documented in :mod:`htnetlib.predict`. ``htnet calibrate`` fits the temperature of a model
+folder on stored LOSO runs of its configuration (temperature scaling, Guo et al. 2017;
+:mod:`htnetlib.evaluation.calibration`), writes calibration.json and the card again, and prints
+the temperature and the ECE before and after.
 A batch (``--pairs FILE.csv`` or ``--sequences DIR``) answers item after item, with a progress
 bar on stderr: one JSON line per item (``--json``), one CSV row (``--csv OUT``) or a text table;
 an item that fails is reported in its row (``error``) and the others still run; the exit
@@ -44,9 +48,18 @@ examples:
   htnet predict --model M --sequences clips/ --json              # one line per subfolder
 Below the flow method's motion threshold (motion_px: mean flow in px at the 224x224 face, eye
 and mouth regions) the answer is "no motion" (label null) unless --force. The probabilities
-are the network's softmax, not calibrated. JSON keys: label, probabilities, calibrated,
-no_motion, forced, motion_px, motion_threshold_px, flow_method, seconds, model {path, profile,
-seed, data_fingerprint, sha256}, input, files (see htnetlib/predict.py)."""
+are the network's softmax, not calibrated, unless the model folder holds calibration.json
+(htnet calibrate): then softmax(logits / T). JSON keys: label, probabilities, calibrated,
+temperature, probabilities_uncalibrated, no_motion, forced, motion_px, motion_threshold_px,
+flow_method, seconds, model {path, profile, seed, data_fingerprint, sha256}, input, files
+(see htnetlib/predict.py)."""
+
+CALIBRATE_EXAMPLE = """\
+example:
+  htnet calibrate --model M --runs results/runs/htnet-cpu-s0-<hash> results/runs/htnet-cpu-s1-<hash>
+The runs must have the model's configuration and data and store probabilities (trained since
+epochs.npz keeps prob). Writes M/calibration.json (temperature, runs, ECE and NLL before and
+after) and rewrites M/MODEL_CARD.md; htnet predict then answers calibrated probabilities."""
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +134,45 @@ def run_fit(args: argparse.Namespace) -> int:
           f"{model.config.regions}) on all {model.meta['n_samples']} samples, {what}; final "
           f"epoch {t['epochs']}: training loss {t['final_train_loss']:.4f}, training accuracy "
           f"{t['final_train_acc']:.3f} (not an accuracy estimate: see {card.name})")
+    return 0
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    """``htnet calibrate``: --model and --runs."""
+    parser.epilog = CALIBRATE_EXAMPLE
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", required=True, type=Path, help="a folder made by htnet fit")
+    parser.add_argument("--runs", required=True, nargs="+", type=Path, metavar="RUN_DIR",
+                        help="stored LOSO run folders of the model's configuration and data")
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """``htnet calibrate``: load the model and the runs, fit and write calibration.json,
+    write the card again, print the temperature and the ECE before and after."""
+    import zipfile
+
+    from ..errors import DataError
+    from ..predict import Model, calibrate
+    from ..study.card import write_card
+    from ..training.store import load_run
+
+    Model.load(args.model)  # a bad model folder is named before any run is read
+    runs = []
+    for run_dir in args.runs:
+        try:
+            runs.append(load_run(run_dir))
+        except (DataError, FileNotFoundError):
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise DataError(f"{run_dir}: not a readable run ({why})") from None
+    record = calibrate(args.model, runs)
+    card = write_card(Model.load(args.model))
+    print(f"{Path(args.model) / 'calibration.json'}\ntemperature {record['temperature']:.4f} "
+          f"fitted on {record['samples']} held-out final-epoch probabilities of "
+          f"{len(record['runs'])} run(s)")
+    print(f"ECE (10 bins) {record['ece_before']:.4f} -> {record['ece_after']:.4f}; "
+          f"NLL {record['nll_before']:.4f} -> {record['nll_after']:.4f}; card: {card}")
     return 0
 
 
@@ -237,12 +289,12 @@ def print_answer(out: dict) -> None:
         print(f"prediction: no motion found ({out['motion_px']:.3f} px moved in the eye and "
               f"mouth regions, below {out['motion_threshold_px']} px for {out['flow_method']}; "
               "--force classifies anyway)")
-        print("probabilities (not meaningful without motion; not calibrated):")
+        print(f"probabilities (not meaningful without motion; {calibration_words(out)}):")
     else:
         moved = ("" if out["motion_px"] is None else
                  f" ({out['motion_px']:.3f} px moved, {out['flow_method']} flow)")
         print(f"prediction: {out['label']}{moved}")
-        print("probabilities (the network's softmax, not calibrated):")
+        print(f"probabilities ({calibration_words(out)}):")
     for c, p in out["probabilities"].items():
         print(f"  {c:9s} {p:.3f}")
     m = out["model"]
@@ -250,6 +302,13 @@ def print_answer(out: dict) -> None:
           f"{m['data_fingerprint']}, weights sha256 {str(m['sha256'])[:12]})")
     # the time goes to stderr: the answer on stdout is the same on every run
     print(f"time: {out['seconds']:.2f} s", file=sys.stderr)
+
+
+def calibration_words(out: dict) -> str:
+    """How an answer's probabilities were made, in words."""
+    if out.get("calibrated"):
+        return f"calibrated: softmax(logits / T), temperature T = {out['temperature']:.3f}"
+    return "the network's softmax, not calibrated"
 
 
 def batch_items(kind: str, source: Path) -> list[tuple[str, dict]]:
@@ -287,13 +346,14 @@ def run_batch(model, kind: str, args) -> int:
 
     items = batch_items(kind, args.pairs if kind == "pairs" else args.sequences)
     item_kind = "pair" if kind == "pairs" else "sequence"
-    answers = []
+    answers, t = [], (model.calibration or {}).get("temperature")
     for name, inputs in tqdm(items, desc="predict", unit=item_kind, file=sys.stderr):
         try:
             out = answer_one(model, item_kind, args, **inputs)
             out["error"] = None
         except (DataError, OSError) as exc:  # a bad item; a bug or a bad setting stops the batch
-            out = {"label": None, "probabilities": None, "calibrated": False, "no_motion": None,
+            out = {"label": None, "probabilities": None, "calibrated": t is not None,
+                   "temperature": t, "probabilities_uncalibrated": None, "no_motion": None,
                    "forced": bool(args.force), "motion_px": None, "motion_threshold_px": None,
                    "flow_method": args.flow_method, "seconds": None, "model": model.identity,
                    "input": item_kind, "files": {k: str(v) for k, v in inputs.items()},
@@ -308,7 +368,8 @@ def run_batch(model, kind: str, args) -> int:
         write_text(args.csv, batch_csv(answers))
     elif not args.json:
         print(batch_csv(answers, sep="\t"), end="")
-        print(f"model: {model.path}; probabilities not calibrated; label empty: no motion "
+        words = "not calibrated" if t is None else f"calibrated (temperature {t:.3f})"
+        print(f"model: {model.path}; probabilities {words}; label empty: no motion "
               "(or an error)")
     failed = sum(a["error"] is not None for a in answers)
     if failed:

@@ -27,12 +27,20 @@ rows are NaN there, and :func:`fold_temperatures` reads labels of non-NaN rows o
 held-out subject's labels never enter its temperature. :func:`calibrated_final_epoch` then
 tempers each held-out subject's final-epoch probabilities with its own fold's temperature.
 
+**A fitted model's calibration** (``htnet calibrate``, :func:`htnetlib.predict.calibrate`): one
+temperature fitted on the pooled final-epoch held-out probabilities of stored LOSO runs of the
+model's configuration (:func:`pooled_held_out`), written with ECE and NLL before and after
+(:func:`write_calibration`) as the model folder's calibration.json, read back by
+:func:`model_calibration`; :func:`answer_probabilities` gives an answer's probabilities.
+
 numpy and scipy only (no torch): the evaluation layer.
 """
 
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +48,14 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from ..errors import RunError
-from ..io import read_json
+from ..io import git_commit, read_json, write_json
 
 CLIP = 1e-6  # probabilities come as float16: clipped before the log
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
 BINS = 10
 RELIABILITY_COLUMNS = ["low", "high", "confidence", "accuracy", "samples"]
+METHOD = ("temperature scaling (NLL) on the held-out final-epoch probabilities of stored LOSO "
+          "runs with the model's configuration")  # calibration.json's method
 
 
 def check_probabilities(prob, y=None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -95,6 +105,13 @@ def ece(prob, y, bins: int = BINS) -> float:
     full = table[table["samples"] > 0]
     gap = (full["accuracy"] - full["confidence"]).abs()
     return float((gap * full["samples"]).sum() / full["samples"].sum())
+
+
+def softmax(logits) -> np.ndarray:
+    """softmax over the last axis, float64 (a model's logits to probabilities)."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _log_probs(p: np.ndarray) -> np.ndarray:
@@ -194,6 +211,52 @@ def calibration_summary(prob, y) -> dict:
             "nll_before": round(nll(p, labels), 6), "nll_after": round(nll(after, labels), 6)}
 
 
+# --------------------------------------------------------------------------- a model's calibration
+
+
+def pooled_held_out(runs, config: dict, fingerprint: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """The final-epoch probabilities (``epochs["prob"][-1]``, float64) and labels of stored
+    LOSO runs (:class:`htnetlib.training.store.Run`: ``path``, ``meta``, ``config``,
+    ``predictions``, ``epochs``), pooled, and the runs' names. :class:`RunError` (one line,
+    naming the run) for a run of another configuration (``Config.to_dict()``) or data
+    fingerprint, one given twice, or one without ``prob`` (trained before it was kept)."""
+    probs, labels, names = [], [], []
+    for run in runs:
+        where, have = Path(run.path), run.config.to_dict()
+        differ = sorted(k for k in set(config) | set(have) if config.get(k) != have.get(k))
+        if differ:
+            raise RunError(f"{where}: its configuration differs from the model's in "
+                           f"{', '.join(differ)}; calibrate with runs of the model's")
+        if run.meta.get("data_fingerprint", fingerprint) != fingerprint:
+            raise RunError(f"{where}: data {run.meta['data_fingerprint']}, the model's is "
+                           f"{fingerprint}; calibrate with runs on the model's data")
+        if where.name in names:
+            raise RunError(f"{where}: given twice")
+        if "prob" not in run.epochs:
+            raise RunError(f"{where}: epochs.npz holds no prob (the run was trained before "
+                           "probabilities were kept); train it again")
+        final = np.asarray(run.epochs["prob"][-1], dtype=np.float64)
+        if final.ndim != 2 or len(final) != len(run.predictions) or np.isnan(final).any():
+            raise RunError(f"{where}: epochs.npz prob[-1] (shape {final.shape}) does not hold "
+                           f"one row without NaN per prediction ({len(run.predictions)})")
+        probs.append(final)
+        labels.append(run.predictions["label"].to_numpy())
+        names.append(where.name)
+    if not names:
+        raise RunError("no run to calibrate with: give at least one stored LOSO run")
+    return np.concatenate(probs), np.concatenate(labels), names
+
+
+def write_calibration(path: Path | str, prob, y, **fields) -> dict:
+    """calibration.json, written atomically: :func:`calibration_summary` of ``prob`` and
+    ``y``, ``method`` (:data:`METHOD`), ``fields`` (runs, config, data_fingerprint, ...), the
+    git commit and the time. Returns the record."""
+    record = {**calibration_summary(prob, y), "method": METHOD, **fields,
+              "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(Path(path), record)
+    return record
+
+
 def read_calibration(path: Path | str, config: dict | None = None) -> dict:
     """A calibration.json as a dict; :class:`htnetlib.errors.RunError` naming the file if it
     is not a JSON object, its ``temperature`` is not a number in [0.05, 20], or (``config``
@@ -209,3 +272,34 @@ def read_calibration(path: Path | str, config: dict | None = None) -> dict:
         raise RunError(f"{path}: fitted for another configuration than the model's (run "
                        "htnet calibrate again, or delete the file)")
     return record
+
+
+def model_calibration(path: Path | str, config: dict, *, remove_stale: bool = False
+                      ) -> dict | None:
+    """A model folder's calibration.json (:func:`read_calibration`), None where there is none.
+    ``remove_stale`` (a model of ``config`` has just been saved into the folder): a damaged
+    file or one of another configuration is deleted, with a warning, and None returned."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read_calibration(path, config)
+    except RunError as exc:
+        if not remove_stale:
+            raise
+        path.unlink()
+        warnings.warn(f"{exc}; removed it", stacklevel=3)
+        return None
+
+
+def answer_probabilities(prob, classes: list, calibration: dict | None) -> dict:
+    """An answer's probabilities (:mod:`htnetlib.predict`), rounded to 6 digits by class:
+    ``probabilities`` (tempered by the calibration's temperature where there is one),
+    ``calibrated``, ``temperature`` (None without calibration) and
+    ``probabilities_uncalibrated`` (``prob`` itself, whose argmax the temperature keeps)."""
+    raw = np.asarray(prob, dtype=np.float64)
+    t = None if calibration is None else float(calibration["temperature"])
+    shown = raw if t is None else apply_temperature(raw[None], t)[0]
+    named = lambda p: {c: round(float(v), 6) for c, v in zip(classes, p)}  # noqa: E731
+    return {"probabilities": named(shown), "calibrated": t is not None, "temperature": t,
+            "probabilities_uncalibrated": named(raw)}

@@ -11,9 +11,13 @@ atomically; the committed model in ``results/models/`` carries one made by the s
   (each subject's best epoch on its own test labels, the paper's protocol) labelled as such;
   where no run is stored the card says so rather than give a number. The fitted model itself
   has no held-out score: it was trained on every sample;
+* the calibration, where the folder holds calibration.json (``htnet calibrate``,
+  :func:`htnetlib.predict.calibrate`): the temperature, the runs it was fitted on and the ECE
+  (and NLL) before and after, every number read from that file (:attr:`Model.calibration`);
+  otherwise that the probabilities are not calibrated;
 * intended use and limits: lab recordings of 68 subjects in three datasets (SMIC-HS, CASME II,
   SAMM; section 4.1), three classes, posed or elicited expressions; a research tool, not for
-  judging anyone's emotions, never without consent; probabilities are not calibrated.
+  judging anyone's emotions, never without consent.
 
 The card holds nothing that changes between two writes of the same model (no clock), so writing
 it again leaves the committed file as it is.
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..io import ROOT, write_text
-from ..predict import CARD, Model
+from ..predict import CALIBRATION, CARD, Model
 from ..training.store import run_id
 
 RUNS = ROOT / "results" / "runs"
@@ -50,12 +54,40 @@ def stored_score(model: Model, runs_dir: Path | str = RUNS) -> tuple[str, dict |
     return rid, score
 
 
+def calibration_text(model: Model) -> str:
+    """The card's calibration section, from the model's calibration.json (:attr:`Model.calibration`,
+    read by :meth:`Model.load`): nothing here is typed, every number comes from the file."""
+    cal = model.calibration
+    if cal is None:
+        return ("None: the probabilities `htnet predict` gives are the network's softmax and are "
+                "**not calibrated** (0.9 is not right 9 times in 10). `htnet calibrate --model "
+                "DIR --runs RUN_DIR ...` fits a temperature on stored LOSO runs of this "
+                "configuration.")
+    runs = ", ".join(f"`{r}`" for r in cal.get("runs", [])) or "(not recorded)"
+    return (f"Temperature scaling (Guo et al. 2017): `htnet predict` answers "
+            f"softmax(logits / T) with **T = {cal['temperature']:.4f}** (`{CALIBRATION}`). "
+            f"Method: {cal.get('method')}; fitted on {cal.get('samples')} held-out "
+            f"final-epoch probabilities of the run(s) {runs}. The model itself was fitted on "
+            "every sample, so a new face belongs to none of those held-out subjects.\n\n"
+            f"| on those held-out probabilities | before | after |\n|---|---|---|\n"
+            f"| expected calibration error (10 bins) | {cal.get('ece_before')} | "
+            f"{cal.get('ece_after')} |\n"
+            f"| negative log-likelihood | {cal.get('nll_before')} | {cal.get('nll_after')} |\n\n"
+            "The figures after are in-sample: T was fitted on the same probabilities. The "
+            "temperature never changes the predicted class (the argmax), only how sure the "
+            "probabilities say it is.")
+
+
 def card_text(model: Model, runs_dir: Path | str = RUNS) -> str:
     """The Markdown of a model's card (see the module docstring)."""
     meta, config = model.meta, model.config
     rid, score = stored_score(model, runs_dir)
     counts = ", ".join(f"{k} {v}" for k, v in meta.get("class_counts", {}).items())
     training = meta.get("training", {})
+    probabilities = ("calibrated by temperature scaling on held-out LOSO predictions of this "
+                     "configuration (above): on these three lab datasets, not on other cameras "
+                     "or people" if model.calibration is not None
+                     else "the network's softmax and are **not calibrated**")
     if score is None:
         result = (f"No leave-one-subject-out run of this configuration, seed and data is stored "
                   f"(`results/runs/{rid}` is missing), so there is no held-out score to give. "
@@ -100,6 +132,10 @@ Input: {meta['input'].get('map_size')}x{meta['input'].get('map_size')} maps, cha
 
 {result}
 
+## Calibration
+
+{calibration_text(model)}
+
 ## Intended use and limits
 
 - Research on micro-expression recognition: comparing methods, studying what the network
@@ -111,10 +147,9 @@ Input: {meta['input'].get('map_size')}x{meta['input'].get('map_size')} maps, cha
   by videos in a lab, and labelled from action units and self-reports.
 - Not for judging anyone's emotions, honesty, health or suitability (hiring, policing,
   border control, education, insurance), and not on anyone's face without their consent.
-- The probabilities are the network's softmax and are **not calibrated** (no calibration
-  exists in this project). `htnet predict` answers "no motion" where the frames barely
-  move (`motion_px` below the flow method's threshold): a min-max normalised map of noise
-  still gets a class.
+- The probabilities are {probabilities}.
+  `htnet predict` answers "no motion" where the frames barely move (`motion_px` below the
+  flow method's threshold): a min-max normalised map of noise still gets a class.
 """
 
 

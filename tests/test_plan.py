@@ -18,14 +18,17 @@ def test_the_registry_lists_every_kind_once(profile):
     found = experiments.experiments(profile)
     keys = [(e.kind, json.dumps(e.config.to_dict(), sort_keys=True), e.seed) for e in found]
     assert len(keys) == len(set(keys)), "a job is listed twice"
-    assert collections.Counter(e.kind for e in found) == {"loso": 43, "nested": 2, "lodo": 10}
+    assert collections.Counter(e.kind for e in found) == {"loso": 49, "nested": 8, "lodo": 10}
     assert all(e.why for e in found)
     # notebook order: 02's crop modes first, then each kind where its notebook comes
     assert found[0].why[0] == "02 crop mode: official"
     assert [e.kind for e in found] == sorted((e.kind for e in found),
                                               key=experiments.KINDS.index)
     assert [(e.config, e.seed) for e in found if e.kind == "nested"] == [
-        (experiments.selection_config(v, profile), 0) for v in experiments.NESTED_VARIANTS]
+        (experiments.selection_config(v, profile), s) for v in experiments.NESTED_VARIANTS
+        for s in experiments.nested_seeds(v, experiments.SEEDS)] + [
+        (experiments.selection_config(experiments.HEADLINE["variant"], profile),
+         experiments.CONFIRM_SEEDS[0])]
     with pytest.raises(dataclasses.FrozenInstanceError):
         found[0].seed = 5
 
@@ -38,7 +41,7 @@ def test_duplicates_merge_keeping_every_reason():
                 "12 honest selection: plain", "07 Figure 5 (hidden dimension): 256"):
         assert why in first.why
     # the same configuration and seed of another kind is another job
-    (inner,) = [e for e in found if e.kind == "nested" and e.config == default]
+    (inner,) = [e for e in found if e.kind == "nested" and e.config == default and e.seed == 0]
     assert inner.why == ("12 nested rule: plain",)
     (lodo,) = [e for e in found if e.kind == "lodo" and e.config == default and e.seed == 0]
     assert lodo.why == ("13 leave one dataset out: HTNet",)
@@ -56,8 +59,11 @@ def test_both_crop_modes_with_every_seed():
 
 
 def test_other_seeds_follow_the_notebooks():
-    found = experiments.experiments("smoke", seeds=[4, 7])
-    assert {e.seed for e in found if e.kind == "nested"} == {4}
+    found = experiments.experiments("smoke", seeds=[4, 7], confirm_seeds=[9])
+    assert {e.seed for e in found if e.kind == "nested"} == {4, 7, 9}
+    assert {e.seed for e in found if any(w.startswith("12 confirmation") for w in e.why)} == {9}
+    assert not [e for e in experiments.experiments("smoke", seeds=[4], confirm_seeds=[])
+                if any(w.startswith("12 c") for w in e.why)]
     lodo = [(e.config.model, e.seed) for e in found if e.kind == "lodo"]
     assert lodo.count(("logreg", 4)) == 1 and ("logreg", 7) not in lodo
     assert lodo.count(("ststnet", 7)) == 1

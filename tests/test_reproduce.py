@@ -60,16 +60,18 @@ def test_the_plan_of_each_profile():
         assert models == {"htnet", "ststnet", "logreg"}
         # the default with every seed, the null model once, one logistic regression
         default = config_mod.profile_config(profile)
-        assert sorted(n.seed for n in needs if n.config == default) == list(plan.SEEDS)
+        assert sorted(n.seed for n in needs if n.config == default) == list(plan.SEEDS) + list(
+            experiments.CONFIRM_SEEDS)  # notebook 12's confirmation adds fresh seeds
         assert sum(n.config.permute_labels for n in needs) == 1
         assert sum(n.config.model == "logreg" for n in needs) == 1
         # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
         # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
         # its three single changes (first seed) and two combinations with every seed: 9 more;
-        # notebook 02 the corrected crop mode with every seed: 3 more
-        assert len(needs) == 31 + 9 + 3, profile
+        # notebook 02 the corrected crop mode with every seed: 3 more; notebook 12's
+        # pre-registered confirmation: plain and the chosen variant on three fresh seeds, 6 more
+        assert len(needs) == 31 + 9 + 3 + 6, profile
         # (the plain model is the default: its three seeds are needed by 12 too)
-        assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6
+        assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6 + 6
         assert all(n.why for n in needs)
 
 
@@ -189,8 +191,10 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
     timings = plan._stored_timings(RUNS)  # the committed runs' timings, in an empty store
     monkeypatch.setattr(plan, "_stored_timings", lambda runs_dir: timings)
     empty = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "none")
-    assert [n.why for n in empty.nested] == [[f"12 nested rule: {v}"]
-                                            for v in experiments.NESTED_VARIANTS]
+    assert [n.why for n in empty.nested] == [
+        [f"12 nested rule: {v}"] for v in experiments.NESTED_VARIANTS
+        for _ in experiments.nested_seeds(v, experiments.SEEDS)] + [
+        ["12 calibration: temperature from inner fits"]]
     assert empty.missing_nested == empty.nested
     for n in empty.nested:
         run = next(m for m in empty.needs if m.run_id == n.run_id)
@@ -208,7 +212,7 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
     (inner / "config.json").write_text(json.dumps({"n_groups": nested_mod.INNER_GROUPS,
                                                    "n_fits": 1}))
     again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
-    assert [n.stored for n in again.nested] == [True, False]
+    assert [n.stored for n in again.nested] == [True] + [False] * (len(again.nested) - 1)
 
 
 def test_the_plan_lists_the_leave_one_dataset_out_results(synthetic, tmp_path, monkeypatch):

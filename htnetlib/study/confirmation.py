@@ -5,8 +5,9 @@ the final epoch's probabilities.
 * :func:`winners_curse`: choosing one row among many is itself a selection, and the chosen
   row's score is optimistic. Two corrections, both resampling subjects: the bootstrap estimate
   of the optimism of the maximum (in each resample, the row that wins the resample is scored
-  on the resample and on the observed data; the mean gap is the optimism), and split halves
-  (choose the row on half the subjects, score it on the other half).
+  in each resample, how far the row that wins the resample leads the row that won the observed
+  data; the mean lead is the optimism), and split halves (choose the row on half the subjects,
+  score it on the other half).
 * :func:`confirmation_table`: the row chosen on seeds 0-2 (:data:`~htnetlib.study.experiments
   .HEADLINE`) and the plain baseline trained again on fresh seeds, analysed as the committed
   pre-registration (:data:`PREREGISTRATION`) states.
@@ -64,7 +65,8 @@ def winners_curse(rows: list[dict], *, n_boot: int = 1000, n_splits: int = 200,
     observed, resampled = scores[:, 0], scores[:, 1:1 + n_boot]
     best = int(np.argmax(observed))
     winner = resampled.argmax(0)
-    optimism = float(np.mean(resampled[winner, np.arange(n_boot)] - observed[winner]))
+    cols_b = np.arange(n_boot)
+    optimism = float(np.mean(resampled[winner, cols_b] - resampled[best, cols_b]))
     a, b = scores[:, 1 + n_boot::2], scores[:, 2 + n_boot::2]  # (rows, n_splits) each
     cols = np.arange(n_splits)
     chosen = np.concatenate([b[a.argmax(0), cols], a[b.argmax(0), cols]])
@@ -74,8 +76,8 @@ def winners_curse(rows: list[dict], *, n_boot: int = 1000, n_splits: int = 200,
         {"estimate": f"largest of the {len(honest)} honest rows (raw)", "composite UF1":
          observed[best], "how": name},
         {"estimate": "bootstrap-corrected maximum", "composite UF1": observed[best] - optimism,
-         "how": f"raw minus the mean optimism of the resample's winner ({optimism:+.4f}), "
-                f"{n_boot} subject resamples"},
+         "how": f"raw minus the mean lead of each resample's winner over the observed winner "
+                f"in that resample ({optimism:+.4f}), {n_boot} subject resamples"},
         {"estimate": "split half: chosen on one half, scored on the other",
          "composite UF1": float(chosen.mean()),
          "how": f"{n_splits} random halves of the {len(ids)} subjects, both ways; the best row "

@@ -289,12 +289,12 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS) -> list[
     for name in SELECTION_VARIANTS:
         for s in selection_seeds(name, seeds):
             need("loso", selection_config(name, profile), s, f"12 honest selection: {name}")
-    for name in NESTED_VARIANTS:
-        for s in nested_seeds(name, seeds):
-            need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")
     for name in CONFIRM_VARIANTS:
         for s in confirm_seeds:
             need("loso", selection_config(name, profile), s, f"12 confirmation: {name}")
+    for name in NESTED_VARIANTS:
+        for s in nested_seeds(name, seeds):
+            need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")
     if confirm_seeds:
         need("nested", selection_config(HEADLINE["variant"], profile), list(confirm_seeds)[0],
              "12 calibration: temperature from inner fits")

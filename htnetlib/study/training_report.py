@@ -101,8 +101,8 @@ def findings_04(profiles: pd.DataFrame, uf1_curve: np.ndarray, profile: str, see
              f"of {t[profile, 'honest']:.3f} when every fold stops at its final epoch (honest) "
              f"and {t[profile, 'oracle']:.3f} when each held-out subject keeps its best epoch by "
              f"its own test labels (oracle, the official protocol). Stopping every fold at the "
-             f"single best epoch, chosen with test labels, would give {uf1_curve.max():.3f}: "
-             f"the oracle's lead comes from choosing per subject, not from a better schedule.")
+             f"single best epoch, chosen with the pooled test labels (a global oracle, leaky), "
+             f"would give {uf1_curve.max():.3f}: the oracle's lead comes from choosing per subject, not from a better schedule.")
     for other in dict.fromkeys(profiles["profile"]):
         if other != profile:
             found += (f" The **{other}** profile's stored run gives {t[other, 'honest']:.3f} "

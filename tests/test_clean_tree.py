@@ -60,8 +60,14 @@ def test_committed_models_load_and_match_their_recorded_sha256(folder):
     assert meta["weights"]["sha256"] == predict.sha256(folder / predict.WEIGHTS)
     assert folder.name == predict.model_name(meta["profile"], meta["seed"],
                                              meta["data_fingerprint"], model.config)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([predict.META, predict.WEIGHTS,
-                                                              predict.CARD])
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted([predict.META, predict.WEIGHTS, predict.CARD]
+                           + (["calibration.json"] if "calibration.json" in files else []))
+    if "calibration.json" in files:  # fitted on stored runs of the model's configuration
+        assert model.calibration["runs"] and model.calibration["temperature"] > 0
+        for run_id in model.calibration["runs"]:
+            run = predict.ROOT / "results" / "runs" / run_id
+            assert json.loads((run / "config.json").read_text())["config"] == meta["config"]
     # the card is the one htnet fit writes, with the stored run's score as it is now
     from htnetlib.study.card import card_text
 

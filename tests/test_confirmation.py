@@ -68,7 +68,8 @@ def test_the_confirmation_rows_follow_the_preregistration():
     head = confirm[experiments.HEADLINE["variant"]]
     np.testing.assert_array_equal(rows[0]["tables"][0]["pred"], selection.seed_epochs_vote(
         [r.epochs["pred"] for r in head], 0.25))
-    assert sum("soft vote" in r["rule"] for r in rows) == 4
+    assert sum("soft vote" in r["rule"] for r in rows) == 5  # 4 pre-registered, 1 exploratory
+    assert rows[-1]["role"].startswith("exploratory") and len(rows[-1]["runs"]) == 6
     table = confirmation.confirmation_table(confirm, n_boot=50)
     assert table.loc[1, "UF1 - plain honest"] == 0  # the baseline against itself
     # runs without probabilities: no soft rows

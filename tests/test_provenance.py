@@ -489,3 +489,20 @@ def test_readme_beyond_blocks_show_notebooks_12_and_13():
     for row, (_, at) in zip(rows, table.iterrows()):
         for col, cell in row.items():
             assert cell == fmt(at[col]), f"README leave-one-dataset-out {row['model']}: {col}"
+
+
+def test_readme_headline_is_the_confirmed_number():
+    """The README's headline honest number is the pre-registered confirmation's primary row
+    (fresh seeds), labelled as confirmed, exactly as the stored table gives it."""
+    text = README.read_text()
+    block = text.split(readme.HEAD_START, 1)[1].split(readme.HEAD_END, 1)[0]
+    profile = re.search(r"profile (\w+) -->", block)[1]
+    assert block.strip() == readme.headline_block(RESULTS, profile).strip()
+    conf = pd.read_csv(RESULTS / "tables" / f"confirmation_{profile}.csv", keep_default_na=False)
+    primary = conf.iloc[0]
+    assert primary["role"] == "primary (pre-registered)"
+    assert (primary["variant"], primary["rule"]) == (experiments.HEADLINE["variant"],
+                                                     experiments.HEADLINE["rule"])
+    assert primary["seeds"].split(",") == [str(s) for s in experiments.CONFIRM_SEEDS]
+    assert f"**{float(primary['Full UF1']):.3f}**" in block and "confirmed on fresh seeds" in block
+    assert text.index(readme.HEAD_START) < text.index("## Two commands")

@@ -127,6 +127,13 @@ def confirmation_rows(confirm: dict[str, list[Run]]) -> list[dict]:
                 p = runs[0].predictions
                 rows.append(("secondary", name, rule, runs, [p[metrics.KEY + ["label"]].assign(
                     pred=fn([r.epochs["prob"] for r in runs]))]))
+    if has_probabilities(head + plain):  # across models: the regions and the whole map
+        p = plain[0].predictions
+        rows.append(("exploratory (not pre-registered)", f"plain + {HEADLINE['variant']}",
+                     "soft vote of seeds x last 25% of epochs", plain + head,
+                     [p[metrics.KEY + ["label"]].assign(pred=SOFT_SEED_RULES[
+                         "soft vote of seeds x last 25% of epochs"](
+                         [r.epochs["prob"] for r in plain + head]))]))
     return [dict(zip(("role", "variant", "rule", "runs", "tables"), r)) for r in rows]
 
 
@@ -136,7 +143,8 @@ def confirmation_table(confirm: dict[str, list[Run]], *, n_boot: int = 1000) -> 
     seeds (the pre-registered paired difference)."""
     base = rule_tables(confirm["plain"], honest_rule)
     return pd.DataFrame([{"role": r["role"], "variant": r["variant"], "rule": r["rule"],
-                          "seeds": ",".join(str(x.meta["seed"]) for x in r["runs"]),
+                          "seeds": ",".join(dict.fromkeys(str(x.meta["seed"])
+                                                          for x in r["runs"])),
                           **score_row(r["tables"], base, n_boot=n_boot)}
                          for r in confirmation_rows(confirm)])
 

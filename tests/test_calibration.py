@@ -288,3 +288,13 @@ def test_saving_another_model_removes_a_stale_calibration(calibrated_dir):
     assert not (calibrated_dir / CALIBRATION).exists() and model.calibration is None
     assert math.isfinite(Model.load(calibrated_dir).logits(
         np.zeros((1, 3, 28, 28), np.float32)).sum())
+
+
+def test_htnet_calibrate_is_a_subcommand_with_one_line_errors(smoke_dir, tmp_path, capsys):
+    from htnetlib.cli import main
+
+    assert main(["calibrate", "--model", str(smoke_dir), "--runs",
+                 str(tmp_path / "no-such-run")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("htnet: error:") and "no-such-run" in err[0]
+    assert not (smoke_dir / CALIBRATION).exists()

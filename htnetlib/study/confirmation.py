@@ -231,6 +231,19 @@ def calibration_table(confirm: dict[str, list[Run]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def calibration_note(calib: pd.DataFrame) -> str:
+    """The calibration table in words: the final epoch's ECE per run, and where fold
+    temperatures exist, the ECE after them."""
+    raw = ", ".join(f"{r['variant']} seed {r['seed']} {r['ECE']:.3f}" for _, r in calib.iterrows())
+    tempered = calib[calib["ECE, tempered"].notna()]
+    return (f"Final-epoch probabilities are overconfident: ECE {raw}. "
+            + " ".join(f"With each held-out subject's temperature fitted on its own fold's inner "
+                       f"fits ({r['temperatures (median, range)']}), {r['variant']} seed "
+                       f"{r['seed']} goes from ECE {r['ECE']:.3f} to {r['ECE, tempered']:.3f} "
+                       f"and NLL {r['NLL']:.3f} to {r['NLL, tempered']:.3f}, never reading that "
+                       f"subject's labels." for _, r in tempered.iterrows()))
+
+
 def reliability_figure(confirm: dict[str, list[Run]], profile: str):
     """Reliability diagrams of the final epoch: per variant, the confirmation seeds pooled; and
     the runs with inner temperatures after tempering."""

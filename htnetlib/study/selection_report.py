@@ -192,7 +192,7 @@ def findings_12(table: pd.DataFrame, runs_made: pd.DataFrame, leaks: pd.DataFram
     return (
         f"Without any held-out label, the **{profile}**-profile HTNet scores a composite UF1 of "
         f"{plain['Full UF1']:.3f} at its final epoch (plain honest protocol, seeds "
-        f"{plain['seeds']}). The best of the {len(honest)} pre-stated honest rows is "
+        f"{plain['seeds']}). The best of the {len(honest)} honest rows is "
         f"**{best['variant']}** with **{best['rule']}** (seeds {best['seeds']}): "
         f"{best['Full UF1']:.3f} (95 % CI {best['Full UF1 95% CI']}), "
         f"{best['UF1 - plain honest']:+.3f} against the plain honest protocol (paired 95 % CI "
@@ -206,7 +206,8 @@ def findings_12(table: pd.DataFrame, runs_made: pd.DataFrame, leaks: pd.DataFram
         f"below; with {len(honest)} comparisons at 95 %, about {0.05 * len(honest):.0f} would "
         "exclude 0 by chance alone even if no row differed from the plain protocol. The nested rule (the reference, epochs chosen inside each fold's training "
         f"subjects) gives "
-        + ", ".join(f"{nest.loc[v, 'Full UF1']:.3f} for {v}" for v in nest.index)
+        + ", ".join(f"{nest.loc[v, 'Full UF1']:.3f} for {v} (seeds {nest.loc[v, 'seeds']})"
+                    for v in nest.index)
         + ". Cross-subject and nested selection, on the same runs, pick the same epoch for "
         + ", ".join(f"{a['same epoch (subjects)']} of {a['subjects']} subjects ({a['variant']}, "
                     f"seed {a['seed']}, {a['criterion']})" for _, a in agree.iterrows())

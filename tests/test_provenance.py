@@ -293,6 +293,17 @@ def honest_selection(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     return tables.selection_table(runs, n_boot=N_BOOT)
 
 
+def confirmation_table(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 12: confirmation.confirmation_table of the pre-registered confirmation's runs,
+    with the seeds the table's baseline row lists."""
+    from htnetlib.study import confirmation
+
+    seeds = [int(s) for s in str(stored.iloc[1]["seeds"]).split(",")]
+    confirm = {name: [find(experiments.selection_config(name, profile), profile, seed=s)[0]
+                      for s in seeds] for name in experiments.CONFIRM_VARIANTS}
+    return confirmation.confirmation_table(confirm, n_boot=N_BOOT)
+
+
 def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     """Notebook 13: tables.lodo_table of the stored leave-one-dataset-out results
     (results/tables/lodo/) beside the same models' stored LOSO runs."""
@@ -320,6 +331,7 @@ ABLATION_TABLES = {"table4_block_size": "block_size", "fig5_dim": "dim", "fig6_h
                    "table5_layers": "layers"}
 RECOMPUTE = {"table1": table1, "table2": table2, "protocol_audit": protocol_audit,
              "table5_costs": table5_costs, "honest_selection": honest_selection, "lodo": lodo,
+             "confirmation": confirmation_table,
              **{name: ablation_table(key) for name, key in ABLATION_TABLES.items()}}
 
 

@@ -20,8 +20,8 @@ The copies are appended as extra columns with s's subject id; the rule's answer 
 columns is compared with its answer on the same amplified input before the labels change, so
 only the labels differ between the two calls.
 
-:data:`LEAKY_RULES` are negative controls, each reading the held-out labels in another way; every
-one must fail the test on every stored run with more than one epoch (notebook 12).
+:func:`leaky_rules` gives the negative controls, each reading the held-out labels in another
+way; every one must fail the test on every stored run with more than one epoch (notebook 12).
 """
 
 from __future__ import annotations
@@ -135,5 +135,3 @@ def leaky_rules(dataset_of: dict | None = None) -> dict:
         out["per-dataset oracle"] = dataset_oracle(dataset_of)
     return out
 
-
-LEAKY_RULES = leaky_rules()

@@ -11,7 +11,7 @@ labels and the subjects, returning one prediction per sample, scored like ``hone
 s it is handed the labels with s's own replaced by -1 (:data:`MASKED`), so it cannot read them,
 whatever its code does. The leak test (:func:`htnetlib.evaluation.leak.leak_test`) checks rules
 that are not built this way. The oracles that read the held-out labels exist only as labelled
-leaky references (:data:`htnetlib.evaluation.leak.LEAKY_RULES`).
+leaky references (:func:`htnetlib.evaluation.leak.leaky_rules`).
 
 * :func:`nested_rule`: **the reference honest rule**. Inside each outer fold the number of
   epochs is chosen by an inner leave-subjects-out split of the fold's own training subjects
@@ -68,11 +68,6 @@ class FoldRule:
         for s in dict.fromkeys(subjects):
             out[subjects == s] = self.for_subject(pred, y, subjects, s)
         return out
-
-
-def fold_rule(choose):
-    """Decorator: ``choose(pred, y_masked, subjects, s)`` as a :class:`FoldRule`."""
-    return FoldRule(choose)
 
 
 def confusion_by_epoch(pred: np.ndarray, y, groups) -> tuple[np.ndarray, np.ndarray]:

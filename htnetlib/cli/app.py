@@ -326,8 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per fold process (default 1; 0 keeps torch's default)")
     p.add_argument("--trainer", choices=("auto", "loop", "grouped"), default="auto",
                    help="loop: fold after fold in --workers processes; grouped: many folds as "
-                        "one batched computation; auto (default): grouped on a GPU, loop on a "
-                        "CPU")
+                        "one batched computation; auto (default): grouped on a CUDA GPU; on a "
+                        "CPU, both are timed on the folds left to train and the faster is "
+                        "used (the choice is cached per configuration and machine); loop on other "
+                        "devices and where grouped does not apply (models other than htnet, "
+                        "notebook 12's training choices)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run exists")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, read by its type, e.g. --set epochs=50 "

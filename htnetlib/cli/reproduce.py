@@ -14,7 +14,8 @@ it succeeded, so an interrupted run leaves them as they were. Other profiles wri
 executed copies to ``results/notebooks/<profile>/`` and never overwrite the ``cpu`` ones.
 
 Exit status: 0 done (or the plan printed), 2 a bad argument, 3 the release is missing or bad,
-4 a notebook failed, 5 refused: the missing runs exceed the budget on this device.
+4 a notebook failed, 5 refused: the missing runs exceed the budget on this device; with
+``--check`` (:mod:`htnetlib.cli.check`), 1 a produced file differs from the committed one.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import EXIT_DATA, EXIT_REFUSED, EXIT_RUNTIME, EXIT_USAGE
+from ..errors import EXIT_DATA, EXIT_PROBLEMS, EXIT_REFUSED, EXIT_RUNTIME, EXIT_USAGE
 from .common import OneLineParser, whole_number
 from ..io import ROOT
 from ..study.readme import update_readme
+from .check import ARITHMETIC
 
 NOTEBOOKS = ROOT / "notebooks"
 COMMITTED_PROFILE = "cpu"  # the profile whose executions are the committed notebooks
@@ -70,11 +72,21 @@ def execute(nb: Path, output: Path, parameters: dict, cwd: Path | None = None) -
                             cwd=str(cwd or nb.parent), progress_bar=False)
         executed = nbformat.read(temps[1], as_version=4)
         tidy(executed)
-        nbformat.write(executed, temps[1])
+        Path(temps[1]).write_text(notebook_text(executed), encoding="utf-8")
         os.replace(temps[1], output)
     finally:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
+
+
+def notebook_text(nb) -> str:
+    """The one form a notebook file is written in: nbformat's JSON (sorted keys, one-space
+    indent) and a final newline, so that executing an unchanged notebook leaves its file
+    byte for byte as it was (tests/test_portable.py checks every committed notebook)."""
+    import nbformat
+
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def changed_parameters(nb: Path, parameters: dict) -> dict:
@@ -182,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stored-only", action="store_true",
                     help="train nothing: render the notebooks from the stored runs")
     ap.add_argument("--workers", type=whole_number(1), default=2, help="fold processes on a CPU")
+    ap.add_argument("--check", action="store_true",
+                    help="execute into a temporary folder and compare every produced notebook, "
+                         "figure, table and finding byte for byte with the committed one; "
+                         "writes nothing in the repository (exit 1 where any differs)")
+    ap.add_argument("--arithmetic", choices=sorted(ARITHMETIC), default="native",
+                    help="run the kernels with the arithmetic paths of another CPU "
+                         "(htnetlib.cli.check.ARITHMETIC), to see what it would produce")
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
@@ -221,20 +240,66 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REFUSED
     selected = [nb for nb in notebooks()
                 if not args.only or any(nb.name.startswith(o) for o in args.only)]
+    os.environ.update(ARITHMETIC[args.arithmetic])  # read by each kernel as it starts
+    if args.check:
+        return check(selected, profile, args.retrain, args.arithmetic)
     for nb in selected:
         out = output_path(nb, profile)
         print(f"papermill {nb.name} (profile {profile}) -> {out.relative_to(ROOT)}", flush=True)
-        try:
-            execute(nb, out, parameters_for(nb, {"profile": profile, "retrain": args.retrain}))
-        except Exception as exc:  # papermill reports the failing cell; keep it to one line
-            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            print(f"reproduce: error: {nb.name} failed ({last}); the committed notebook is "
-                  "unchanged", file=sys.stderr)
+        if not run_one(nb, out, profile, args.retrain):
             return EXIT_RUNTIME
     print(f"{len(selected)} notebook(s) executed")
     if profile == COMMITTED_PROFILE and update_readme(profile=profile):
         print("README results table updated")
     return 0
+
+
+def run_one(nb: Path, out: Path, profile: str, retrain: bool) -> bool:
+    """Execute one notebook into ``out``; False, with the failing cell's last line printed, if
+    it failed (the file at ``out`` is then unchanged)."""
+    try:
+        execute(nb, out, parameters_for(nb, {"profile": profile, "retrain": retrain}))
+    except Exception as exc:  # papermill reports the failing cell; keep it to one line
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"reproduce: error: {nb.name} failed ({last}); the committed notebook is "
+              "unchanged", file=sys.stderr)
+        return False
+    return True
+
+
+def check(selected: list[Path], profile: str, retrain: bool, arithmetic: str) -> int:
+    """``--check``: execute ``selected`` into a temporary folder (outputs through
+    ``$HTNET_RESULTS_DIR``, stored runs read from the repository, no cached landmarks), fill a copy of the README
+    from the committed results overlaid with the produced ones, and compare every produced
+    file with the committed one (:func:`htnetlib.cli.check.compare`)."""
+    import shutil
+
+    from ..study.figures import RESULTS_ENV
+    from .check import compare
+
+    with tempfile.TemporaryDirectory(prefix="htnet-check-") as tmp:
+        produced, merged = Path(tmp, "produced"), Path(tmp, "merged")
+        os.environ[RESULTS_ENV] = str(produced / "results")
+        os.environ["HTNET_CACHE"] = str(Path(tmp, "cache"))  # landmarks computed afresh
+        for nb in selected:
+            out = produced / output_path(nb, profile).relative_to(ROOT)
+            print(f"papermill {nb.name} (profile {profile}, arithmetic {arithmetic}) -> "
+                  "a temporary folder", flush=True)
+            if not run_one(nb, out, profile, retrain):
+                return EXIT_RUNTIME
+        if profile == COMMITTED_PROFILE:
+            shutil.copytree(ROOT / "results", merged)
+            if (produced / "results").is_dir():
+                shutil.copytree(produced / "results", merged, dirs_exist_ok=True)
+            shutil.copy2(ROOT / "README.md", produced / "README.md")
+            update_readme(produced / "README.md", merged, profile)
+        differences = compare(produced, ROOT)
+    for line in differences:
+        print(f"differs: {line}")
+    print(f"{len(selected)} notebook(s) executed with arithmetic {arithmetic}: "
+          + (f"{len(differences)} difference(s) from the committed files" if differences
+             else "every produced file is identical to the committed one"))
+    return EXIT_PROBLEMS if differences else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

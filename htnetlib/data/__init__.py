@@ -12,7 +12,17 @@ four facial regions (sections 3.1 and 4.2), synthetic faces and the raw-data pip
 * :mod:`~htnetlib.data.preprocess`: raw datasets into the release layout.
 """
 
+import cv2 as _cv2
+
 from ..errors import DataError
+
+# OpenCV picks its kernels by CPU (SSE4, AVX2, AVX-512): Farneback and DIS flow then differ in
+# their last bits from one CPU to another, and so do the figures drawn from them. Its baseline
+# code gives the same bits on every x86-64 CPU (tests/test_portable.py checks it under other
+# arithmetic paths) at no measured cost (Farneback 9.5 ms per 224x224 pair either way), so
+# htnetlib turns the CPU-picked kernels off for the whole process. ``cv2.setUseOptimized(True)``
+# after importing htnetlib gives them back.
+_cv2.setUseOptimized(False)
 from .release import (APEX_DIR, CSV_NAME, DATASET_NAMES, DATASETS, EXPECTED_COUNTS,
                       EXPECTED_SAMPLES, EXPECTED_SUBJECTS, FLOW_DIR, FLOW_SIZE, LABELS, MANIFEST,
                       OFFICIAL_URL, Composite, ReleaseWarning, check_release, default_root,

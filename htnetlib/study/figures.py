@@ -38,6 +38,12 @@ def results_dir(value, profile: str | None = None) -> Path:
     return path
 
 
+def quantized(values, step: float) -> np.ndarray:
+    """``values`` rounded to multiples of ``step`` before they are drawn, so that a figure's
+    pixels do not follow float noise (README, "Same bytes on every machine")."""
+    return np.round(np.asarray(values, dtype=np.float64) / step) * step
+
+
 def provenance(item: str, *, profile: str | None = None, protocol: str | None = None,
                device: str | None = None) -> str:
     """The line every committed figure and table carries: what it reproduces and how."""

@@ -15,8 +15,12 @@ import pandas as pd
 
 from .. import io, predict
 from ..data import LABELS, flow, regions, synthetic
+from .figures import quantized
+from .tables import to_precision
 
 CLASSES = [LABELS[k] for k in range(3)]
+#: The flow method that ``Model.predict`` and ``htnet predict`` use unless told otherwise.
+FLOW_NAME = {"tvl1": "TV-L1", "farneback": "Farneback", "dis": "DIS"}[predict.DEFAULT_FLOW]
 AMPLITUDES = [-3, -1.5, -0.75, -0.25, 0, 0.25, 0.75, 1.5, 3]
 
 
@@ -86,12 +90,13 @@ def frames_to_flow_figure(pair, maps: dict):
     axes[0, 3].set_title(
         f"true motion (peak {np.hypot(*pair.flow.transpose(2, 0, 1)).max():.1f} px)")
     axes[1, 0].imshow(to_rgb(maps["onset_face"])); axes[1, 0].set_title("MTCNN face crop (onset)")
-    lim = np.abs(maps["flow"]).max()
+    uv = quantized(maps["flow"], 1e-3)  # px
+    lim = np.abs(uv).max()
     for ax, k, name in [(axes[1, 1], 0, "u (x)"), (axes[1, 2], 1, "v (y)")]:
-        im = ax.imshow(maps["flow"][..., k], cmap="coolwarm", vmin=-lim, vmax=lim)
-        ax.set_title(f"Farneback flow {name}, px")
+        im = ax.imshow(uv[..., k], cmap="coolwarm", vmin=-lim, vmax=lim)
+        ax.set_title(f"{FLOW_NAME} flow {name}, px")
         fig.colorbar(im, ax=ax, fraction=0.046).set_label(f"{name[0]}: displacement (px)")
-    im = axes[1, 3].imshow(maps["strain"], cmap="magma")
+    im = axes[1, 3].imshow(quantized(maps["strain"], 1e-4), cmap="magma")
     axes[1, 3].set_title("optical strain (eq. 3)")
     fig.colorbar(im, ax=axes[1, 3], fraction=0.046).set_label("strain (no unit: px per px)")
     for ax in axes.flat:
@@ -152,6 +157,7 @@ def prediction_figure(probs, label: int):
     """Step 5 of section 3.3: the fitted model's probabilities for one synthetic pair."""
     import matplotlib.pyplot as plt
 
+    probs = quantized(probs, 1e-4)  # drawn at a precision every CPU gives
     fig, ax = plt.subplots(figsize=(5, 2.6))
     ax.barh(CLASSES, probs, color=["C0", "C2", "C1"])
     for k, p in enumerate(probs):
@@ -170,6 +176,8 @@ def variants(model) -> dict:
         return np.clip(im + rng.normal(0, 1.0, im.shape), 0, 255).astype(np.uint8)
 
     face = synthetic.astronaut_face()
+    # what htnet predict answers on two identical frames: below its motion threshold
+    still_answer = model.answer(to_bgr(face), to_bgr(face))
     rows, variant_maps, still_flow = [], {}, None
     for lab in range(3):
         field = synthetic.au_field(lab, 224, 1.5)
@@ -187,20 +195,22 @@ def variants(model) -> dict:
                                   to_bgr(np.ascontiguousarray(b)), return_maps=True)
             variant_maps[(lab, name)] = mp["map"]
             if name == "no motion":
-                still_flow = np.abs(mp["flow"])  # Farneback's flow between identical frames
+                still_flow = np.abs(mp["flow"])  # the flow between identical frames
             rows.append({"motion of": "-" if name in ("no motion", "sensor noise only")
                          else CLASSES[lab],
                          "variant": name, **{c: p[k] for k, c in enumerate(CLASSES)},
                          "predicted": predicted(p)})
-    return {"table": pd.DataFrame(rows), "maps": variant_maps, "still_flow": still_flow}
+    return {"table": pd.DataFrame(rows), "maps": variant_maps, "still_flow": still_flow,
+            "still_answer": still_answer}
 
 
 def variant_note(var: dict) -> str:
     """What identical frames and noise alone make of the map (the variants' two null cases)."""
     still, maps = var["still_flow"], var["maps"]
     zero_map = int(maps[(0, "no motion")].max())
-    return (f"identical frames: Farneback flow up to {still.max():.3f} px (mean "
-            f"{still.mean():.5f} px); the no-motion map spans 0..{zero_map}"
+    return (f"identical frames: the largest {FLOW_NAME} flow is {to_precision(still.max(), 1e-3)}"
+            f" px, the mean {to_precision(still.mean(), 1e-3)} px; the no-motion map spans "
+            f"0..{zero_map}"
             f"\nsensor noise only: the map spans {maps[(0, 'sensor noise only')].min()}.."
             f"{maps[(0, 'sensor noise only')].max()}")
 
@@ -250,7 +260,7 @@ def amplitude_figure(sweep: dict):
 
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     for k, c in enumerate(CLASSES):
-        ax.plot(AMPLITUDES, sweep["probs"][:, k], "o-", label=c)
+        ax.plot(AMPLITUDES, quantized(sweep["probs"][:, k], 1e-4), "o-", label=c)
     ax.axvline(0, color="0.7", lw=0.8)
     ax.set_xlabel("surprise motion, peak displacement (px; negative = reversed)")
     ax.set_ylabel("probability"); ax.set_ylim(0, 1); ax.legend(fontsize=8)
@@ -343,6 +353,10 @@ def findings_14(model, fitted_now: bool, profile: str, seed: int, probs, var: di
     parts, per_pair, load = measured["parts"], measured["per_pair"], measured["load"]
     moves = lambda d: ", ".join(f"{r[0]} → {r[1]}"  # noqa: E731
                                 for r in d[["motion of", "predicted"]].itertuples(index=False))
+    answer = var["still_answer"]
+    command = ("no motion (label null in `--json`)" if answer["no_motion"] else
+               f"{answer['label']} (above the threshold)")
+    corr_min = min(map_corr, key=map_corr.get)
     lines = [
         f"* **Model.** One {meta['config']['model']} of the `{profile}` profile (seed {seed}) "
         f"fitted on all {meta['n_samples']} release samples, {t['epochs']} epochs, final epoch; "
@@ -356,33 +370,38 @@ def findings_14(model, fitted_now: bool, profile: str, seed: int, probs, var: di
         "* **No motion** (two identical frames) gives " + (
             "an all-zero map (every channel is constant, and the min-max normalisation maps a "
             "constant channel to 0)" if zero_map == 0 else
-            f"no all-zero map: Farneback returns a flow of up to {still_flow.max():.2f} px "
-            f"(mean {still_flow.mean():.4f} px) between identical frames, and the per-channel "
-            f"min-max normalisation stretches that to 0..{zero_map} like a real motion")
-        + f"; predicted {still['predicted']} (p = {max(still[c] for c in CLASSES):.3f}); "
-        f"**sensor noise alone** (1 grey level) is stretched to the full 0..255 range like a "
-        f"real motion and is predicted {noise['predicted']} (p = "
-        f"{max(noise[c] for c in CLASSES):.3f}). The model has no 'no expression' answer: it "
-        f"always picks one of the three classes.",
+            f"no all-zero map: {FLOW_NAME} returns a flow of up to "
+            f"{to_precision(still_flow.max(), 1e-3)} px between identical frames, and the "
+            f"per-channel min-max normalisation stretches that to 0..{zero_map} like a real "
+            f"motion")
+        + f"; the network predicts {still['predicted']} (p = "
+        f"{max(still[c] for c in CLASSES):.3f}); **sensor noise alone** (1 grey level) is "
+        f"stretched to the full 0..255 range like a real motion and is predicted "
+        f"{noise['predicted']} (p = {max(noise[c] for c in CLASSES):.3f}). The network has no "
+        f"'no expression' class: it always gives one of the three. `htnet predict` has one: "
+        f"below {answer['motion_threshold_px']} px of mean {FLOW_NAME} motion in the eye and "
+        f"mouth regions it answers no motion; on the identical frames the motion it measured "
+        f"is {to_precision(answer['motion_px'], 1e-3)} px and it answered {command}.",
         f"* **Size of the motion:** from 0.25 to 3 px the surprise's maps correlate at least "
-        f"{min(map_corr.values()):.3f} with the 1.5 px map, and no probability moves by more "
-        f"than {spread:.2g}. " + (
-            "The per-channel min-max normalisation of the release's maps (`norm` in "
-            "`STSNet_whole_norm_u_v_os`, reproduced by `flow.flow_map`) keeps the pattern of a "
-            "motion and drops its size: the model cannot tell a faint expression from a strong "
-            "one." if spread < 0.05 and min(map_corr.values()) > 0.95 else
-            "The size of the motion changes the map and the prediction here."),
+        f"{map_corr[corr_min]:.3f} with the 1.5 px map (the lowest at {corr_min} px), so the "
+        f"map changes with the size; " + (
+            f"the largest change of a probability is {to_precision(spread, 1e-3)}: the "
+            "prediction does not change with the size. The per-channel min-max normalisation of the "
+            "release's maps (`norm` in `STSNet_whole_norm_u_v_os`, reproduced by "
+            "`flow.flow_map`) keeps the pattern of a motion and drops its size, so the model "
+            "cannot tell a faint expression from a strong one." if spread < 0.05 else
+            f"the probabilities change with it, by up to {to_precision(spread, 1e-3)}."),
         f"* **Sequence:** the apex was spotted at frame {seq_maps['apex_index']} (true "
         f"{seq.apex}); predicted {predicted(seq_probs)}.",
         f"* **`--flow` on release maps** equals the network's output on "
-        f"`regions.network_inputs` (largest difference {check['flow_diff']:.1e} over 20 "
-        f"samples).",
+        f"`regions.network_inputs` (largest difference {to_precision(check['flow_diff'], 1e-6)} "
+        f"over 20 samples: float rounding).",
         f"* **Time:** {per_pair:.2f} s per pair, measured on {measured['device']} (load "
         f"{load:.1f}); the MTCNN steps take "
         f"{parts['MTCNN face crop'] + parts['MTCNN landmarks + regions']:.2f} s of it, the "
         f"network {parts['network'] * 1000:.1f} ms.",
-        "* None of this is accuracy: the release's maps are TV-L1 flow from real faces, these "
-        "are Farneback flow of synthetic bumps on one face. Accuracy is measured with "
+        f"* None of this is accuracy: the release's maps are TV-L1 flow of real faces, these "
+        f"are {FLOW_NAME} flow of synthetic bumps on one face. Accuracy is measured with "
         "leave-one-subject-out training in notebooks 04 and 05.",
     ]
     return "\n".join(lines)

@@ -164,6 +164,17 @@ def table2_full(runs: dict[str, list[Run]], *, n_boot: int = 1000,
     return pd.DataFrame(rows)
 
 
+def to_precision(x: float, step: float) -> str:
+    """``x`` shown to ``step`` (a power of ten), the precision its computation supports on every
+    CPU; a value below ``step`` (float noise, or a change too small to be one) as the bound
+    "below <step>", never its digits (README, "Same bytes on every machine")."""
+    decimals = max(0, -int(np.floor(np.log10(step) + 1e-9)))
+    if abs(x) < step:
+        return f"below {step:.0e}".replace("e-0", "e-") if step < 1e-4 else \
+            f"below {step:.{decimals}f}"
+    return f"{x:.{decimals}f}"
+
+
 def cell_text(v, digits: int = 4) -> str:
     """One table cell as a reader sees it (section 4.3's tables): floats rounded, NaN as "-"."""
     if isinstance(v, (float, np.floating)):

@@ -29,16 +29,18 @@ def flow_figure(pair):
 
     est = flow.optical_flow(gray(pair.onset), gray(pair.apex), method="farneback")
     fields = {"true": pair.flow, "Farneback": est}
+    shown = {name: (figures.quantized(f, 1e-3), figures.quantized(flow.optical_strain(f), 1e-4))
+             for name, f in fields.items()}  # px and strain, drawn at a precision every CPU gives
     lim = np.abs(pair.flow).max()
-    smax = max(flow.optical_strain(f).max() for f in fields.values())
+    smax = max(strain.max() for _, strain in shown.values())
     fig, axes = plt.subplots(2, 4, figsize=(15, 7), layout="constrained")
     fig.get_layout_engine().set(rect=ROOM)
     axes[0, 0].imshow(pair.onset); axes[0, 0].set_title("onset")
     axes[1, 0].imshow(pair.apex); axes[1, 0].set_title("apex")
-    for r, (name, f) in enumerate(fields.items()):
+    for r, (name, (f, strain)) in enumerate(shown.items()):
         uv = [axes[r, c + 1].imshow(f[..., c], cmap="coolwarm", vmin=-lim, vmax=lim)
               for c in (0, 1)]
-        st = axes[r, 3].imshow(flow.optical_strain(f), cmap="magma", vmin=0, vmax=smax)
+        st = axes[r, 3].imshow(strain, cmap="magma", vmin=0, vmax=smax)
         axes[r, 1].set_title(f"u, along x ({name})")
         axes[r, 2].set_title(f"v, along y ({name})")
         axes[r, 3].set_title(f"optical strain ({name})")
@@ -113,7 +115,8 @@ def apex_spotting_figure(spot: dict):
     """The figure of :func:`apex_spotting`: differences, true and spotted apex, the halving."""
     import matplotlib.pyplot as plt
 
-    seq, diff, spotted, trace = spot["seq"], spot["diff"], spot["spotted"], spot["trace"]
+    seq, spotted, trace = spot["seq"], spot["spotted"], spot["trace"]
+    diff = figures.quantized(spot["diff"], 1e-6)  # drawn at a precision every CPU gives
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.5, 5), sharex=True, height_ratios=(3, 1.4),
                                  layout="constrained")
     fig.get_layout_engine().set(rect=ROOM)
@@ -139,10 +142,10 @@ def apex_spotters_figure(landmarks):
 
     aseq = synthetic.make_sequence(1, n_frames=30, seed=4, profile="asymmetric", amplitude=3.0)
     aframes = [gray(f) for f in aseq.frames]
-    curves = {"lbp": (flow.apex_differences(aframes, landmarks),
+    curves = {"lbp": (figures.quantized(flow.apex_differences(aframes, landmarks), 1e-6),
                       "1 - correlation of LBP histograms to the onset,\n"
                       "summed over the three ROIs (eq. 1)"),
-              "flow": (flow.flow_differences(aframes, landmarks),
+              "flow": (figures.quantized(flow.flow_differences(aframes, landmarks), 1e-6),
                        "mean Farneback flow magnitude from the onset,\n"
                        "summed over the three ROIs (px)")}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")

@@ -204,3 +204,30 @@ def test_auto_on_a_cpu_times_both_trainers_as_the_help_says(synthetic, tmp_path,
                         trainer="auto", progress=False)
     assert asked == [len(loso.fold_subjects(synthetic, config))]  # every fold, none stored yet
     assert (run / "predictions.csv").is_file()
+
+
+def test_mtcnn_nms_keeps_facenets_rule_and_breaks_score_ties_by_index():
+    """flow.nms_ties_by_index, installed in MTCNN's output stage, keeps the boxes that
+    facenet-pytorch's own NMS keeps where scores differ, and of equal scores takes the box
+    listed last, whatever NumPy's sort kernel (facenet's np.argsort left that to the CPU)."""
+    import importlib.util
+
+    import numpy as np
+    from facenet_pytorch.models.utils import detect_face
+
+    from htnetlib.data import flow
+
+    spec = importlib.util.spec_from_file_location("facenet_detect_face", detect_face.__file__)
+    original = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(original)  # a fresh copy: the loaded module's NMS is replaced
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 200, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (300, 2))], axis=1)
+    scores = rng.permutation(300) / 300.0  # all different
+    for method in ("Min", "Union"):
+        assert flow.nms_ties_by_index(boxes, scores, 0.5, method).tolist() == \
+            original.nms_numpy(boxes, scores, 0.5, method).tolist()
+    twins = np.array([[0, 0, 50, 50], [1, 1, 50, 50], [100, 100, 150, 150]], dtype=float)
+    assert flow.nms_ties_by_index(twins, np.array([1.0, 1.0, 0.9]), 0.7, "Min").tolist() == \
+        [1, 2]
+    assert flow.nms_ties_by_index(np.empty((0, 4)), np.empty(0), 0.7, "Min").tolist() == []

@@ -34,6 +34,7 @@ __all__ = [
     "eye_distance",
     "face_detector",
     "motion_px",
+    "nms_ties_by_index",
     "flow_differences",
     "flow_map",
     "flow_to_map",
@@ -174,14 +175,48 @@ _DETECTOR_LOCK = threading.Lock()
 
 
 def face_detector():
-    """The process-wide MTCNN (select_largest=True, post_process=False, CPU), made once."""
+    """The process-wide MTCNN (select_largest=True, post_process=False, CPU), made once, with
+    its last non-maximum suppression breaking score ties by index (:func:`nms_ties_by_index`)."""
     global _DETECTOR
     with _DETECTOR_LOCK:
         if _DETECTOR is None:
             from facenet_pytorch import MTCNN
+            from facenet_pytorch.models.utils import detect_face
 
+            # facenet-pytorch's output-stage NMS orders the scores with np.argsort, whose order
+            # of equal scores (ONet's probabilities saturate at 1.0) follows NumPy's sort
+            # kernel: AVX-512 and SSE CPUs kept other boxes for 5 of the release's faces
+            # (corrected mode, up to 61 px apart). The same greedy rule with ties broken by
+            # index keeps the same box on every CPU.
+            detect_face.nms_numpy = nms_ties_by_index
             _DETECTOR = MTCNN(select_largest=True, post_process=False, device="cpu")
         return _DETECTOR
+
+
+def nms_ties_by_index(boxes: np.ndarray, scores: np.ndarray, threshold: float,
+                      method: str) -> np.ndarray:
+    """Greedy non-maximum suppression, the rule of MTCNN's output stage: take the box of the
+    highest score (of equal scores, the one listed last), drop every box whose overlap with it
+    is above ``threshold`` (intersection over the smaller box for ``"Min"``, over the union
+    otherwise; pixel-inclusive widths, ``x2 - x1 + 1``), repeat. The order is a stable sort,
+    so the result is the same on every CPU. Returns the kept indices in the order taken."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return np.empty((0,), dtype=np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(np.asarray(scores), kind="stable")[::-1]  # ties: last listed first
+    kept = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        kept.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        base = np.minimum(area[i], area[rest]) if method == "Min" else \
+            area[i] + area[rest] - inter
+        order = rest[inter / base <= threshold]
+    return np.asarray(kept, dtype=np.int64)
 
 
 def _to_rgb(image: np.ndarray, name: str) -> np.ndarray:

@@ -46,6 +46,11 @@ FALLBACK_LANDMARKS = np.array([[9.528073, 11.062551], [21.396168, 10.919773],
 MOSAIC_ORDER = (0, 1, 3, 4)  # left eye, right eye, mouth left, mouth right
 
 
+# Landmarks cached before MTCNN's output NMS broke score ties by index (flow.face_detector)
+# have keys without this suffix, so they are found again rather than reused.
+CACHE_SALT = "-ties-by-index"
+
+
 def cache_dir() -> Path:
     """``$HTNET_CACHE``, else ``~/.cache/htnetlib``."""
     return Path(os.environ.get("HTNET_CACHE") or Path.home() / ".cache" / "htnetlib")
@@ -160,7 +165,7 @@ def find_landmarks(data: Composite, mode: str = "official", *, cache: bool = Tru
         from tqdm.auto import tqdm
         paths = tqdm(paths, desc=f"MTCNN ({mode})", unit="face")
     for path in paths:
-        key = hashlib.sha256(path.read_bytes()).hexdigest()
+        key = f"{hashlib.sha256(path.read_bytes()).hexdigest()}{CACHE_SALT}"
         if key not in known:
             lm = image_landmarks(read_image(path), mode)
             known[key] = {"points": lm.points[0].tolist() if lm.found[0] else None,

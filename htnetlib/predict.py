@@ -49,20 +49,9 @@ ROIs of :func:`htnetlib.data.flow.roi_boxes`, landmarks found by MTCNN on the ap
 A release-style map carries no size, so ``--flow`` answers have ``motion_px`` null.
 
 **The answer** (:meth:`Model.answer`, and ``htnet predict --json``, one object per item):
-
-    label          class name, or null: no motion found (or, in a batch, the item failed)
-    probabilities  {class: p}: softmax(logits / T), T of the folder's calibration.json
-                   (:func:`calibrate`), else the softmax, NOT calibrated; meaningless if label null
-    calibrated     whether calibration.json exists; temperature: its T (else null);
-                   probabilities_uncalibrated: the softmax, whose argmax is the label
-    no_motion      motion_px below the threshold (and no --force); forced: --force was given
-    motion_px      mean flow magnitude in px at the 224x224 face; motion_threshold_px: the
-                   flow method's threshold; flow_method: tvl1, farneback or dis (null: --flow)
-    seconds        wall time of this prediction, from reading the files to the softmax
-    model          {path, profile, seed, data_fingerprint, sha256 (of model.safetensors)}
-    input, files   pair, flow or sequence, and the files read; sequences: apex_frame
-                   {index, file, frames}; landmarks_found (null for regions=whole)
-    error          (batches only) null, or the item's one-line error
+a dict; ``htnet predict --help`` lists every key and what it holds
+(:data:`htnetlib.cli.predict.ANSWER_KEYS`). ``regions_from`` (:data:`REGIONS_FROM`) says whether
+the four regions were placed by MTCNN's landmarks or, where it found no face, by fixed ones.
 
 Errors a user can cause are one line: :class:`htnetlib.errors.DataError` for a bad file, image or
 model folder (naming it), :class:`htnetlib.config.ConfigError` for bad settings.
@@ -526,6 +515,10 @@ def _is_batch(frames) -> bool:
                                                  and frames.ndim == 4)
 
 
+# the answer's regions_from, by landmarks_found (True, False, None: regions=whole)
+REGIONS_FROM = {True: "landmarks", False: "fixed fallback", None: "whole map"}
+
+
 def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, force: bool,
                 seconds: float, **where) -> dict:
     """The answer dict of the module docstring from :meth:`Model.predict`'s probabilities and
@@ -539,7 +532,8 @@ def make_answer(model: Model, probs, maps: dict, *, flow_method: str | None, for
            "motion_px": None if motion is None else round(float(motion), 4),
            "flow_method": flow_method if motion is not None else None,
            "seconds": round(float(seconds), 4), "model": model.identity, **where,
-           "landmarks_found": maps.get("landmarks_found")}
+           "landmarks_found": maps.get("landmarks_found"),
+           "regions_from": REGIONS_FROM[maps.get("landmarks_found")]}
 
 
 def _read_meta(path: Path) -> dict:

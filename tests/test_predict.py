@@ -387,7 +387,7 @@ def test_htnet_predict_through_cli_main(smoke_dir, bad_files, pair_files, capsys
 ANSWER_TYPES = {"label": (str, type(None)), "probabilities": dict, "calibrated": bool,
                 "no_motion": bool, "forced": bool, "motion_px": float,
                 "motion_threshold_px": float, "flow_method": str, "seconds": float,
-                "model": dict, "input": str, "files": dict}
+                "model": dict, "input": str, "files": dict, "regions_from": str}
 MODEL_TYPES = {"path": str, "profile": str, "seed": int, "data_fingerprint": str, "sha256": str}
 
 
@@ -397,6 +397,7 @@ def check_answer(answer: dict, model_dir: Path) -> None:
     for key, kind in ANSWER_TYPES.items():
         assert isinstance(answer[key], kind), (key, answer[key])
     assert list(answer["probabilities"]) == list(LABELS.values())
+    assert answer["regions_from"] == predict.REGIONS_FROM[answer["landmarks_found"]]
     assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert answer["calibrated"] is False
     for key, kind in MODEL_TYPES.items():
@@ -572,3 +573,58 @@ def test_a_cpu_model_predicts_a_pair_in_under_a_second(synthetic, tmp_path, meth
     assert np.median(times) < limit
 
 
+
+
+# --------------------------------------------------------------------------- help and examples
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+COMMITTED = sorted((ROOT / "results" / "models").glob("cpu-s0-*"))
+
+
+def test_help_lists_every_key_of_an_answer(smoke_dir, hand_pairs, tmp_path, capsys):
+    onset, apex = hand_pairs["moving"]
+    keys = set(Model.load(smoke_dir).answer(onset, apex)) | {"apex_frame", "error", "item"}
+    assert keys == set(cli_predict.ANSWER_KEYS)
+    from htnetlib import cli
+
+    try:
+        cli.main(["predict", "--help"])
+    except SystemExit:
+        pass
+    shown = capsys.readouterr().out.split("JSON keys", 1)[1]
+    listed = [line.split()[0] for line in shown.splitlines()[1:] if line[2:3].strip()]
+    assert listed == list(cli_predict.ANSWER_KEYS)
+
+
+def test_a_fallback_answer_says_where_the_regions_come_from(smoke_model, hand_pairs, capsys):
+    onset, apex = hand_pairs["moving"]
+    answer = smoke_model.answer(onset, apex)
+    for found, words in predict.REGIONS_FROM.items():
+        cli_predict.print_answer({**answer, "landmarks_found": found, "regions_from": words})
+        out = capsys.readouterr().out
+        assert (cli_predict.FALLBACK_NOTE in out) == (words == "fixed fallback")
+    assert "fixed fallback landmarks" in cli_predict.FALLBACK_NOTE
+
+
+def test_the_example_frames_are_the_synthetic_astronaut_pair():
+    """examples/onset.png and apex.png: the public-domain astronaut face of scikit-image and
+    the same face moved by a synthetic surprise (htnetlib.data.synthetic.make_pair)."""
+    pair = syn.make_pair(2, amplitude=1.5, seed=0, noise=1.0)
+    for name, image in (("onset", pair.onset), ("apex", pair.apex)):
+        np.testing.assert_array_equal(cv2.imread(str(EXAMPLES / f"{name}.png")), bgr(image))
+    assert "--onset examples/onset.png --apex examples/apex.png" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed cpu model in results/models/")
+def test_the_committed_model_predicts_the_example_frames(capsys):
+    """The README's command on the shipped frames: a class, with where its regions came from."""
+    args = ["predict", "--model", str(COMMITTED[0]), "--onset", str(EXAMPLES / "onset.png"),
+            "--apex", str(EXAMPLES / "apex.png")]
+    code, out, _ = htnet(args + ["--json"], capsys)
+    answer = json.loads(out)
+    assert code == 0 and answer["label"] in LABELS.values() and not answer["no_motion"]
+    assert answer["regions_from"] in ("landmarks", "fixed fallback")
+    code, out, _ = htnet(args, capsys)
+    assert code == 0 and f"prediction: {answer['label']}" in out
+    assert (cli_predict.FALLBACK_NOTE in out) == (answer["regions_from"] == "fixed fallback")

@@ -39,6 +39,48 @@ example:
 The folder holds model.safetensors, model.json and MODEL_CARD.md (data, configuration, the
 stored honest LOSO score of that configuration, intended use and limits)."""
 
+# every key of an answer, as make_answer orders them, and what it holds
+ANSWER_KEYS = {
+    "label": "class name, or null: no motion found (in a batch also: the item failed)",
+    "probabilities": "{class: p}: softmax(logits / T) with the folder's calibration.json "
+                     "(htnet calibrate), else the network's softmax, not calibrated; "
+                     "listed but meaningless where label is null",
+    "calibrated": "whether a calibration.json temperature was applied",
+    "temperature": "that temperature T, or null",
+    "probabilities_uncalibrated": "the network's softmax; the label is its argmax",
+    "no_motion": "motion_px below the threshold (and no --force)",
+    "forced": "whether --force was given",
+    "motion_threshold_px": "the flow method's no-motion threshold (null for --flow)",
+    "motion_px": "mean flow magnitude in px at the 224x224 face, eye and mouth regions "
+                 "(null for --flow: a map holds no size)",
+    "flow_method": "tvl1, farneback or dis (null for --flow)",
+    "seconds": "wall time of this prediction, from reading the files to the softmax",
+    "model": "{path, profile, seed, data_fingerprint, sha256 (of model.safetensors)}",
+    "input": "pair, flow or sequence",
+    "files": "the files read",
+    "apex_frame": "sequences only: the spotted apex {index, file, frames}",
+    "landmarks_found": "whether MTCNN found a face for the landmarks on the apex face (null "
+                       "for a regions=whole model)",
+    "regions_from": "where the four regions come from: 'landmarks' (MTCNN's, on this apex "
+                    "face), 'fixed fallback' (no face found: the official code's fixed "
+                    "landmarks of an average 28x28 face, as in training, so the crops need "
+                    "not lie on this face's eyes and mouth) or 'whole map' (regions=whole)",
+    "error": "batches only: null, or the item's one-line error (the others still run)",
+    "item": "batches only: the item's name (the CSV row's onset -> apex, or the subfolder)",
+}
+
+
+def keys_help(width: int = 94) -> str:
+    """Every key of :data:`ANSWER_KEYS` with what it holds, wrapped for ``--help``."""
+    import textwrap
+
+    lines = []
+    for key, what in ANSWER_KEYS.items():
+        lines += textwrap.wrap(what, width, initial_indent=f"  {key:27s}",
+                               subsequent_indent=" " * 29)
+    return "\n".join(lines)
+
+
 PREDICT_EXAMPLE = """\
 examples:
   htnet predict --model M --onset onset.png --apex apex.png
@@ -49,10 +91,16 @@ examples:
 Below the flow method's motion threshold (motion_px: mean flow in px at the 224x224 face, eye
 and mouth regions) the answer is "no motion" (label null) unless --force. The probabilities
 are the network's softmax, not calibrated, unless the model folder holds calibration.json
-(htnet calibrate): then softmax(logits / T). JSON keys: label, probabilities, calibrated,
-temperature, probabilities_uncalibrated, no_motion, forced, motion_px, motion_threshold_px,
-flow_method, seconds, model {path, profile, seed, data_fingerprint, sha256}, input, files
-(see htnetlib/predict.py)."""
+(htnet calibrate): then softmax(logits / T). Where MTCNN finds no face on the apex face, the
+four regions come from fixed fallback landmarks (regions_from), as in training.
+JSON keys (--json; one object per item):
+""" + keys_help()
+
+FALLBACK_NOTE = ("note: regions from fixed fallback landmarks: MTCNN found no face on the apex "
+                 "face, so the four regions (eyes, mouth corners) were cropped where the "
+                 "official code puts them on an average 28x28 face, as in training, not at this "
+                 "face's own eyes and mouth (regions_from: fixed fallback)")
+
 
 CALIBRATE_EXAMPLE = """\
 example:
@@ -282,9 +330,8 @@ def print_answer(out: dict) -> None:
     if "apex_frame" in out:
         a = out["apex_frame"]
         print(f"apex: {Path(a['file']).name}, frame {a['index'] + 1} of {a['frames']}")
-    if out["landmarks_found"] is False:
-        print("note: MTCNN found no face for the landmarks; the fixed fallback landmarks were "
-              "used, as in training")
+    if out["regions_from"] == "fixed fallback":
+        print(FALLBACK_NOTE)
     if out["no_motion"]:
         print(f"prediction: no motion found ({out['motion_px']:.3f} px moved in the eye and "
               f"mouth regions, below {out['motion_threshold_px']} px for {out['flow_method']}; "
@@ -357,7 +404,7 @@ def run_batch(model, kind: str, args) -> int:
                    "forced": bool(args.force), "motion_px": None, "motion_threshold_px": None,
                    "flow_method": args.flow_method, "seconds": None, "model": model.identity,
                    "input": item_kind, "files": {k: str(v) for k, v in inputs.items()},
-                   "landmarks_found": None, "error": " ".join(str(exc).split())}
+                   "landmarks_found": None, "regions_from": None, "error": " ".join(str(exc).split())}
         out["item"] = name
         answers.append(out)
         if args.json:

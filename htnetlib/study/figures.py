@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import ROOT, atomic_write
+from ..training.store import SMOKE_RESULTS
 from .tables import markdown
 
 RESULTS_ENV = "HTNET_RESULTS_DIR"  # where a test session sends every output instead
@@ -22,7 +23,7 @@ def stored_dir(value) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-SMOKE_OUTPUTS = ROOT / "results" / "notebooks" / "smoke" / "results"  # git-ignored
+SMOKE_OUTPUTS = SMOKE_RESULTS  # git-ignored; smoke runs go there too (training.store.smoke_folder)
 
 
 def results_dir(value, profile: str | None = None) -> Path:

@@ -14,7 +14,7 @@ from ..data import DATASET_NAMES
 from ..evaluation import metrics
 from ..evaluation.selection import RULES, SEED_RULES, honest_rule, oracle_rule
 from ..training.nested import nested_complete, nested_predictions
-from ..training.store import Run, data_fingerprint, is_complete, load_run, run_id
+from ..training.store import Run, data_fingerprint, is_complete, load_run, run_id, smoke_folder
 from ..training.loso import run_loso
 from .experiments import TABLE2, table2_config, table2_seeds
 
@@ -105,7 +105,7 @@ def stored_run(data, config: Config, seed: int, profile: str, runs_dir,
     """The finished run of ``config`` and ``seed`` under ``runs_dir``, or None; never trains
     (``fingerprint``: :func:`data_fingerprint` of ``data``, if already computed)."""
     rid = run_id(config, seed, fingerprint or data_fingerprint(data), profile)
-    path = Path(runs_dir) / rid
+    path = smoke_folder(runs_dir, profile) / rid
     return load_run(path) if is_complete(path) else None
 
 

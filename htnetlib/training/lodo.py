@@ -16,7 +16,7 @@ from .jobs import JobArrays, produce
 from .nested import inner_trainer
 from .store import (LODO, RUN_FILES, check_training_allowed, data_fingerprint, hash_id,
                     is_complete, joined_probabilities, load_stored, model_tag, read_fold,
-                    record, reusable)
+                    record, reusable, smoke_folder)
 
 
 LODO_DATASETS = ("smic", "casme2", "samm")
@@ -56,7 +56,8 @@ def run_lodo(data: Composite, config: Config, *, seed: int = 0,
     config.check()
     seed = check_seed(seed)
     fingerprint = data_fingerprint(data)
-    out = Path(store_dir) / lodo_id(config, seed, fingerprint, profile)
+    store_dir = smoke_folder(store_dir, profile)  # smoke results: the git-ignored smoke folder
+    out = store_dir / lodo_id(config, seed, fingerprint, profile)
     if reusable(out, LODO, retrain):
         return out
     if retrain or not is_complete(out, LODO):

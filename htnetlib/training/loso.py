@@ -20,7 +20,7 @@ from ..io import atomic_write, read_json, write_json
 from . import trainer as trainer_mod
 from .fold import fold_seed, later_fields, pick_device
 from .jobs import JobArrays, produce
-from .store import (RUN, check_training_allowed, data_fingerprint, is_complete,
+from .store import (RUN, smoke_folder, check_training_allowed, data_fingerprint, is_complete,
                     joined_probabilities, read_fold, record, reusable, run_id, train_command)
 
 
@@ -68,7 +68,8 @@ def run_loso(data: Composite, config: Config, *, seed: int = 0, runs_dir: Path |
                           "; train with --trainer loop")
     fingerprint = data_fingerprint(data)
     rid = run_id(config, seed, fingerprint, profile)
-    run_dir = Path(runs_dir) / rid
+    runs_dir = smoke_folder(runs_dir, profile)  # smoke runs: the git-ignored smoke folder
+    run_dir = runs_dir / rid
     if reusable(run_dir, RUN, retrain):
         return run_dir  # a finished run is read without taking the lock
     if retrain or not is_complete(run_dir):

@@ -58,7 +58,7 @@ import pandas as pd
 from ..config import LATER_FIELDS, PROFILES, Config, FoldResult, is_user_model, profile_config
 from ..data import Composite
 from ..errors import RunError, StoreWarning, TrainingError, one_line
-from ..io import atomic_write, provenance, read_json, read_npz
+from ..io import ROOT, atomic_write, provenance, read_json, read_npz
 
 
 # --------------------------------------------------------------------------- kinds and ids
@@ -109,6 +109,25 @@ INNER = Kind("inner store", ("config.json", "epochs.npz"), ("n_fits",), job_dir=
 # have no other marker: those two keys are the marker.
 LODO = Kind("leave-one-dataset-out result", RUN_FILES, ("lodo_id", "n_samples"),
             tuple(PREDICTION_COLUMNS[:5]))
+
+
+# Where smoke-profile results aimed at the repository's own results/ go instead: the git-ignored
+# smoke folder (.gitignore: results/notebooks/smoke/), beside a smoke run's figures and tables
+# (htnetlib.study.figures.results_dir), so a smoke run leaves no untracked file behind.
+SMOKE_RESULTS = ROOT / "results" / "notebooks" / "smoke" / "results"
+
+
+def smoke_folder(folder: Path | str, profile: str | None) -> Path:
+    """``folder``, or for the ``smoke`` profile a folder inside the repository's ``results/``
+    (``results/runs``, ``results/tables/lodo``) moved to the same place under
+    :data:`SMOKE_RESULTS`; every run and result of the store is found and written through it."""
+    path = Path(folder)
+    if profile != "smoke":
+        return path
+    where, results = path.resolve(), (ROOT / "results").resolve()
+    if where.is_relative_to(SMOKE_RESULTS.resolve()) or not where.is_relative_to(results):
+        return path
+    return SMOKE_RESULTS / where.relative_to(results)
 
 
 def hash_id(prefix: str, payload: dict) -> str:

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "htnetlib"
 MAX_LINES = 600
 MAX_NOTEBOOK_CELL_LINES = 15
+# the walkthrough notebooks 01-04 compute each idea in plain code before calling the library
+# (issue 35): a hand computation with its check against the library needs up to 25 lines
+MAX_TEACHING_CELL_LINES, TEACHING_NOTEBOOKS = 25, ("01_", "02_", "03_", "04_")
 
 # The layer of each module, by its dotted name's first part below htnetlib (a prefix match).
 LAYERS = {"htnetlib.config": 1, "htnetlib.paper": 1, "htnetlib.errors": 1, "htnetlib.io": 1,
@@ -305,15 +308,18 @@ def test_version():
 
 
 def test_notebook_code_cells_are_short():
-    rule = f"no notebook code cell is longer than {MAX_NOTEBOOK_CELL_LINES} lines"
+    rule = (f"no notebook code cell is longer than {MAX_NOTEBOOK_CELL_LINES} lines "
+            f"({MAX_TEACHING_CELL_LINES} in the walkthrough notebooks 01-04)")
     problems = []
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        limit = (MAX_TEACHING_CELL_LINES if path.name.startswith(TEACHING_NOTEBOOKS)
+                 else MAX_NOTEBOOK_CELL_LINES)
         for i, cell in enumerate(cells):
             source = cell.get("source", "")
             text = "".join(source) if isinstance(source, list) else source
             n = len(text.rstrip("\n").splitlines())
-            if cell.get("cell_type") == "code" and n > MAX_NOTEBOOK_CELL_LINES:
+            if cell.get("cell_type") == "code" and n > limit:
                 problems.append(f"{path.relative_to(ROOT).as_posix()}: cell {i} has {n} lines: "
-                                f"{rule}")
+                                f"no code cell of this notebook is longer than {limit} lines")
     report(problems, rule)

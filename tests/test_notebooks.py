@@ -128,8 +128,9 @@ def test_only_declared_parameters_are_passed():
 
 
 def test_code_cells_are_library_calls():
-    """No code cell of a notebook is longer than 15 lines, and none reaches for a private name
-    (``module._name``) of the library: what a notebook shows comes from htnetlib.study."""
+    """No code cell of a notebook is longer than 15 lines (25 in the walkthrough notebooks
+    01-04, whose teaching cells compute an idea by hand and check it against the library,
+    issue 35), and none reaches for a private name (``module._name``) of the library."""
     import re
 
     for nb in ALL:
@@ -137,7 +138,9 @@ def test_code_cells_are_library_calls():
             if c["cell_type"] != "code":
                 continue
             source = "".join(c["source"])
-            assert len(source.splitlines()) <= 15, f"{nb.name}: cell {i} has more than 15 lines"
+            limit = 25 if nb.name[:2] <= "04" else 15
+            assert len(source.splitlines()) <= limit, \
+                f"{nb.name}: cell {i} has more than {limit} lines"
             assert not re.search(r"\b[a-z_]\w*\._\w", source), f"{nb.name}: cell {i}, a private name"
 
 

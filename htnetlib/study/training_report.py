@@ -10,7 +10,7 @@ import pandas as pd
 from .. import paper
 from ..config import PROFILES
 from ..data import DATASET_NAMES, LABELS
-from ..evaluation import metrics, selection
+from ..evaluation import metrics
 from ..training.store import Run
 from .tables import other_profiles, stored_run
 
@@ -92,42 +92,6 @@ def profiles_figure(shown: dict[str, Run]):
     ax.legend(fontsize=7.5)
     fig.tight_layout()
     return fig
-
-
-def cross_subject_note(run: Run) -> str:
-    """The single best stopping epoch (a global oracle) beside notebook 12's cross-subject rule,
-    which never reads a held-out subject's labels yet lands on the same epoch for most subjects."""
-    p = run.predictions
-    pred, y, subj = run.epochs["pred"], p["label"].to_numpy(), p["subject"].to_numpy()
-    glob = selection.pooled_best_epoch(pred, y)
-    cross = selection.cross_subject_epochs(pred, y, subj)
-    same = sum(e == glob for e in cross.values())
-    score = metrics.uf1(y, selection.at_epochs(pred, subj, cross))
-    return (f"The single best stopping epoch, {run.epochs['epoch'][glob]}, is a **global oracle**: "
-            f"it is chosen with every subject's test labels pooled, so it leaks. Notebook 12's "
-            f"*cross-subject* rule chooses, for each held-out subject, the epoch best on the "
-            f"*other* subjects' held-out predictions; it never reads that subject's labels, but "
-            f"here it lands on the same epoch for {same} of {len(cross)} subjects and scores "
-            f"{score:.4f}. Its other folds' models were trained on the held-out subject, so it is "
-            "not confined to the fold's own training data: a cheap stand-in that sits next to a "
-            "pooled leak. Notebook 12's reference is nested selection, which chooses inside each "
-            "fold's training subjects only.")
-
-
-def findings_04(profiles: pd.DataFrame, uf1_curve: np.ndarray, profile: str, seed: int) -> str:
-    """Notebook 04's "What we found" text (the LOSO training of section 4.2)."""
-    t = profiles.set_index(["profile", "protocol"])["Full UF1"]
-    found = (f"One LOSO run of the **{profile}** profile (seed {seed}) scores a composite UF1 "
-             f"of {t[profile, 'honest']:.3f} when every fold stops at its final epoch (honest) "
-             f"and {t[profile, 'oracle']:.3f} when each held-out subject keeps its best epoch by "
-             f"its own test labels (oracle, the official protocol). Stopping every fold at the "
-             f"single best epoch, chosen with the pooled test labels (a global oracle, leaky), "
-             f"would give {uf1_curve.max():.3f}: the oracle's lead comes from choosing per subject, not from a better schedule.")
-    for other in dict.fromkeys(profiles["profile"]):
-        if other != profile:
-            found += (f" The **{other}** profile's stored run gives {t[other, 'honest']:.3f} "
-                      f"honest and {t[other, 'oracle']:.3f} oracle on the same folds.")
-    return found
 
 
 # --- notebook 05: Table 2 and Figure 7 ------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The walkthrough notebooks 01-03: optical flow and strain, apex spotting, the four facial
-regions and the model's size, as figures, tables and findings (paper sections 3.1-3.3, 4.2)."""
+"""The walkthrough notebooks 01-02: optical flow and strain, apex spotting and the four facial
+regions, as figures and tables (paper sections 3.1, 4.2); the notebooks compute each idea by
+hand beside these and build their findings from the values."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ def endpoint_error(a, b, mask=None) -> float:
 
 
 def endpoint_table(pair) -> pd.DataFrame:
-    """Endpoint error and speed found per flow method (section 3.1's flow, synthetic)."""
+    """Per flow method (section 3.1's flow, synthetic): the median endpoint error on a smooth
+    random field of up to 2 px over the whole face and on the action-unit areas of ``pair``
+    (true motion above 0.5 px), and the speed found there (mean estimated speed over mean true
+    speed: 1 finds all the motion, below 1 underestimates it)."""
     moving = np.linalg.norm(pair.flow, axis=-1) > 0.5
     face = synthetic.astronaut_face()
     field = synthetic.random_smooth_field(224, max_disp=2.0, seed=0)
@@ -70,9 +74,12 @@ def endpoint_table(pair) -> pd.DataFrame:
         r = flow.optical_flow(gray(face), gray(moved), method=method)
         speed = (np.linalg.norm(f[moving], axis=-1).mean()
                  / np.linalg.norm(pair.flow[moving], axis=-1).mean())
-        rows.append({"method": method, "EPE, smooth field <= 2 px": endpoint_error(r, field),
-                     "EPE, action-unit areas": endpoint_error(f, pair.flow, moving),
-                     "speed found / true there": speed})
+        rows.append({"method": method,
+                     "median endpoint error (px), smooth field up to 2 px":
+                         endpoint_error(r, field),
+                     "median endpoint error (px), action-unit areas":
+                         endpoint_error(f, pair.flow, moving),
+                     "speed found (estimated / true mean speed), action-unit areas": speed})
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -175,15 +182,15 @@ def apex_hits(landmarks) -> pd.DataFrame:
             asym: [synthetic.make_sequence(s % 3, n_frames=24 + s % 7, seed=200 + s,
                                            profile="asymmetric", amplitude=3.0)
                    for s in range(12)]}
-    rows = []
+    rows = []  # one row per sequence set and spotter; "sequences": how many in the set
     for name, seqs in sets.items():
         for method in flow.APEX_METHODS:
             err = np.array([abs(flow.spot_apex([gray(f) for f in s.frames], landmarks,
                                                method=method) - s.apex) for s in seqs])
-            rows.append({"sequences": name, "spotter": method,
+            rows.append({"sequence set": name, "spotter": method,
                          "within 1 frame": int((err <= 1).sum()),
-                         "within 2 frames": int((err <= 2).sum()), "of": len(seqs)})
-    return pd.DataFrame(rows).set_index(["sequences", "spotter"])
+                         "within 2 frames": int((err <= 2).sum()), "sequences": len(seqs)})
+    return pd.DataFrame(rows).set_index(["sequence set", "spotter"])
 
 
 RELEASE_CHANNELS = {"u": 2, "v": 1, "strain": 0}  # positions in the array OpenCV reads
@@ -220,39 +227,6 @@ def map_levels(data) -> pd.DataFrame:
     summary = pd.DataFrame({name: np.median(data.flows[..., ch].reshape(len(t), -1), axis=1)
                             for name, ch in RELEASE_CHANNELS.items()})
     return summary.groupby(t.dataset.map(DATASET_NAMES)).agg(["mean", "min", "max"])
-
-
-def findings_01(endpoint, scale_table, levels, hits, spot: dict) -> str:
-    """Notebook 01's "What we found" text (section 3.1's flow and strain, 4.2's apex spotting)."""
-    fb, dis = endpoint.loc["farneback"], endpoint.loc["dis"]
-    zero = scale_table["zero lands at"]
-    is_strain = zero.index.get_level_values("channel").str.startswith("strain")
-    med = {c: (levels[c]["min"].min(), levels[c]["max"].max()) for c in ("u", "v")}
-    spot_ = lambda s, m, w: f"{hits.loc[(s, m), w]} of {hits.loc[(s, m), 'of']}"  # noqa: E731
-    sym, asym = APEX_SETS
-    seq, diff, spotted = spot["seq"], spot["diff"], spot["spotted"]
-    return (
-        f"Farneback flow (OpenCV, with this library's parameters: the paper names the method but gives none) recovers a random smooth field of up "
-        f"to 2 px with a median endpoint error of {fb.iloc[0]:.3f} px (DIS {dis.iloc[0]:.3f} "
-        f"px); on the small action-unit areas it errs by {fb.iloc[1]:.3f} px (DIS "
-        f"{dis.iloc[1]:.3f} px) and finds {fb.iloc[2]:.0%} of the true speed there (DIS "
-        f"{dis.iloc[2]:.0%}): its window smooths small motions away. Each 28x28 channel is "
-        f"min-max stretched on its own, so zero motion is not mid-grey 128: in the three "
-        f"synthetic maps it lands anywhere from {zero[~is_strain].min():.0f} to "
-        f"{zero[~is_strain].max():.0f} in u and v, and at {round(zero[is_strain].max())} in "
-        f"strain. In the release, the median pixel of a map (roughly the still face's level) "
-        f"ranges over {med['u'][0]:.0f}-{med['u'][1]:.0f} in u and "
-        f"{med['v'][0]:.0f}-{med['v'][1]:.0f} in v across samples. D&C-RoIs keeps the half "
-        f"with the larger mean difference, so it need not pick the largest difference: on the "
-        f"surprise sequence above it spots frame {spotted} (true apex {seq.apex}) while the "
-        f"largest LBP difference is at frame {np.argmax(diff)}. Apex spotting, within 1 frame: "
-        f"on 12 symmetric 1.5 px sequences D&C-RoIs (`lbp`) hits "
-        f"{spot_(sym, 'lbp', 'within 1 frame')} and the flow-magnitude spotter "
-        f"{spot_(sym, 'flow', 'within 1 frame')} (within 2 frames "
-        f"{spot_(sym, 'lbp', 'within 2 frames')} and {spot_(sym, 'flow', 'within 2 frames')}); "
-        f"on 12 asymmetric 3 px sequences `lbp` hits {spot_(asym, 'lbp', 'within 1 frame')} "
-        f"and `flow` {spot_(asym, 'flow', 'within 1 frame')} (within 2 frames "
-        f"{spot_(asym, 'lbp', 'within 2 frames')} and {spot_(asym, 'flow', 'within 2 frames')}).")
 
 
 # --- notebook 02: the four facial regions ---------------------------------------------------
@@ -395,104 +369,3 @@ def region_examples_figure(data, centres: dict):
     fig.legend(handles=region_legend(), loc="outside lower center", ncol=4, fontsize=8,
                title="region")
     return fig
-
-
-def findings_02(full, small, by_ds, size: dict, lm: dict, centres: dict) -> str:
-    """Notebook 02's "What we found" text (the region cropping of sections 3.1 and 4.2)."""
-    n = int(by_ds.loc["all", "samples"])
-    off, cor = (by_ds.filter(like=mode).iloc[:, 0] for mode in ("official", "corrected"))
-    layouts = len(np.unique(centres["official"][~lm["official"].found], axis=0))
-    eyes = {mode: centres[mode][:, :2] for mode in centres}  # (row, col) of the two eye crops
-    left, top = (eyes["official"][..., 1] < 14).mean(), (eyes["corrected"][..., 0] < 14).mean()
-    per_ds = lambda s: ", ".join(f"{d} {s[d]} of {by_ds.samples[d]}"  # noqa: E731
-                                 for d in by_ds.index[:-1])
-    return (
-        f"MTCNN finds the astronaut's face at 224x224 ({bool(full.found[0])}) but not when "
-        f"shown it at 28x28 ({bool(small.found[0])}), as the official code does. On the "
-        f"composite release's {n} apex images, the official mode (MTCNN on the image shrunk to "
-        f"{size['official']}) finds no face in {off['all']} ({off['all'] / n:.0%}; "
-        f"{per_ds(off)}); those samples share {layouts} crop layout, the fixed fallback "
-        f"landmarks. The corrected mode (MTCNN on the {size['corrected']} image) finds no face "
-        f"in {cor['all']} ({cor['all'] / n:.0%}; {per_ds(cor)}). Reading landmark x as the "
-        f"row, the official mode centres {left:.0%} of its eye crops in the left half of the "
-        f"map, where the corrected mode centres {top:.0%} of its eye crops in the top half.")
-
-
-# --- notebook 03: the model -----------------------------------------------------------------
-
-def findings_03(paper_model, paper_cfg, profile_model, profile: str, table5_params) -> str:
-    """Notebook 03's "What we found" text (sections 3.2-3.3 and Table 5's parameter column)."""
-    from ..model import architecture, count_parameters
-
-    paper_levels = architecture(paper_model, paper_cfg.image_size)
-    n_paper, n_profile = count_parameters(paper_model), count_parameters(profile_model)
-    size_gap = max(abs(table5_params["Table 5 column"] / table5_params["float32 MiB"] - 1))
-    return (f"The paper's HTNet has {n_paper:,} parameters, "
-            f"{paper_levels[-1]['transformer parameters'] / n_paper:.0%} of "
-            f"them in the top level's {paper_levels[-1]['layers']} transformer layers. Every "
-            f"block at every level holds "
-            f"{', '.join(str(lv['tokens per block']) for lv in paper_levels)} "
-            "token(s), so its attention is a softmax over one key: the transformer layers mix "
-            "channels only; pixels are mixed within each patch by the patch embedding and "
-            "across neighbouring patches by the aggregation convolutions. Table "
-            f"5's \"#Params\" column is within {size_gap:.1%} "
-            "of the float32 size in MiB, not a parameter count. The "
-            f"{profile} profile's model has {n_profile:,} parameters "
-            f"({n_profile / n_paper:.2%} of the paper's).")
-
-
-def transformer_by_hand(model, x) -> pd.DataFrame:
-    """Eqs. 4-6 (section 3.2) step by step: the first transformer layer of the bottom level on
-    the patch tokens of ``x``, computed by hand, each step beside the model's own module."""
-    import torch
-    import torch.nn.functional as F
-    from einops import rearrange
-
-    transformer = model.layers[0][0]
-    (pre_a, pre_f) = transformer.layers[0]
-    attn, ff = pre_a.fn, pre_f.fn
-
-    def ln(norm, t):  # eq. 6: per token, over its channels: (t - mean) / sqrt(var + eps) g + b
-        mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
-        return (t - mu) / torch.sqrt(var + norm.eps) * norm.g.flatten() + norm.b.flatten()
-
-    def lin(conv, t):  # a 1x1 convolution is a linear map of each token's channels
-        w = conv.weight.flatten(1)
-        return t @ w.T + (conv.bias if conv.bias is not None else 0)
-
-    with torch.no_grad():
-        n = 2 ** (len(model.layers) - 1)  # blocks per side at the bottom level
-        emb = model.to_patch_embedding(x)  # (B, C, 4, 4): one token per 7x7 patch
-        blocks = rearrange(emb, "b c (n1 h) (n2 w) -> (b n1 n2) c h w", n1=n, n2=n)
-        h, w = blocks.shape[-2:]
-        z0 = blocks + transformer.pos_emb[: h * w].reshape(1, 1, h, w)  # + positional embedding
-        tok = rearrange(z0, "b c h w -> b (h w) c")  # (blocks, tokens, C)
-        y = ln(pre_a.norm, tok)
-        q, k, v = (rearrange(t, "b t (n d) -> b n t d", n=attn.heads)
-                   for t in lin(attn.to_qkv, y).chunk(3, dim=-1))
-        weights = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # (b, n, t, t)
-        msa = lin(attn.to_out[0], rearrange(weights @ v, "b n t d -> b t (n d)"))
-        z1 = tok + msa  # eq. 4, first residual
-        y2 = ln(pre_f.norm, z1)
-        hidden = F.gelu(lin(ff.net[0], y2))
-        z2 = z1 + lin(ff.net[3], hidden)  # eq. 4, second residual
-        own_z1 = z0 + pre_a(z0)
-        own_z2 = own_z1 + pre_f(own_z1)
-        back = lambda t: rearrange(t, "b (h w) c -> b c h w", h=h, w=w)  # noqa: E731
-        steps = [("patch embedding + positional embedding", "z0", z0, None),
-                 ("LayerNorm (eq. 6)", "LN(z0)", y, pre_a.norm(z0)),
-                 ("attention weights softmax(q k^T / sqrt(d)) (eq. 5)", "per head", weights,
-                  None),
-                 ("multi-head self-attention (eq. 5)", "MSA(LN(z0))", msa, pre_a(z0)),
-                 ("residual (eq. 4)", "z1 = z0 + MSA", z1, own_z1),
-                 ("feed-forward: linear, GELU, linear", "FFN(LN(z1))", z2 - z1,
-                  pre_f(own_z1)),
-                 ("residual (eq. 4): the layer's output", "z2 = z1 + FFN", z2, own_z2)]
-        rows = []
-        for step, formula, t, own in steps:
-            same = ("-" if own is None or t.dim() != 3 else  # float32 rounding allowed
-                    "yes" if torch.allclose(back(t), own, rtol=1e-5, atol=1e-4) else "no")
-            rows.append({"step": step, "formula": formula, "shape": tuple(t.shape),
-                         "values (min to max)": f"{float(t.min()):.3g} to {float(t.max()):.3g}",
-                         "equals the model's own step (float32 rounding)": same})
-    return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[notebooks,cluster,test]'
+	$(BIN)/pip install -q -e '.[notebooks,cluster,test,book]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -38,8 +38,10 @@ reproduce: venv
 lab: venv
 	$(BIN)/jupyter lab notebooks/
 
-# the committed notebooks, as executed, as a static site: open _build/book/index.html
+# the README, docs/ and the committed notebooks as executed, as a Jupyter Book (nothing is run;
+# seconds): open _build/book/index.html. Installs the book extra first where it is missing.
 book: venv
+	@$(BIN)/python -c "import jupyter_book, latex2mathml" 2>/dev/null || $(BIN)/pip install -q -e '.[book]'
 	$(BIN)/python -m htnetlib.cli.book --out _build/book
 
 clean-venv:

@@ -390,9 +390,18 @@ def test_ablation_tables_show_every_stored_grid_run(path):
 # --------------------------------------------------------------------------- 3. README
 
 
+def page_with(start: str) -> str:
+    """The text of the README or the docs page that holds the generated block ``start``."""
+    texts = [p.read_text() for p in readme.generated_pages(ROOT)]
+    found = [t for t in texts if start in t]
+    assert len(found) == 1, f"{len(found)} of the README and docs pages hold {start}"
+    return found[0]
+
+
 def readme_block(start: str, end: str) -> tuple[str, list[dict]]:
-    """The generated comment line and the markdown table's rows between ``start`` and ``end``."""
-    text = README.read_text()
+    """The generated comment line and the markdown table's rows between ``start`` and ``end``
+    (in the README or a docs page)."""
+    text = page_with(start)
     assert start in text and end in text, f"README lacks {start} ... {end}"
     lines = text.split(start, 1)[1].split(end, 1)[0].strip().splitlines()
     cells = [line.strip()[1:-1].split("|") for line in lines if line.startswith("|")]
@@ -518,3 +527,22 @@ def test_readme_headline_is_the_confirmed_number():
     assert primary["seeds"].split(",") == [str(s) for s in experiments.CONFIRM_SEEDS]
     assert f"**{float(primary['Full UF1']):.3f}**" in block and "confirmed on fresh seeds" in block
     assert text.index(readme.HEAD_START) < text.index("## Two commands")
+
+
+@pytest.mark.parametrize("start, make", [
+    (readme.CMP_START, readme.comparison_block), (readme.MODEL_START, readme.model_block),
+    (readme.FALL_START, readme.fallback_block)])
+def test_the_generated_prose_blocks_are_the_stored_numbers(start, make):
+    """The comparison with STSTNet's published score and logistic regression, the committed
+    model's honest score and the share of fallback landmarks are filled from results/, as
+    make reproduce fills them, in every page that holds them."""
+    end = start.replace(":start", ":end")
+    pages = [p for p in readme.generated_pages(ROOT) if start in p.read_text()]
+    assert pages, f"no page holds {start}"
+    for page in pages:
+        block = page.read_text().split(start, 1)[1].split(end, 1)[0]
+        expected = make(RESULTS, "cpu")
+        assert expected is not None, f"{start}: results/ lacks what it is made from"
+        if page.parent.name == "docs":
+            expected = expected.replace("](notebooks/", "](../notebooks/")
+        assert block.strip() == expected.strip(), page.name

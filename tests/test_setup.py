@@ -12,7 +12,8 @@ def names(requirements):
 
 
 EXTRAS = {"notebooks": {"jupyterlab", "papermill", "nbval", "seaborn", "ipykernel"},
-          "cluster": {"submitit"}, "test": {"pytest", "vit-pytorch"}}
+          "cluster": {"submitit"}, "test": {"pytest", "vit-pytorch"},
+          "book": {"jupyter-book", "latex2mathml"}}
 
 
 def environment_pip_lines() -> list[str]:
@@ -38,18 +39,18 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     # pinned versions agree too
     pins = lambda reqs: {r.replace(" ", "") for r in reqs if "==" in r}  # noqa: E731
     assert pins(pip_lines) == pins(deps)
-    assert installs == ["-e .[notebooks,cluster,test]"]
+    assert installs == ["-e .[notebooks,cluster,test,book]"]
 
 
 def test_the_core_install_needs_no_notebook_cluster_or_test_package():
     """jupyterlab, papermill, nbval, seaborn, ipykernel, submitit and pytest are extras; the
-    Makefile's venv installs all three extras, so make test, reproduce and lab have them."""
+    Makefile's venv installs every extra, so make test, reproduce, lab and book have them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = names(project["dependencies"])
     extras = {k: names(v) for k, v in project["optional-dependencies"].items()}
     assert extras == EXTRAS
     assert not core & set().union(*EXTRAS.values())
-    assert "pip install -q -e '.[notebooks,cluster,test]'" in (ROOT / "Makefile").read_text()
+    assert "pip install -q -e '.[notebooks,cluster,test,book]'" in (ROOT / "Makefile").read_text()
 
 
 def test_readme_commands_and_ci():
@@ -59,6 +60,19 @@ def test_readme_commands_and_ci():
     assert re.search(r"^reproduce:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "HTNET_DATA" in ci
+
+
+def test_the_readme_is_a_front_page():
+    """At most 200 lines: what the project is, the two commands, the honest headline and its
+    comparison, predicting on the shipped frames, where the rest lives (docs/*.md)."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for needed in ("<!-- headline:start -->", "<!-- comparison:start -->", "## Two commands",
+                   "--onset examples/onset.png --apex examples/apex.png", "<!-- model:start -->",
+                   "## Where the rest lives"):
+        assert needed in readme, needed
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
 
 
 def test_console_script_is_declared():

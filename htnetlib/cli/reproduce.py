@@ -30,7 +30,7 @@ from pathlib import Path
 from ..errors import EXIT_DATA, EXIT_PROBLEMS, EXIT_REFUSED, EXIT_RUNTIME, EXIT_USAGE
 from .common import OneLineParser, whole_number
 from ..io import ROOT
-from ..study.readme import update_readme
+from ..study.readme import generated_pages, update_pages, update_readme
 from .check import ARITHMETIC
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         if not run_one(nb, out, profile, args.retrain):
             return EXIT_RUNTIME
     print(f"{len(selected)} notebook(s) executed")
-    if profile == COMMITTED_PROFILE and update_readme(profile=profile):
-        print("README results table updated")
+    if profile == COMMITTED_PROFILE:
+        for page in update_pages(profile=profile):
+            print(f"{page.relative_to(ROOT)}: generated blocks updated")
     return 0
 
 
@@ -269,7 +270,7 @@ def run_one(nb: Path, out: Path, profile: str, retrain: bool) -> bool:
 
 def check(selected: list[Path], profile: str, retrain: bool, arithmetic: str) -> int:
     """``--check``: execute ``selected`` into a temporary folder (outputs through
-    ``$HTNET_RESULTS_DIR``, stored runs read from the repository, no cached landmarks), fill a copy of the README
+    ``$HTNET_RESULTS_DIR``, stored runs read from the repository, no cached landmarks), fill copies of the README and the docs pages
     from the committed results overlaid with the produced ones, and compare every produced
     file with the committed one (:func:`htnetlib.cli.check.compare`)."""
     import shutil
@@ -291,8 +292,11 @@ def check(selected: list[Path], profile: str, retrain: bool, arithmetic: str) ->
             shutil.copytree(ROOT / "results", merged)
             if (produced / "results").is_dir():
                 shutil.copytree(produced / "results", merged, dirs_exist_ok=True)
-            shutil.copy2(ROOT / "README.md", produced / "README.md")
-            update_readme(produced / "README.md", merged, profile)
+            for page in generated_pages(ROOT):  # the README and the docs pages
+                copy = produced / page.relative_to(ROOT)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(page, copy)
+                update_readme(copy, merged, profile)
         differences = compare(produced, ROOT)
     for line in differences:
         print(f"differs: {line}")

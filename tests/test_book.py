@@ -1,18 +1,20 @@
-"""The book (``make book``, htnetlib.study.book): the committed notebooks as a static site.
+"""The book (``make book``, htnetlib.study.book): the README, docs/ and the committed, executed
+notebooks as a Jupyter Book.
 
 The book is built once into a temporary folder with the command (``python -m
-htnetlib.cli.book``); the tests read its pages: one per notebook, the contents in the
-notebooks' order, every figure embedded, the README's links pointing at the pages, the
-navigation on every page. Two pages are then opened in a headless Chromium, which must render
-the expected title; that part skips, saying why, where no Chromium is installed (``apt-get
-install chromium`` on Debian; ``.ci/run`` installs it; ``$CHROMIUM`` names another binary).
-About 15 s.
+htnetlib.cli.book``, a few seconds); the tests read its pages: a page per notebook and docs
+page, the sidebar in reading order, "notebook NN" linked, code folded, equations as MathML, no
+page fetching anything from another host. Then a headless Chromium, with every host name
+unresolvable, opens the search page and the equations page: the search must find a word and
+an equation must be drawn. The whole file skips, saying why, where the ``book`` extra is not
+installed; the browser tests skip where no Chromium is installed (``apt-get install
+chromium``; ``.ci/run`` installs it; ``$CHROMIUM`` names another binary). About 15 s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
-import json
 import os
 import re
 import shutil
@@ -21,10 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from htnetlib.cli import book as book_cli
-from htnetlib.study import book
+pytest.importorskip("jupyter_book", reason="the book extra is not installed "
+                    "(pip install -e '.[book]'; make venv installs it)")
+pytest.importorskip("latex2mathml", reason="the book extra is not installed "
+                    "(pip install -e '.[book]'; make venv installs it)")
 
-NOTEBOOKS = sorted(book.NOTEBOOKS.glob("[0-9]*.ipynb"))
+from htnetlib.cli import book as book_cli  # noqa: E402
+from htnetlib.study import book  # noqa: E402
+
+NOTEBOOKS = sorted(book.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+DOCS = book.docs_pages()
 BROWSERS = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
 
 
@@ -37,67 +45,88 @@ def browser() -> str | None:
 
 
 def text(fragment: str) -> str:
-    """Text of an HTML fragment: tags dropped, entities decoded, spaces collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+    """Text of an HTML fragment: tags dropped, entities decoded, spaces collapsed, the
+    typographic apostrophes that Sphinx makes plain again."""
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", fragment)).replace("\u2019", "'")
+    return " ".join(plain.split())
 
 
-def png_outputs(nb: Path) -> int:
-    cells = json.loads(nb.read_text())["cells"]
-    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+def digest(paths) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("book") / "site"
+    before = digest(NOTEBOOKS + DOCS + [book.README])
     assert book_cli.main(["--out", str(out)]) == 0
+    assert digest(NOTEBOOKS + DOCS + [book.README]) == before  # copies rewritten, never these
     return out
 
 
-def test_every_notebook_has_a_page_in_the_contents_in_order(site, capsys):
-    assert NOTEBOOKS, "no committed notebooks"
-    assert sorted(p.name for p in site.glob("*.html")) == sorted(
-        ["index.html", "contents.html"] + [f"{nb.stem}.html" for nb in NOTEBOOKS])
-    contents = (site / "contents.html").read_text()
-    listed = re.findall(r'<li><a href="([^"]+)">([^<]+)</a>', contents)
-    assert [href for href, _ in listed] == [f"{nb.stem}.html" for nb in NOTEBOOKS]
-    assert [html.unescape(t) for _, t in listed] == [book.notebook_title(nb) for nb in NOTEBOOKS]
-    assert [t[:2] for _, t in listed] == [nb.name[:2] for nb in NOTEBOOKS]  # 01, 02, ...
-
-
-def test_figures_are_embedded_and_nothing_is_executed(site):
-    for nb in NOTEBOOKS:
-        page = (site / f"{nb.stem}.html").read_text()
-        assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) >= png_outputs(nb)
-        assert book.notebook_title(nb) in text(page)
-    assert sum(map(png_outputs, NOTEBOOKS)) > 10
-    page = (site / "05_table2_confusion.html").read_text()
-    assert "<table" in page and "Execution Count" not in page  # tables as committed
-    assert not list(site.glob("*.ipynb"))
-
-
-def test_the_readme_is_the_front_page_with_links_to_the_pages(site):
+def test_every_page_is_in_the_sidebar_in_reading_order(site):
+    assert NOTEBOOKS and DOCS
+    pages = ([f"docs/{p.stem}.html" for p in DOCS]
+             + [f"notebooks/{nb.stem}.html" for nb in NOTEBOOKS])
     index = (site / "index.html").read_text()
-    readme = book.README.read_text()
-    title = next(line[2:] for line in readme.splitlines() if line.startswith("# "))
-    assert f"<title>{html.escape(title)}</title>" in index
-    assert "<table>" in index and "make book" in index  # rendered Markdown, this section too
-    linked = set(re.findall(r"\]\(notebooks/([\w-]+)\.ipynb\)", readme))
-    assert linked and all(f'href="{stem}.html"' in index for stem in linked)
-    assert not re.search(r'href="[^"]*\.ipynb', index)
+    title = next(line[2:] for line in book.README.read_text().splitlines()
+                 if line.startswith("# "))
+    assert f"<title>{html.escape(title)}" in index
+    nav = index.split('class="bd-links', 1)[1].split("</nav>", 1)[0]
+    assert re.findall(r'href="([^"#]+\.html)"', nav) == pages
+    for page in pages:
+        assert (site / page).is_file(), page
+    titles = [text(t) for t in re.findall(r"<a[^>]*>(.*?)</a>", nav, re.S)]
+    assert titles[len(DOCS):] == [book.notebook_title(nb) for nb in NOTEBOOKS]
+    assert (site / "search.html").is_file() and (site / "searchindex.js").is_file()
 
 
-def test_every_page_has_previous_contents_next(site):
-    order = ["index.html", "contents.html"] + [f"{nb.stem}.html" for nb in NOTEBOOKS]
-    for i, name in enumerate(order):
-        page = (site / name).read_text()
-        navs = re.findall(r'<nav class="book (?:top|bottom)">.*?</nav>', page, re.S)
-        assert len(navs) == 2, name
-        for nav in navs:
-            assert 'href="contents.html"' in nav
-            prev = re.search(r'href="([^"]+)"[^>]*rel="previous"', nav)
-            nxt = re.search(r'href="([^"]+)"[^>]*rel="next"', nav)
-            assert (prev and prev.group(1)) == (order[i - 1] if i else None), name
-            assert (nxt and nxt.group(1)) == (order[i + 1] if i + 1 < len(order) else None)
+def test_mentions_of_notebooks_link_to_their_pages(site):
+    results = (site / "docs" / "results.html").read_text()
+    assert 'href="../notebooks/12_honest_selection.html"' in results
+    index = (site / "index.html").read_text()
+    assert re.search(r'<a[^>]+href="notebooks/12_honest_selection.html[^"]*"[^>]*>\s*'
+                     r'(?:<span[^>]*>)?notebook\s+12', index)
+    assert not re.search(r'href="[^"]*\.ipynb"', index)
+
+
+def test_link_mentions_skips_code_and_links():
+    targets = {"04": "n/04.ipynb", "06": "n/06.ipynb", "09": "n/09.ipynb", "12": "n/12.ipynb"}
+    assert book.link_mentions("see notebook 04.", targets) == "see [notebook 04](n/04.ipynb)."
+    assert (book.link_mentions("Notebooks 06 to 09 vary", targets)
+            == "Notebooks [06](n/06.ipynb) to [09](n/09.ipynb) vary")
+    unchanged = ["`notebook 04`", "[notebook 12](x.ipynb)", "```\nnotebook 04\n```",
+                 "notebook 77", "notebooks 12.5 and", "notebook_04"]
+    for case in unchanged:
+        assert book.link_mentions(case, targets) == case, case
+
+
+def test_notebooks_fold_their_code_and_keep_every_figure(site):
+    for nb in NOTEBOOKS:
+        page = (site / "notebooks" / f"{nb.stem}.html").read_text()
+        assert book.notebook_title(nb) in text(page)
+        if '"cell_type": "code"' in nb.read_text():
+            assert "tag_hide-input" in page, nb.name
+    figures = sum(len(re.findall(r"<img[^>]+src=\"\.\./_images/", (
+        site / "notebooks" / f"{nb.stem}.html").read_text())) for nb in NOTEBOOKS)
+    assert figures > 10
+    page = (site / "notebooks" / "05_table2_confusion.html").read_text()
+    assert "<table" in page
+
+
+def test_the_equations_are_mathml_numbered_as_the_paper(site):
+    page = (site / "docs" / "equations.html").read_text()
+    numbers = re.findall(r'<span class="eqno">\((\d+)\)</span>\s*<math', page)
+    assert numbers == [str(n) for n in range(1, 10)]
+    assert page.count("<mfrac") >= 5
+
+
+def test_no_page_fetches_anything_from_another_host(site):
+    assert book.remote_references(site) == []
+    for page in site.rglob("*.html"):
+        scripts = " ".join(re.findall(r"<script[^>]*>", page.read_text().lower()))
+        assert "mathjax" not in scripts and "katex" not in scripts, page.name
+        assert "cdn" not in scripts and "//" not in scripts, page.name
 
 
 def test_a_bad_out_folder_is_one_line(tmp_path, capsys):
@@ -107,23 +136,35 @@ def test_a_bad_out_folder_is_one_line(tmp_path, capsys):
     assert err.startswith("book: error: --out") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("name", ["index.html", "02_region_cropping.html"])
-def test_chromium_renders_the_page(site, name):
+def offline_dom(url: str) -> str:
+    """The DOM of ``url`` after its scripts ran in a headless Chromium that resolves no host."""
     chromium = browser()
     if chromium is None:
         pytest.skip("no Chromium (apt-get install chromium, or set $CHROMIUM)")
     out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--virtual-time-budget=5000", "--dump-dom",
-                          (site / name).as_uri()], capture_output=True, text=True, timeout=90)
-    dom = out.stdout
-    assert out.returncode == 0 and "</html>" in dom, out.stderr[-2000:]
-    if name == "index.html":
-        title = next(line[2:] for line in book.README.read_text().splitlines()
-                     if line.startswith("# "))
-    else:
-        title = book.notebook_title(book.NOTEBOOKS / name.replace(".html", ".ipynb"))
-    headings = [text(h) for h in re.findall(r"<h1[^>]*>(.*?)</h1>", dom, re.S)]
-    assert any(h.startswith(title) for h in headings), headings
-    assert re.search(r'<nav class="book top">.*contents', dom, re.S)
-    if name != "index.html":
-        assert re.search(r'<img[^>]+src="data:image/png', dom)
+                          "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0 and "</html>" in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_chromium_search_finds_a_word_offline(site):
+    dom = offline_dom((site / "search.html").as_uri() + "?q=strain")
+    found = re.search(r'<ul class="search">(.*?)</ul>', dom, re.S)
+    assert found, "no search results list"
+    hits = re.findall(r'href="([^"]+)"', found.group(1))
+    assert "notebooks/01_optical_flow.html" in [h.split("?")[0].split("#")[0] for h in hits]
+
+
+def test_chromium_draws_an_equation_offline(site):
+    page = site / "docs" / "equations.html"
+    probe = ("<script>window.addEventListener('load', () => { const m = document.querySelector("
+             "'div.math math'); const r = m.getBoundingClientRect(); document.body.setAttribute("
+             "'data-math', (m instanceof MathMLElement) + ' ' + Math.round(r.width) + ' ' + "
+             "Math.round(r.height)); });</script>")
+    page.write_text(page.read_text().replace("</body>", probe + "</body>", 1))
+    dom = offline_dom(page.as_uri())
+    shown = re.search(r'data-math="(\w+) (\d+) (\d+)"', dom)
+    assert shown, "the probe did not run"
+    is_mathml, width, height = shown.group(1), int(shown.group(2)), int(shown.group(3))
+    assert is_mathml == "true" and width > 50 and height > 20  # a drawn fraction, not raw text

@@ -1,20 +1,23 @@
-"""Render the book: ``python -m htnetlib.cli.book --out DIR`` (``make book``: ``_build/book/``).
+"""Build the book: ``python -m htnetlib.cli.book --out DIR`` (``make book``: ``_build/book/``).
 
-The committed notebooks, as executed, become a static HTML site in DIR: the README as the front
-page (``index.html``), a contents page in the paper's order and a page per notebook, each with
-previous / contents / next links (:mod:`htnetlib.study.book`). Nothing is executed.
+The README, the docs pages and the committed notebooks, as executed, become a Jupyter Book in
+DIR (:mod:`htnetlib.study.book`): a sidebar with every page, search, each page's contents,
+equations as MathML and code folded above its outputs; nothing is executed and nothing is
+fetched from the network when it is read. Open DIR/index.html.
 
-Exit status: 0 done, 2 a bad argument, 3 a notebook or the README is missing or unreadable,
-4 DIR is not writable.
+Exit status: 0 done, 2 a bad argument, 3 a notebook or the README is missing or unreadable, or
+the book did not build, 4 DIR is not writable, or the ``book`` extra is not installed
+(``pip install -e '.[book]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-from ..errors import EXIT_DATA, EXIT_USAGE, UsageError
+from ..errors import EXIT_DATA, EXIT_RUNTIME, EXIT_USAGE, UsageError
 from .common import OneLineParser, check_out
 
 
@@ -30,16 +33,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..study.book import build_book
 
+    start = time.perf_counter()
     try:
         index = build_book(check_out(args.out))
     except UsageError as exc:
         print(f"book: error: {exc}", file=sys.stderr)
         return exc.code
-    except (FileNotFoundError, ValueError) as exc:  # a notebook or the README missing or bad
-        print(f"book: error: {exc}", file=sys.stderr)
+    except ImportError as exc:  # the book extra is missing
+        print(f"book: error: {exc.name or exc} is not installed; pip install -e '.[book]' "
+              "(make book installs it)", file=sys.stderr)
+        return EXIT_RUNTIME
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a missing or bad source
+        print(f"book: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_DATA
-    pages = sorted(p.name for p in Path(index).parent.glob("*.html"))
-    print(f"{len(pages)} pages in {index.parent}\nopen {index}")
+    pages = sorted(Path(index).parent.rglob("*.html"))
+    print(f"{len(pages)} pages in {index.parent} ({time.perf_counter() - start:.1f} s)\n"
+          f"open {index}")
     return 0
 
 

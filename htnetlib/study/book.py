@@ -1,58 +1,45 @@
-"""The book: the committed, executed notebooks as a static HTML site (``make book``).
+"""The book: the README, the docs pages and the committed, executed notebooks as a Jupyter Book
+(``make book``; Jupyter Book 1, Sphinx with the book theme, the ``book`` extra).
 
-The notebooks in ``notebooks/`` are committed with their outputs, so the book renders them as
-they are, never executing a cell: one page per notebook (nbconvert's ``lab`` template, every
-figure embedded in the page as a PNG data URI, every table as HTML), the README as the front
-page, and a contents page listing the notebooks in the paper's order (their numbering), each by
-the title of its first Markdown heading. Every page carries the same navigation, top and
-bottom: previous, contents, next, in the order front page, contents, 01, 02, ...
+Nothing is executed: the notebooks are committed with their outputs and the book shows them as
+they are. The book is built from copies in a temporary folder, laid out as the repository is
+(``index.md`` from the README, ``docs/*.md``, ``notebooks/NN_*.ipynb``), so the links between
+them work as they do on a code host; the copies are rewritten on the way, never the committed
+files:
 
-Links between the documents are rewritten to the book's pages (``notebooks/04_x.ipynb`` in the
-README and ``04_x.ipynb`` in a notebook become ``04_x.html``), so the site works from any
-folder, with no server: open ``index.html``.
+* every mention of "notebook NN" (and "notebooks 12, 13", "notebooks 06 to 09") becomes a link to
+  that notebook's page, in the Markdown of the pages, the notebooks' Markdown cells and their
+  Markdown outputs, outside code;
+* every code cell gets the ``hide-input`` tag: its source is folded behind a toggle, its
+  outputs shown;
+* links to ``README.md`` point at the front page.
+
+The pages have the theme's sidebar (every page, in reading order), a search box (Sphinx's
+search index, read from the folder, no server) and each page's contents in the margin. Math is
+MathML made when the book is built (:mod:`htnetlib.study.bookmath`), so no page loads MathJax
+or anything else from the network; :func:`remote_references` finds any page that would.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
-from dataclasses import dataclass
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..io import ROOT, write_text
 
 NOTEBOOKS = ROOT / "notebooks"
 README = ROOT / "README.md"
-TEMPLATE = "lab"  # nbconvert's JupyterLab look; "classic" also works
-CONTENTS = "contents.html"
-
-STYLE = """
-nav.book { font: 14px/1.4 system-ui, sans-serif; display: flex; gap: 1.5em; align-items: center;
-  padding: .6em 1em; margin: 0 0 1em; background: #f3f5f8; border-bottom: 1px solid #d0d7de; }
-nav.book.bottom { margin: 2em 0 0; border-top: 1px solid #d0d7de; border-bottom: 0; }
-nav.book a { color: #0b57d0; text-decoration: none; } nav.book a:hover { text-decoration: underline; }
-nav.book .here { color: #555; margin-left: auto; }
-nav.book .none { color: #aaa; }
-main.book-text { max-width: 60em; margin: 0 auto 3em; padding: 0 1.5em;
-  font: 16px/1.55 system-ui, sans-serif; color: #1f2328; }
-main.book-text table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
-main.book-text th, main.book-text td { border: 1px solid #d0d7de; padding: .3em .6em; }
-main.book-text pre { background: #f6f8fa; padding: .8em; overflow-x: auto; }
-main.book-text code { font-size: 90%; }
-main.book-text ul.contents { list-style: none; padding-left: 0; }
-main.book-text ul.contents li { margin: .4em 0; }
-main.book-text a.anchor-link { text-decoration: none; opacity: .25; margin-left: .2em; }
-"""
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of the book: its file name in the book, its title and what it renders."""
-
-    name: str
-    title: str
-    source: Path | None  # a notebook or the README; None for the contents page
+DOCS = ROOT / "docs"
+# the docs pages in the sidebar's order; pages not named here follow, by name
+DOCS_ORDER = ("reproducing", "results", "predict", "equations", "notebooks", "cluster",
+              "architecture", "credit")
+MENTION = re.compile(r"(?<![\[\w/.-])([Nn]otebooks?)((?:(?:,\s*|\s+and\s+|\s+to\s+|\s*-\s*|\s+)"
+                     r"\d{2}\b(?!\.\d|\s*%|_))+)")
+NUMBER = re.compile(r"\d{2}")
+CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`|\[[^\]\n]*\]\([^)\n]*\)|<[^>\n]*>)", re.S)
 
 
 def notebook_title(path: Path) -> str:
@@ -65,116 +52,183 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
-def pages(notebooks: Path = NOTEBOOKS, readme: Path = README) -> list[Page]:
-    """The book's pages in reading order: the README, the contents, then the notebooks by their
-    number (the paper's order)."""
-    found = sorted(notebooks.glob("[0-9]*.ipynb"))
+def numbered_notebooks(notebooks: Path = NOTEBOOKS) -> dict[str, Path]:
+    """The book's notebooks by their two-digit number ("01": 01_optical_flow.ipynb, ...)."""
+    found = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise FileNotFoundError(f"{notebooks}: no numbered notebooks to make a book of")
-    front = next((line[2:].strip() for line in readme.read_text(encoding="utf-8").splitlines()
-                  if line.startswith("# ")), "README")
-    return ([Page("index.html", front, readme), Page(CONTENTS, "Contents", None)]
-            + [Page(f"{p.stem}.html", notebook_title(p), p) for p in found])
+    return {p.name[:2]: p for p in found}
 
 
-def navigation(book: list[Page], i: int, where: str) -> str:
-    """The navigation bar of page ``i``: previous, contents, next, and the page's own title."""
-    def link(j: int, rel: str, label: str) -> str:
-        if not 0 <= j < len(book):
-            return f'<span class="none">{label}</span>'
-        return (f'<a href="{book[j].name}" title="{html.escape(book[j].title)}" '
-                f'rel="{rel}">{label}</a>')
-    return (f'<nav class="book {where}">{link(i - 1, "previous", "&larr; previous")}'
-            f'<a href="{CONTENTS}" rel="contents">contents</a>'
-            f'{link(i + 1, "next", "next &rarr;")}'
-            f'<span class="here">{html.escape(book[i].title)}</span></nav>')
+def docs_pages(docs: Path = DOCS) -> list[Path]:
+    """The docs pages in the sidebar's order (:data:`DOCS_ORDER`, then any other by name)."""
+    found = {p.stem: p for p in sorted(docs.glob("*.md"))} if docs.is_dir() else {}
+    return [found[n] for n in DOCS_ORDER if n in found] + [
+        p for n, p in found.items() if n not in DOCS_ORDER]
 
 
-def link_pages(text: str, names: set[str]) -> str:
-    """``text`` (HTML) with links to a notebook of the book (``notebooks/NN_x.ipynb`` or
-    ``NN_x.ipynb``, optionally with a ``#fragment``) pointing at its page."""
-    def page(m: re.Match) -> str:
-        stem = m.group(2)
-        return (f'href="{stem}.html{m.group(3) or ""}"' if f"{stem}.html" in names
-                else m.group(0))
-    text = re.sub(r'href="((?:\.\./)?(?:notebooks/)?)([\w-]+)\.ipynb(#[^"]*)?"', page, text)
-    return re.sub(r'href="(?:\.\./)?README\.md"', 'href="index.html"', text)
+def link_mentions(text: str, targets: dict[str, str]) -> str:
+    """``text`` (Markdown) with each "notebook NN" outside code and existing links made a link
+    to ``targets[NN]`` (a relative path); numbers without a target stay text."""
+    def numbers(m: re.Match) -> str:
+        if not any(n in targets for n in NUMBER.findall(m.group(2))):
+            return m.group(0)
+        if len(NUMBER.findall(m.group(2))) == 1:
+            n = NUMBER.search(m.group(2)).group(0)
+            return f"[{m.group(0)}]({targets[n]})"
+        return m.group(1) + NUMBER.sub(
+            lambda k: f"[{k.group(0)}]({targets[k.group(0)]})" if k.group(0) in targets
+            else k.group(0), m.group(2))
+
+    parts = CODE.split(text)
+    return "".join(p if i % 2 else MENTION.sub(numbers, p) for i, p in enumerate(parts))
 
 
-def link_code_names(text: str, names: set[str]) -> str:
-    """``<code>NN_x.ipynb</code>`` (the README's notebook table) made a link to its page."""
-    return re.sub(r"<code>([\w-]+)\.ipynb</code>",
-                  lambda m: (f'<a href="{m.group(1)}.html"><code>{m.group(1)}.ipynb</code></a>'
-                             if f"{m.group(1)}.html" in names else m.group(0)), text)
+def front_links(text: str, up: str) -> str:
+    """``text`` with Markdown links to the README pointing at the book's front page."""
+    return re.sub(r"\]\(((?:\.\./)*)README\.md(#[^)]*)?\)",
+                  lambda m: f"]({up}index.md{m.group(2) or ''})", text)
 
 
-def text_page(title: str, body: str) -> str:
-    """A page of the book that is not a notebook: the README or the contents."""
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n'
-            f'{body}\n</body>\n</html>\n')
+def book_notebook(path: Path, targets: dict[str, str]) -> dict:
+    """The notebook as the book shows it: Markdown (cells and outputs) with its mentions
+    linked, every code cell tagged ``hide-input``."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    own = {n: t for n, t in targets.items() if t != path.name}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = front_links(link_mentions("".join(cell["source"]), own), "../")
+        elif cell["cell_type"] == "code":
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+            for out in cell.get("outputs", []):
+                md = out.get("data", {}).get("text/markdown")
+                if md is not None:
+                    out["data"]["text/markdown"] = link_mentions("".join(md), own)
+    return nb
 
 
-def with_navigation(page: str, top: str, bottom: str) -> str:
-    """An nbconvert page with the book's style and navigation bars at the top and bottom."""
-    page = page.replace("</head>", f"<style>{STYLE}</style>\n</head>", 1)
-    page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + top, page, count=1)
-    head, sep, tail = page.rpartition("</body>")
-    if not sep:
-        raise ValueError("nbconvert's page has no </body> to put the navigation before")
-    return head + bottom + "\n" + sep + tail
+def config_text(title: str) -> str:
+    """The book's ``_config.yml``: no execution, no launch or repository buttons, math as
+    MathML, no widget scripts from a CDN."""
+    return f"""title: {json.dumps(title)}
+author: the htnetlib authors
+copyright: ""
+only_build_toc_files: true
+execute:
+  execute_notebooks: "off"
+html:
+  home_page_in_navbar: true
+  use_repository_button: false
+  use_issues_button: false
+  use_edit_page_button: false
+  use_multitoc_numbering: false
+launch_buttons:
+  notebook_interface: ""
+  binderhub_url: ""
+  jupyterhub_url: ""
+  thebe: false
+  colab_url: ""
+parse:
+  myst_enable_extensions: [dollarmath, colon_fence]
+sphinx:
+  extra_extensions: [htnetlib.study.bookmath]
+  config:
+    html_math_renderer: mathml
+    html_copy_source: false
+    html_show_sourcelink: false
+    html_show_copyright: false
+    html_show_sphinx: false
+    html_theme_options:
+      use_download_button: false
+      use_fullscreen_button: false
+      show_navbar_depth: 2
+      show_toc_level: 2
+    nb_ipywidgets_js: {{}}
+    suppress_warnings: [myst.xref_missing, myst.header, misc.highlighting_failure, mystnb.unknown_mime_type]
+    nb_merge_streams: true
+"""
 
 
-def render_notebook(path: Path, exporter) -> str:
-    """The notebook as one HTML page, as committed (outputs kept, nothing executed)."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
-    return body
-
-
-def render_markdown(path: Path) -> str:
-    """The Markdown file as HTML (nbconvert's renderer, the one its notebooks' cells use)."""
-    from nbconvert.filters.markdown_mistune import markdown2html_mistune
-
-    return markdown2html_mistune(path.read_text(encoding="utf-8"))
+def toc_text(docs: list[str], notebooks: list[str]) -> str:
+    """The book's ``_toc.yml``: the front page, the guide (docs pages), the notebooks."""
+    lines = ["format: jb-book", "root: index", "parts:", "  - caption: Guide", "    chapters:"]
+    lines += [f"      - file: docs/{d}" for d in docs]
+    lines += ["  - caption: Notebooks", "    chapters:"]
+    lines += [f"      - file: notebooks/{n}" for n in notebooks]
+    return "\n".join(lines) + "\n"
 
 
-def contents(book: list[Page]) -> str:
-    """The contents page's text: every notebook in order, by its title, with its file name."""
-    items = "\n".join(f'<li><a href="{p.name}">{html.escape(p.title)}</a> '
-                      f"<small>({html.escape(p.source.name)})</small></li>"
-                      for p in book if p.source is not None and p.source.suffix == ".ipynb")
-    front = book[0]
-    return (f"<h1>Contents</h1>\n<p>The notebooks in the paper's order. The front page is "
-            f'<a href="{front.name}">{html.escape(front.title)}</a> (the README).</p>\n'
-            f'<ul class="contents">\n{items}\n</ul>')
+def stage(src: Path, *, notebooks: Path = NOTEBOOKS, readme: Path = README,
+          docs: Path = DOCS) -> str:
+    """Lay out the book's sources in ``src`` (copies, rewritten as the module says); returns
+    the book's title (the README's first heading)."""
+    nbs = numbered_notebooks(notebooks)
+    pages = docs_pages(docs)
+    text = readme.read_text(encoding="utf-8")
+    title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")),
+                 "README")
+    write_text(src / "index.md", link_mentions(text, {n: f"notebooks/{p.name}"
+                                                      for n, p in nbs.items()}))
+    for page in pages:
+        body = link_mentions(page.read_text(encoding="utf-8"),
+                             {n: f"../notebooks/{p.name}" for n, p in nbs.items()})
+        write_text(src / "docs" / page.name, front_links(body, "../"))
+    for p in nbs.values():
+        nb = book_notebook(p, {n: q.name for n, q in nbs.items()})
+        write_text(src / "notebooks" / p.name, json.dumps(nb, ensure_ascii=False))
+    write_text(src / "_config.yml", config_text(title))
+    write_text(src / "_toc.yml", toc_text([p.stem for p in pages], [p.stem for p in nbs.values()]))
+    return title
+
+
+def remote_references(site: Path) -> list[str]:
+    """Every script, style sheet, font or image that a page of ``site`` would fetch from
+    another host (``src=``/``href=`` of ``<script>``, ``<link>``, ``<img>``, ``<iframe>``, CSS
+    ``url()``/``@import``), as ``page: reference``; links a reader may click are not counted."""
+    tag = re.compile(r"<(?:script|link|img|iframe|source|embed)\b[^>]*?\b(?:src|href)=\"("
+                     r"(?:https?:)?//[^\"]+)\"", re.I)
+    css = re.compile(r"(?:url\(\s*['\"]?|@import\s+['\"])((?:https?:)?//[^'\")\s]+)", re.I)
+    found = []
+    for page in sorted(site.rglob("*")):
+        if page.suffix in (".html", ".css", ".js") and page.is_file():
+            text = page.read_text(encoding="utf-8", errors="replace")
+            pattern = tag if page.suffix == ".html" else css
+            found += [f"{page.relative_to(site)}: {u}" for u in pattern.findall(text)]
+            if page.suffix == ".html":
+                found += [f"{page.relative_to(site)}: {u}" for u in css.findall(text)]
+    return found
 
 
 def build_book(out_dir: Path | str, *, notebooks: Path = NOTEBOOKS, readme: Path = README,
-               template: str = TEMPLATE) -> Path:
-    """Render the book into ``out_dir`` (made if needed; its pages replaced) and return the
-    path of its front page, ``index.html``."""
-    from nbconvert import HTMLExporter
+               docs: Path = DOCS) -> Path:
+    """Build the book into ``out_dir`` (its previous contents replaced once the build has
+    finished) and return the path of its front page, ``index.html``. RuntimeError, with
+    Sphinx's reason, where the build fails."""
+    from jupyter_book.sphinx import build_sphinx
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    book = pages(notebooks, readme)
-    names = {p.name for p in book}
-    exporter = HTMLExporter(template_name=template)
-    for i, page in enumerate(book):
-        top, bottom = navigation(book, i, "top"), navigation(book, i, "bottom")
-        if page.source is None:
-            text = text_page(f"Contents · {book[0].title}",
-                             f'{top}\n<main class="book-text">\n{contents(book)}\n</main>\n{bottom}')
-        elif page.source.suffix == ".ipynb":
-            text = with_navigation(link_pages(render_notebook(page.source, exporter), names),
-                                   top, bottom)
-        else:
-            body = link_code_names(link_pages(render_markdown(page.source), names), names)
-            text = text_page(page.title, f'{top}\n<main class="book-text">\n{body}\n</main>\n'
-                                         f'{bottom}')
-        write_text(out / page.name, text)
-    return out / book[0].name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="htnet-book-") as tmp:
+        src, html = Path(tmp, "src"), Path(tmp, "html")
+        stage(src, notebooks=notebooks, readme=readme, docs=docs)
+        overrides = {"external_toc_path": (src / "_toc.yml").as_posix(),
+                     "latex_individualpages": False}
+        result = build_sphinx(src, html, noconfig=True, path_config=src / "_config.yml",
+                              confoverrides=overrides, doctreedir=Path(tmp, "doctrees"),
+                              builder="html", force_all=True, quiet=True)
+        if isinstance(result, Exception) or result:
+            raise RuntimeError(f"the book did not build: {result}")
+        for leftover in (".buildinfo", ".doctrees"):
+            target = html / leftover
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        staged = out.with_name(f".{out.name}.new")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(html, staged)
+        shutil.rmtree(out, ignore_errors=True)
+        staged.rename(out)
+    return out / "index.html"

@@ -231,3 +231,25 @@ def test_mtcnn_nms_keeps_facenets_rule_and_breaks_score_ties_by_index():
     assert flow.nms_ties_by_index(twins, np.array([1.0, 1.0, 0.9]), 0.7, "Min").tolist() == \
         [1, 2]
     assert flow.nms_ties_by_index(np.empty((0, 4)), np.empty(0), 0.7, "Min").tolist() == []
+
+
+def test_the_writer_joins_one_stream_flushed_twice():
+    """How the kernel splits a cell's printing into outputs follows the machine's load: the
+    written notebook holds one output per stream run, so the file does not."""
+    import nbformat
+
+    from htnetlib.cli.reproduce import notebook_text
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1); print(2)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="2\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="w\n")]
+    nb.cells = [cell]
+    once = nbformat.v4.new_notebook()
+    joined = nbformat.v4.new_code_cell("print(1); print(2)", id=cell.id)
+    joined.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n2\n"),
+                      nbformat.v4.new_output("stream", name="stderr", text="w\n")]
+    once.cells = [joined]
+    assert notebook_text(nb) == notebook_text(once)
+    assert len(nbformat.reads(notebook_text(nb), as_version=4).cells[0].outputs) == 2

@@ -81,10 +81,22 @@ def execute(nb: Path, output: Path, parameters: dict, cwd: Path | None = None) -
 
 def notebook_text(nb) -> str:
     """The one form a notebook file is written in: nbformat's JSON (sorted keys, one-space
-    indent) and a final newline, so that executing an unchanged notebook leaves its file
+    indent), consecutive outputs of one stream joined (how the kernel flushed them varies with
+    the machine's load) and a final newline, so that executing an unchanged notebook leaves its file
     byte for byte as it was (tests/test_portable.py checks every committed notebook)."""
     import nbformat
 
+    for cell in nb.get("cells", []):  # one stream output where the kernel flushed twice
+        merged = []
+        for out in cell.get("outputs", []):
+            if (merged and out.get("output_type") == "stream"
+                    and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == out.get("name")):
+                merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = merged
     text = nbformat.writes(nb)
     return text if text.endswith("\n") else text + "\n"
 

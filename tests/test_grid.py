@@ -127,7 +127,7 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
     assert code == 0, out
     first = plan.make_plan(synthetic, "smoke", runs_dir=tmp_path / "none").needs[0]
     assert f"finished {first.run_id}" in out
-    assert "summary: 1 finished, 0 failed, 0 left" in out
+    assert "summary: 1 finished, 0 failed, 0 cancelled, 0 left" in out
     assert list(logs.glob("*_log.out")), "submitit keeps each job's log in --log-dir"
     direct = loso.run_loso(synthetic, first.config, seed=first.seed, profile="smoke",
                             runs_dir=tmp_path / "direct", progress=False)
@@ -216,7 +216,7 @@ def test_a_second_grid_does_not_submit_jobs_still_running(synthetic, synthetic_r
         assert f"  {first.run_id} (loso): running as local job {job.job_id}" in out
         submitted = re.findall(r"submitted \w+ (\S+) as job", out)
         assert len(submitted) == 1 and submitted[0] != first.run_id
-        assert "summary: 1 finished, 0 failed, 0 left" in out
+        assert "summary: 1 finished, 0 failed, 0 cancelled, 0 left" in out
         assert not store.is_complete(runs / first.run_id)
     finally:
         job.cancel()
@@ -312,7 +312,7 @@ def test_summary_names_the_error_of_a_failed_job(tmp_path):
     assert end.error.startswith("htnetlib.errors.DataError: data root ")
     assert "no-release does not exist" in end.error
     summary = outcome.summary()
-    assert "0 finished, 1 failed, 0 left" in summary
+    assert "0 finished, 1 failed, 0 cancelled, 0 left" in summary
     assert f"failed   {task.run_id}" in summary and end.error in summary
     assert str(end.log) in summary and end.log.is_file()
 

@@ -20,7 +20,9 @@ notebooks find it by its id; submitit keeps each job's log in ``--log-dir``.
 Every submitted job is recorded in a state file (``--state``, default ``submitted.json`` beside
 the log folders). A later ``htnet grid`` asks the scheduler (or, for local jobs, the process
 table) for each recorded job's state and never submits again a job that is still queued or
-running; ``--status`` prints those states and the stored and missing counts.
+running; a cancelled or failed job is submitted again. ``--status`` prints those states (with
+the log of each failed or cancelled job) and the stored and missing counts. The states need no
+Slurm accounting (:func:`~htnetlib.cli.grid_jobs.state_of`).
 
 A job stores every finished fold as it goes, so a job that is preempted or reaches its time
 limit is requeued (:meth:`RunJob.checkpoint`) and resumes from its stored folds; a job killed
@@ -48,7 +50,9 @@ from .common import whole_number
 
 from .grid_jobs import (LAUNCHERS, JobEnd, Outcome, RunJob, active_jobs, default_state,  # noqa: F401
                         detect_launcher, job_error, job_state, launch, load_submitted,
-                        make_executor, record_submitted)
+                        make_executor, record_submitted, recorded_job, state_of)
+
+POLL_S = {"slurm": 15.0}  # seconds between looks at the jobs, by launcher (default 0.5)
 
 # htnetlib.study.plan (and with it torch) is imported where needed
 # --------------------------------------------------------------------------- dry run
@@ -229,14 +233,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{launcher} launcher: {len(tasks)} jobs, {parallel or 'all'} at a time, logs in "
           f"{log_dir}, submitted jobs recorded in {state}", flush=True)
     outcome = launch(executor, tasks, parallel=parallel,
-                     poll_s=15.0 if launcher == "slurm" else 0.5, state=state)
+                     poll_s=POLL_S.get(launcher, 0.5), state=state)
     print(outcome.summary())
     return EXIT_OK if outcome.ok else EXIT_RUNTIME
 
 
 def status(state: Path, out: Path, grid_plan) -> int:
-    """``htnet grid --status``: every job recorded in ``state`` for ``out`` with its state,
-    and the stored and missing counts per kind; submits nothing."""
+    """``htnet grid --status``: every job recorded in ``state`` for ``out`` with its state
+    (and its log where it failed or was cancelled), and the stored and missing counts per
+    kind; submits nothing."""
     recorded = load_submitted(state).get(str(out), {})
     by_key = {n.key: n for n in grid_plan.jobs}
     for kind, jobs, missing in (("loso", grid_plan.needs, grid_plan.missing),
@@ -249,19 +254,22 @@ def status(state: Path, out: Path, grid_plan) -> int:
     counts: dict = {}
     print(f"{len(recorded)} submitted job(s) recorded in {state}:")
     for key, rec in recorded.items():
-        how = job_state(rec)
+        job = recorded_job(rec)
+        how = state_of(job)
         counts[how] = counts.get(how, 0) + 1
         n = by_key.get(key)
         stored = "stored" if n is not None and n.stored else "not stored"
-        print(f"  {how:<8} {key} ({rec['kind']}, {rec['launcher']} job {rec['job_id']}, "
-              f"{stored})")
+        log = f"; log {job.paths.stderr}" if how in ("failed", "cancelled") else ""
+        print(f"  {how:<9} {key} ({rec['kind']}, {rec['launcher']} job {rec['job_id']}, "
+              f"{stored}){log}")
     print("states: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return EXIT_OK
 
 
 __all__ = ["RunJob", "JobEnd", "Outcome", "make_executor", "launch", "job_error",
            "dry_run_text", "add_arguments", "run", "status", "detect_launcher", "plan_grid",
-           "job_state", "active_jobs", "load_submitted", "record_submitted", "default_state"]
+           "job_state", "active_jobs", "load_submitted", "record_submitted", "default_state",
+           "recorded_job", "state_of"]
 
 if __name__ == "__main__":  # pragma: no cover - ``htnet grid`` is the entry point
     _parser = argparse.ArgumentParser(prog="htnet grid")

@@ -2,6 +2,12 @@
 leave-one-dataset-out result) as a submitit job, the executors, job-array submission with a
 parallelism limit, waiting and the summary, and the state file of submitted jobs that keeps a
 later ``htnet grid`` from submitting a queued or running job again (:mod:`htnetlib.cli.grid`).
+
+A job's state comes from its files and the scheduler, never from Slurm's accounting (``sacct``,
+which fails where accounting storage is disabled, as on many small clusters): a job that wrote
+its result has finished or failed; otherwise ``squeue`` gives the state while the controller
+holds the job (until ``MinJobAge``, default 5 minutes, after it ends), and a job the
+controller has forgotten is told apart by its log (see :func:`state_of`).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +152,13 @@ def detect_launcher() -> str:
 
 def make_executor(launcher: str, log_dir: Path, *, time_min: int = 60, gpus_per_job: int = 0,
                   cpus_per_job: int = 1, partition: str | None = None,
-                  slurm_args: dict | None = None, parallel: int = 0):
+                  slurm_args: dict | None = None, parallel: int = 0, max_requeues: int = 3):
     """The submitit executor of ``launcher`` (slurm, local or debug), logging to ``log_dir``.
 
     Slurm jobs get one task on one node with ``cpus_per_job`` cores, ``gpus_per_job`` GPUs and
-    ``time_min`` minutes; submitit asks Slurm for USR2 90 s before the limit, and the job then
-    requeues itself. ``slurm_args`` are further ``#SBATCH`` options (``{"account": "abc"}``);
+    ``time_min`` minutes; submitit asks Slurm for USR2 90 s before the limit (half the limit
+    for limits under 3 minutes: Slurm signals a job whose limit is shorter than the warning as
+    it starts), and the job then requeues itself (at most ``max_requeues`` times). ``slurm_args`` are further ``#SBATCH`` options (``{"account": "abc"}``);
     ``parallel`` (0: Slurm's default) caps how many jobs of one array run at a time.
     Local jobs see ``gpus_per_job`` GPUs (none if 0) and are requeued the same way after
     ``time_min`` minutes.
@@ -163,9 +171,11 @@ def make_executor(launcher: str, log_dir: Path, *, time_min: int = 60, gpus_per_
         if not shutil.which("srun") or not shutil.which("sbatch"):
             raise ConfigError("--launcher slurm: srun and sbatch are not on PATH; run htnet "
                               "grid on the cluster's login node, or use --launcher local")
-        executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm")
+        executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm",
+                                         slurm_max_num_timeout=max_requeues)
         params = dict(timeout_min=time_min, nodes=1, tasks_per_node=1,
-                      cpus_per_task=cpus_per_job, slurm_additional_parameters=slurm_args or {})
+                      cpus_per_task=cpus_per_job, slurm_signal_delay_s=min(90, time_min * 30),
+                      slurm_additional_parameters=slurm_args or {})
         if gpus_per_job:
             params["gpus_per_node"] = gpus_per_job
         if partition:
@@ -188,7 +198,8 @@ def make_executor(launcher: str, log_dir: Path, *, time_min: int = 60, gpus_per_
 
 @dataclass
 class JobEnd:
-    """How one run's job ended: ``finished``, ``failed`` (``error`` says why) or ``left``."""
+    """How one run's job ended: ``finished``, ``failed`` (``error`` says why), ``cancelled``
+    or ``left``."""
 
     run_id: str
     state: str
@@ -212,17 +223,20 @@ class Outcome:
         return all(e.state == "finished" for e in self.ends)
 
     def summary(self) -> str:
-        """The finished jobs, the failed ones with their error, and the ones left."""
-        finished, failed, left = (self.runs(s) for s in ("finished", "failed", "left"))
+        """The finished jobs, the failed ones with their error, the cancelled ones and the
+        ones left."""
+        finished, failed, cancelled, left = (self.runs(s) for s in
+                                             ("finished", "failed", "cancelled", "left"))
         where = f"; logs in {self.log_dir}" if self.log_dir else ""
-        lines = [f"summary: {len(finished)} finished, {len(failed)} failed, {len(left)} left "
-                 f"(of {len(self.ends)} jobs{where})"]
+        lines = [f"summary: {len(finished)} finished, {len(failed)} failed, {len(cancelled)} "
+                 f"cancelled, {len(left)} left (of {len(self.ends)} jobs{where})"]
         lines += [f"  finished {e.run_id}" for e in finished]
         lines += [f"  failed   {e.run_id} (job {e.job_id}): {e.error}; log {e.log}"
                   for e in failed]
+        lines += [f"  cancelled {e.run_id} (job {e.job_id}); log {e.log}" for e in cancelled]
         lines += [f"  left     {e.run_id}" + (f" (job {e.job_id}: {e.error})" if e.job_id else
                                               " (not submitted)") for e in left]
-        if failed or left:
+        if failed or cancelled or left:
             lines.append("start the same htnet grid again to resume: stored folds are kept")
         return "\n".join(lines)
 
@@ -237,12 +251,12 @@ def job_error(job, raised: BaseException | None = None, runs_dir: Path | None = 
 
     For a job that raised, the last line of its traceback (the exception and its message);
     for one that ended without a result (killed, out of memory, cancelled, out of time), its
-    state and the last line of its error log; for one that returned but left no run in
+    Slurm state and the last line of its error log; for one that returned but left no run in
     ``runs_dir`` (the launcher's view of ``--out``), that. ``raised`` is an error the debug
     launcher raised in this process.
     """
-    if raised is None and (job.paths.result_pickle.exists() or not _is_local(job)):
-        raised = job.exception()  # waits a little for a result file on a slow shared disk
+    if raised is None and job.paths.result_pickle.exists():
+        raised = job.exception()
         if raised is None:
             return (f"the job returned, but its run is not stored under {runs_dir}: does "
                     "every job see the same --out folder?")
@@ -251,8 +265,8 @@ def job_error(job, raised: BaseException | None = None, runs_dir: Path | None = 
         return _last_line(str(raised).split("-" * 22)[1])
     if raised is not None and name != "UncompletedJobError":
         return f"{name}: {_last_line(str(raised))}"
-    state = re.search(r"\(state: ([^)]*)\)", str(raised or ""))  # a cluster's job state
-    state = f"state {state.group(1)}; " if state and not _is_local(job) else ""
+    state = _slurm_state(job) if _is_slurm(job) else ""
+    state = f"state {state}; " if state else ""
     last = _last_line(job.stderr())
     return (f"ended without a result ({state}killed, cancelled or out of memory?)"
             + (f"; last log line: {last}" if last else ""))
@@ -262,12 +276,19 @@ def _is_local(job) -> bool:
     return type(job).__name__ == "LocalJob"
 
 
-def _done(job) -> tuple[bool, BaseException | None]:
-    """Whether ``job`` has ended; the debug launcher runs the job here and raises its error."""
+def _is_slurm(job) -> bool:
+    return type(job).__name__ == "SlurmJob"
+
+
+def _poll(job) -> tuple[str, BaseException | None]:
+    """``job``'s state (:func:`state_of`), or for local and debug jobs ``running`` or
+    ``ended``; the debug launcher runs the job here and raises its error."""
+    if _is_slurm(job):
+        return state_of(job), None
     try:
-        return job.done(), None
+        return ("ended" if job.done() else "running"), None
     except Exception as exc:  # noqa: BLE001 - the job's own error, reported in the summary
-        return True, exc
+        return "ended", exc
 
 
 def submit_array(executor, tasks: list) -> list:
@@ -328,12 +349,14 @@ def launch(executor, tasks: list[RunJob], *, parallel: int = 0, poll_s: float = 
                 if state is not None and not isinstance(executor, _debug_executor()):
                     record_submitted(state, executor, list(zip(batch, jobs)))
             for job in list(running):
-                done, raised = _done(job)
-                if not done:
+                how, raised = _poll(job)
+                if how in ACTIVE:
                     continue
                 task = running.pop(job)
                 if raised is None and task.stored():
                     end(task, "finished", job)
+                elif how == "cancelled":
+                    end(task, "cancelled", job)
                 else:
                     end(task, "failed", job, job_error(job, raised, task.runs_dir))
             if running:
@@ -401,38 +424,76 @@ def record_submitted(path: Path, executor, submitted: list) -> None:
     write_json(Path(path), stored)
 
 
-def job_state(record: dict) -> str:
-    """``pending``, ``running``, ``finished``, ``failed`` (or ``unknown``) of a recorded job.
-
-    Slurm jobs: submitit's SlurmJob rebuilt from the record (``sacct``); a state Slurm does not
-    know yet (just submitted) counts as pending. Local jobs: finished or failed once submitit
-    wrote their result; running while the job's controller process (its id is the job id)
-    lives; failed otherwise (killed or cancelled)."""
-    from submitit.core.utils import pickle_load
-
+def recorded_job(record: dict):
+    """The submitit job (a SlurmJob or a LocalJob) of a record of the state file."""
     folder, job_id = Path(record["folder"]), str(record["job_id"])
     if record.get("launcher") == "slurm":
         from submitit.slurm.slurm import SlurmJob
 
-        job = SlurmJob(folder, job_id)
-        slurm = job.state.upper()
-        if slurm.startswith(("PENDING", "REQUEUE", "CONFIGURING", "SUSPENDED", "UNKNOWN")):
-            return "pending"
-        if slurm.startswith(("RUNNING", "COMPLETING")):
-            return "running"
-        if not slurm.startswith("COMPLETED"):
-            return "failed"
-    else:
-        from submitit.local.local import LocalJob
+        return SlurmJob(folder, job_id)
+    from submitit.local.local import LocalJob
 
-        job = LocalJob(folder, job_id)
-        if not job.paths.result_pickle.exists():
-            return "running" if _controller_alive(job_id, folder) else "failed"
+    return LocalJob(folder, job_id)
+
+
+def job_state(record: dict) -> str:
+    """The state (:func:`state_of`) of a job recorded in the state file."""
+    return state_of(recorded_job(record))
+
+
+def state_of(job) -> str:
+    """``pending``, ``running``, ``finished``, ``failed`` or ``cancelled``: a submitit Slurm or
+    local job's state.
+
+    A job that wrote its result has finished, or failed if it raised. Slurm jobs without a
+    result: Slurm's state from ``squeue`` (pending also while the controller cannot be
+    reached, so that nothing is submitted twice); once the controller has forgotten the job,
+    cancelled if its log says so or if it left no log (it never started: removed while
+    pending), else failed (killed, out of memory or out of time). Local jobs without a result:
+    running while the job's controller process (its id is the job id) lives, else failed."""
+    from submitit.core.utils import pickle_load
+
+    slurm = _slurm_state(job) if _is_slurm(job) else None  # before the result: no race
+    if job.paths.result_pickle.exists():
+        try:
+            outcome, _ = pickle_load(job.paths.result_pickle)
+        except Exception:  # noqa: BLE001 - a damaged result file: the job left no result
+            return "failed"
+        return "finished" if outcome == "success" else "failed"
+    if slurm is None:
+        return "running" if _controller_alive(str(job.job_id), job.paths.folder) else "failed"
+    if not slurm:
+        log = job.paths.stderr
+        return "cancelled" if not log.exists() or _CANCELLED.search(job.stderr() or "") \
+            else "failed"
+    for state, starts in _SLURM_STATES.items():
+        if slurm.startswith(starts):
+            return state
+    return "failed"
+
+
+# Slurm's job states (squeue's %T) by the state they mean here; any other one is failed
+_SLURM_STATES = {"pending": ("PENDING", "REQUEUE", "CONFIGURING", "SUSPENDED", "RESIZING",
+                             "UNKNOWN"),
+                 "running": ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"),
+                 "cancelled": ("CANCELLED",)}
+# what slurmstepd writes to a job's log when scancel stops it ("... DUE TO TIME LIMIT" or
+# "... DUE TO JOB REQUEUE" are other ends)
+_CANCELLED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ \*\*\*")
+
+
+def _slurm_state(job) -> str:
+    """Slurm's state of a SlurmJob from ``squeue`` (PENDING, RUNNING, CANCELLED, ...), UNKNOWN
+    where squeue fails, or ``""`` where the controller no longer knows the job."""
     try:
-        outcome, _ = pickle_load(job.paths.result_pickle)
-    except Exception:  # noqa: BLE001 - no or a damaged result file: the job left no result
-        return "failed"
-    return "finished" if outcome == "success" else "failed"
+        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--jobs",
+                               str(job.job_id), "--format=%T"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "UNKNOWN"
+    if done.returncode == 0:
+        return done.stdout.split()[0] if done.stdout.split() else ""
+    return "" if "Invalid job id" in done.stderr else "UNKNOWN"
 
 
 def _controller_alive(job_id: str, folder: Path) -> bool:

@@ -35,7 +35,11 @@ CLASS_WEIGHTS = ("none", "balanced")  # Config.class_weights (htnetlib.training.
 LR_SCHEDULES = ("constant", "cosine")  # Config.lr_schedule
 # Fields added after runs were stored, with their defaults: Config.to_dict leaves a field out
 # at its default, so every run id stored before it existed is unchanged.
-LATER_FIELDS = {"class_weights": "none", "mirror": False, "lr_schedule": "constant"}
+LATER_FIELDS = {"class_weights": "none", "mirror": False, "lr_schedule": "constant",
+                "readouts": False}
+# Config.readouts: the weight average over the last quarter of the epochs (the same epochs the
+# "last 25% of epochs" votes take, htnetlib.evaluation.selection)
+SWA_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Config:
     class_weights: str = "none"  # none | balanced: eq. 7's sample weights w_i, 1 / class share
     mirror: bool = False  # left-right mirrored training faces, each sample with chance 1/2 per epoch
     lr_schedule: str = "constant"  # constant | cosine: cosine decay to 0 over the epochs
+    # Test readouts that leave training untouched (htnetlib.training.fold.train_fold): besides
+    # the model's probabilities, those of the mirrored test faces and of the weight average
+    readouts: bool = False
 
     def to_dict(self) -> dict:
         """Every field, except a field of :data:`LATER_FIELDS` at its default value: run ids hash
@@ -131,6 +138,8 @@ class Config:
         if any(r < 1 for r in self.block_repeats):
             out.append(f"block_repeats={list(self.block_repeats)}: every level needs at least "
                        "one layer")
+        if self.readouts and self.model != "htnet":
+            out.append(f"readouts=true is for model=htnet only (not {self.model})")
         if out or self.model != "htnet":
             return out
         if self.heads > self.dim:
@@ -162,7 +171,7 @@ FIELD_KINDS = {"model": "str", "regions": "str", "image_size": "int", "patch_siz
                "mlp_mult": "int", "dropout": "float", "epochs": "int", "lr": "float",
                "batch_size": "int", "shuffle": "bool", "input_scale": "float",
                "max_folds": "int?", "permute_labels": "bool", "class_weights": "str",
-               "mirror": "bool", "lr_schedule": "str"}
+               "mirror": "bool", "lr_schedule": "str", "readouts": "bool"}
 _KIND_WORDS = {"str": "a string", "int": "a whole number", "float": "a number",
                "bool": "true or false", "ints": "a list of whole numbers such as 2,2,8",
                "int?": "a whole number or none"}
@@ -316,3 +325,8 @@ class FoldResult:
     seconds: float = 0.0
     logits: np.ndarray | None = None  # (n_test, classes) after the final epoch
     prob: np.ndarray | None = None  # (epochs, n_test, classes) softmax after each epoch, float16
+    # Config.readouts, each like prob: the mirrored test faces, the weight average (the model
+    # itself before the last quarter of epochs begins), and the weight average on the mirror
+    prob_mirror: np.ndarray | None = None
+    prob_swa: np.ndarray | None = None
+    prob_swa_mirror: np.ndarray | None = None

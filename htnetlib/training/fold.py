@@ -15,9 +15,11 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import swa_utils
 
-from ..config import LATER_FIELDS, Config, FoldResult
+from ..config import LATER_FIELDS, SWA_FRACTION, Config, FoldResult
 from ..errors import TrainingError
+from ..evaluation.selection import fraction_of_epochs
 from ..model import build_model
 
 
@@ -127,10 +129,22 @@ def train_network(config: Config, x_train: np.ndarray, y_train: np.ndarray, *, s
 
 def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                y_test: np.ndarray, *, seed: int, device: torch.device, name: str = "fold",
-               progress: bool = False, x_train_mirror: np.ndarray | None = None) -> FoldResult:
+               progress: bool = False, x_train_mirror: np.ndarray | None = None,
+               x_test_mirror: np.ndarray | None = None) -> FoldResult:
     """Train a fresh model on one fold (:func:`train_network`) and predict the test samples
     after every epoch (class and softmax probabilities, float16); logistic regression is one
-    fit (:func:`htnetlib.model.logreg_fold`)."""
+    fit (:func:`htnetlib.model.logreg_fold`).
+
+    With ``config.readouts`` three more readouts of the same training are stored, each after
+    every epoch: the probabilities of the mirrored test faces ``x_test_mirror`` (test-time
+    augmentation: the mean of ``prob`` and ``prob_mirror`` is the augmented prediction), and
+    those of the weight average (stochastic weight averaging, ``torch.optim.swa_utils
+    .AveragedModel``: the mean of the weights after each epoch from the last
+    :data:`~htnetlib.config.SWA_FRACTION` of epochs on; before that, the model itself) on the
+    faces and on their mirror. The average is a copy beside the trained network, so training
+    and ``pred``/``prob`` are those of the same run without readouts. HTNet normalises with
+    LayerNorm only, so the average needs no batch-norm update.
+    """
     if config.model == "logreg":
         from ..model import logreg_fold
         return logreg_fold(x_train, y_train, x_test, y_test, seed=seed)
@@ -139,6 +153,18 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
     pred = np.empty((config.epochs, len(xte)), dtype=np.int8)
     prob = np.empty((config.epochs, len(xte), 3), dtype=np.float16)
     test_acc = np.empty(config.epochs)
+    extra: dict[str, np.ndarray] = {}
+    if config.readouts:
+        if x_test_mirror is None or x_test_mirror.shape != x_test.shape:
+            raise ValueError(f"{name}: readouts=true needs x_test_mirror of shape "
+                             f"{x_test.shape}")
+        xtm = torch.from_numpy(x_test_mirror).to(device)
+        extra = {k: np.empty_like(prob) for k in ("prob_mirror", "prob_swa", "prob_swa_mirror")}
+        swa_from = config.epochs - fraction_of_epochs(config.epochs, SWA_FRACTION)
+        average = {}  # the AveragedModel, once the last quarter begins
+
+    def softmax(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x).float(), 1)
 
     def predict_test(epoch: int, model: nn.Module) -> None:
         model.eval()
@@ -146,6 +172,18 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
             out = model(xte)
             pred[epoch] = out.argmax(1).cpu().numpy()
             prob[epoch] = torch.softmax(out.float(), 1).cpu().numpy()
+            if config.readouts:
+                extra["prob_mirror"][epoch] = softmax(model, xtm).cpu().numpy()
+                if epoch >= swa_from:
+                    if not average:
+                        average["model"] = swa_utils.AveragedModel(model)
+                    average["model"].update_parameters(model)  # the first call copies
+                    avg = average["model"].eval()
+                    extra["prob_swa"][epoch] = softmax(avg, xte).cpu().numpy()
+                    extra["prob_swa_mirror"][epoch] = softmax(avg, xtm).cpu().numpy()
+                else:
+                    extra["prob_swa"][epoch] = prob[epoch]
+                    extra["prob_swa_mirror"][epoch] = extra["prob_mirror"][epoch]
         test_acc[epoch] = float((pred[epoch] == yte).mean())
 
     model, curves = train_network(config, x_train, y_train, seed=seed, device=device, name=name,
@@ -154,4 +192,4 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
     with torch.no_grad():
         logits = model(xte).float().cpu().numpy()  # (n_test, 3) after the final epoch
     return FoldResult(pred, curves["train_loss"], curves["train_acc"], test_acc,
-                      curves["seconds"], logits, prob)
+                      curves["seconds"], logits, prob, **extra)

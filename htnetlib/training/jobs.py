@@ -36,13 +36,14 @@ from .store import (LOCK_NAME, Kind, clear_jobs, damage, is_complete, run_lock, 
 
 
 class JobArrays:
-    """The model inputs, mirrored inputs (``config.mirror``, else None) and labels of every
-    sample, from which :meth:`job` cuts one :func:`train_fold` job."""
+    """The model inputs, mirrored inputs (``config.mirror`` or ``config.readouts``, else None)
+    and labels of every sample, from which :meth:`job` cuts one :func:`train_fold` job."""
 
     def __init__(self, data: Composite, config: Config):
         self.config = config
         self.x = network_inputs(data, config)
-        self.mirror = network_inputs(data, config, mirror=True) if config.mirror else None
+        self.mirror = (network_inputs(data, config, mirror=True)
+                       if config.mirror or config.readouts else None)
         self.y = data.table["label"].to_numpy()
 
     def job(self, fit: np.ndarray, test: np.ndarray, **job) -> dict:
@@ -50,8 +51,10 @@ class JobArrays:
         ``job`` adds seed, device, name, subject and path."""
         out = dict(config=self.config, x_train=self.x[fit], y_train=self.y[fit],
                    x_test=self.x[test], y_test=self.y[test], **job)
-        if self.mirror is not None:
+        if self.config.mirror:
             out["x_train_mirror"] = self.mirror[fit]
+        if self.config.readouts:
+            out["x_test_mirror"] = self.mirror[test]
         return out
 
 
@@ -146,7 +149,8 @@ def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
         torch.set_num_threads(threads)
     res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"], job["y_test"],
                      seed=job["seed"], device=torch.device(job["device"]), name=job["name"],
-                     progress=progress, x_train_mirror=job.get("x_train_mirror"))
+                     progress=progress, x_train_mirror=job.get("x_train_mirror"),
+                     x_test_mirror=job.get("x_test_mirror"))
     if not parent_alive():
         os._exit(1)
     save_fold(job["path"], job["subject"], res)

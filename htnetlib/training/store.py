@@ -344,26 +344,35 @@ def save_fold(path: Path, subject: str, res: FoldResult) -> None:
     atomic_write(path, lambda p: np.savez(p, subject=subject, **arrays))
 
 
+# The probability arrays a job may store (epochs, n_test, classes), float16: ``prob`` (jobs
+# trained before probabilities were stored lack it) and the readouts of Config.readouts.
+PROB_KEYS = ("prob", "prob_mirror", "prob_swa", "prob_swa_mirror")
+
+
 def read_fold(path: Path) -> dict:
-    """A stored job file: the arrays of :data:`FOLD_KEYS`, with ``prob`` (epochs, n_test,
-    classes) where the job stored probabilities (jobs trained before they were stored lack it)."""
+    """A stored job file: the arrays of :data:`FOLD_KEYS`, with those of :data:`PROB_KEYS` the
+    job stored."""
     f = read_npz(path, FOLD_KEYS)
     with np.load(path) as npz:
-        if "prob" in npz.files:
-            f["prob"] = npz["prob"]
+        for key in PROB_KEYS:
+            if key in npz.files:
+                f[key] = npz[key]
     return f
 
 
 def joined_probabilities(folds: list[dict], epochs: int, n: int, columns: list) -> dict:
-    """``{"prob": (epochs, n, classes) float16}``, job k's probabilities in the columns
-    ``columns[k]`` (NaN elsewhere), or ``{}`` when a job lacks them: a result holds
-    probabilities only if every job stored them."""
-    if not folds or any("prob" not in f for f in folds):
-        return {}
-    prob = np.full((epochs, n, folds[0]["prob"].shape[-1]), np.nan, dtype=np.float16)
-    for f, cols in zip(folds, columns):
-        prob[:, cols] = f["prob"]
-    return {"prob": prob}
+    """Each key of :data:`PROB_KEYS` that every job stored, as one (epochs, n, classes) float16
+    array: job k's probabilities in the columns ``columns[k]`` (NaN elsewhere); ``{}`` when a
+    job lacks ``prob``."""
+    out = {}
+    for key in PROB_KEYS:
+        if not folds or any(key not in f for f in folds):
+            continue
+        prob = np.full((epochs, n, folds[0][key].shape[-1]), np.nan, dtype=np.float16)
+        for f, cols in zip(folds, columns):
+            prob[:, cols] = f[key]
+        out[key] = prob
+    return out if "prob" in out else {}
 
 
 @contextmanager

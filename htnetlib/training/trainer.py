@@ -76,7 +76,8 @@ def measure(config: Config, jobs: list[dict], workers: int, threads: int | None,
         def fit(job, cfg):
             return fold_mod.train_fold(cfg, job["x_train"], job["y_train"], job["x_test"],
                                        job["y_test"], seed=job["seed"], device=cpu,
-                                       x_train_mirror=job.get("x_train_mirror"))
+                                       x_train_mirror=job.get("x_train_mirror"),
+                                       x_test_mirror=job.get("x_test_mirror"))
 
         one = dataclasses.replace(short, epochs=1)  # warm-ups: first-call costs of each path
         fit(sample[0], one)

@@ -212,8 +212,10 @@ def calibrate(model_dir: Path | str, runs: list) -> dict:
     naming a run that does not fit."""
     model = Model.load(model_dir)
     fingerprint = model.meta["data_fingerprint"]
-    prob, y, names = pooled_held_out(runs, model.config.to_dict(), fingerprint)
-    return write_calibration(Path(model_dir) / CALIBRATION, prob, y, runs=names,
+    prob, y, names, subjects, runs_of = pooled_held_out(runs, model.config.to_dict(),
+                                                        fingerprint, groups=True)
+    return write_calibration(Path(model_dir) / CALIBRATION, prob, y, subjects=subjects,
+                             runs_of=runs_of, runs=names,
                              config=model.meta["config"], data_fingerprint=fingerprint)
 
 

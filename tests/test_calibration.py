@@ -131,6 +131,29 @@ def test_fold_temperatures_never_read_the_held_out_labels():
     assert cal.fold_temperatures(prob, changed, folds)["s0"] != temps["s0"]
 
 
+def test_out_of_sample_calibration_never_reads_a_group_s_own_labels():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    z = rng.normal(size=(120, 3)) + 2.0 * np.eye(3)[y]
+    prob = cal.softmax(3.0 * z)  # overconfident
+    groups = np.repeat(["a", "b", "c", "d"], 30)
+    tempered, temps = cal.cross_fitted(prob, y, groups)
+    for g, t in zip("abcd", temps):
+        rows = groups == g
+        assert t == pytest.approx(cal.fit_temperature(prob[~rows], y[~rows]))
+        np.testing.assert_allclose(tempered[rows], cal.apply_temperature(prob[rows], t))
+        changed = y.copy()  # a group's own labels do not move its tempered rows
+        changed[rows] = (changed[rows] + 1) % 3
+        np.testing.assert_array_equal(cal.cross_fitted(prob, changed, groups)[0][rows],
+                                      tempered[rows])
+    out = cal.out_of_sample(prob, y, groups, np.zeros(120))
+    assert list(out) == ["by_subject"]  # one run: no figure by run
+    assert out["by_subject"]["ece"] == pytest.approx(round(cal.ece(tempered, y), 6))
+    assert out["by_subject"]["ece"] < cal.ece(prob, y)
+    with pytest.raises(ValueError, match="at least two groups"):
+        cal.cross_fitted(prob, y, np.zeros(120))
+
+
 def test_calibrated_final_epoch_tempers_each_subject_by_its_fold():
     prob, y, folds, subjects, z = inner_store()
     temps = cal.fold_temperatures(prob, y, folds)
@@ -237,6 +260,12 @@ def test_htnet_calibrate_prints_and_the_card_reads_the_file(smoke_dir, tmp_path,
     card = (folder / CARD).read_text()
     assert f"T = {record['temperature']:.4f}" in card and "`run-a`, `run-b`" in card
     assert f"| {record['ece_before']} | {record['ece_after']} |" in card
+    oos = record["out_of_sample"]  # by held-out subject and by run: the card's figure
+    assert oos["by_run"]["groups"] == 2 and oos["by_subject"]["groups"] > 2
+    assert (f"| {record['ece_before']} | {record['ece_after']} | {oos['by_subject']['ece']} | "
+            f"{oos['by_run']['ece']} |") in card
+    assert f"The card's figure is the out-of-sample one by held-out subject" in card
+    assert f"**ECE {oos['by_subject']['ece']}**" in card
     record["temperature"] = 1.2345  # the card reads the file, it types no number
     (folder / CALIBRATION).write_text(json.dumps(record))
     from htnetlib.study.card import card_text

@@ -31,7 +31,10 @@ tempers each held-out subject's final-epoch probabilities with its own fold's te
 temperature fitted on the pooled final-epoch held-out probabilities of stored LOSO runs of the
 model's configuration (:func:`pooled_held_out`), written with ECE and NLL before and after
 (:func:`write_calibration`) as the model folder's calibration.json, read back by
-:func:`model_calibration`; :func:`answer_probabilities` gives an answer's probabilities.
+:func:`model_calibration`; :func:`answer_probabilities` gives an answer's probabilities. The
+figures after that fit are in-sample (T was fitted on the same probabilities);
+:func:`out_of_sample` adds two that are not: each held-out subject tempered by a T fitted on the
+other subjects, and each run by a T fitted on the other runs.
 
 numpy and scipy only (no torch): the evaluation layer.
 """
@@ -214,13 +217,51 @@ def calibration_summary(prob, y) -> dict:
 # --------------------------------------------------------------------------- a model's calibration
 
 
-def pooled_held_out(runs, config: dict, fingerprint: str) -> tuple[np.ndarray, np.ndarray, list]:
+def cross_fitted(prob, y, groups) -> tuple[np.ndarray, np.ndarray]:
+    """``prob`` with each group's rows tempered by the temperature fitted on every other
+    group's rows (their labels only), and the temperatures (one per group, sorted by group)."""
+    p, labels = check_probabilities(prob, y)
+    groups = np.asarray(groups)
+    if groups.shape != (len(p),):
+        raise ValueError(f"{groups.shape} groups for {len(p)} probability rows")
+    out, temps = np.empty_like(p), []
+    for g in np.unique(groups):
+        rows = groups == g
+        if rows.all():
+            raise ValueError("out-of-sample calibration needs at least two groups")
+        temps.append(fit_temperature(p[~rows], labels[~rows]))
+        out[rows] = apply_temperature(p[rows], temps[-1])
+    return out, np.array(temps)
+
+
+def out_of_sample(prob, y, subjects, runs) -> dict:
+    """Temperature scaling measured on probabilities it was not fitted on:
+    ``by_subject`` (each held-out subject's rows, of every run, tempered by the T fitted on the
+    other subjects' rows) and, with two runs or more, ``by_run`` (each run's rows tempered by the
+    T fitted on the other runs'). Each: ``ece``, ``nll``, ``groups`` and the temperatures'
+    median, min and max."""
+    p, labels = check_probabilities(prob, y)
+    out = {}
+    for key, groups in (("by_subject", subjects), ("by_run", runs)):
+        if len(np.unique(np.asarray(groups))) < 2:
+            continue
+        tempered, temps = cross_fitted(p, labels, groups)
+        out[key] = {"ece": round(ece(tempered, labels), 6), "nll": round(nll(tempered, labels), 6),
+                    "groups": int(len(temps)),
+                    "temperature_median": round(float(np.median(temps)), 6),
+                    "temperature_min": round(float(temps.min()), 6),
+                    "temperature_max": round(float(temps.max()), 6)}
+    return out
+
+
+def pooled_held_out(runs, config: dict, fingerprint: str, *, groups: bool = False):
     """The final-epoch probabilities (``epochs["prob"][-1]``, float64) and labels of stored
     LOSO runs (:class:`htnetlib.training.store.Run`: ``path``, ``meta``, ``config``,
-    ``predictions``, ``epochs``), pooled, and the runs' names. :class:`RunError` (one line,
+    ``predictions``, ``epochs``), pooled, and the runs' names; with ``groups``, also each row's
+    subject and run name (for :func:`out_of_sample`). :class:`RunError` (one line,
     naming the run) for a run of another configuration (``Config.to_dict()``) or data
     fingerprint, one given twice, or one without ``prob`` (trained before it was kept)."""
-    probs, labels, names = [], [], []
+    probs, labels, names, subjects, of_run = [], [], [], [], []
     for run in runs:
         where, have = Path(run.path), run.config.to_dict()
         differ = sorted(k for k in set(config) | set(have) if config.get(k) != have.get(k))
@@ -242,16 +283,24 @@ def pooled_held_out(runs, config: dict, fingerprint: str) -> tuple[np.ndarray, n
         probs.append(final)
         labels.append(run.predictions["label"].to_numpy())
         names.append(where.name)
+        subjects.append(run.predictions["subject"].astype(str).to_numpy())
+        of_run.append(np.full(len(final), where.name))
     if not names:
         raise RunError("no run to calibrate with: give at least one stored LOSO run")
-    return np.concatenate(probs), np.concatenate(labels), names
+    pooled = np.concatenate(probs), np.concatenate(labels), names
+    return pooled + (np.concatenate(subjects), np.concatenate(of_run)) if groups else pooled
 
 
-def write_calibration(path: Path | str, prob, y, **fields) -> dict:
+def write_calibration(path: Path | str, prob, y, *, subjects=None, runs_of=None,
+                      **fields) -> dict:
     """calibration.json, written atomically: :func:`calibration_summary` of ``prob`` and
-    ``y``, ``method`` (:data:`METHOD`), ``fields`` (runs, config, data_fingerprint, ...), the
-    git commit and the time. Returns the record."""
-    record = {**calibration_summary(prob, y), "method": METHOD, **fields,
+    ``y``, ``method`` (:data:`METHOD`), with each row's ``subjects`` and ``runs_of`` (run
+    names) the :func:`out_of_sample` figures as ``out_of_sample``, ``fields`` (runs, config,
+    data_fingerprint, ...), the git commit and the time. Returns the record."""
+    oos = ({} if subjects is None else
+           {"out_of_sample": out_of_sample(prob, y, subjects,
+                                           np.zeros(len(y)) if runs_of is None else runs_of)})
+    record = {**calibration_summary(prob, y), **oos, "method": METHOD, **fields,
               "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(Path(path), record)
     return record

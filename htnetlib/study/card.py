@@ -69,13 +69,43 @@ def calibration_text(model: Model) -> str:
             f"Method: {cal.get('method')}; fitted on {cal.get('samples')} held-out "
             f"final-epoch probabilities of the run(s) {runs}. The model itself was fitted on "
             "every sample, so a new face belongs to none of those held-out subjects.\n\n"
-            f"| on those held-out probabilities | before | after |\n|---|---|---|\n"
-            f"| expected calibration error (10 bins) | {cal.get('ece_before')} | "
-            f"{cal.get('ece_after')} |\n"
-            f"| negative log-likelihood | {cal.get('nll_before')} | {cal.get('nll_after')} |\n\n"
-            "The figures after are in-sample: T was fitted on the same probabilities. The "
-            "temperature never changes the predicted class (the argmax), only how sure the "
+            + out_of_sample_text(cal) +
+            "The temperature never changes the predicted class (the argmax), only how sure the "
             "probabilities say it is.")
+
+
+def out_of_sample_text(cal: dict) -> str:
+    """The card's calibration table: before and after T, in-sample and, where calibration.json
+    holds them (:func:`htnetlib.evaluation.calibration.out_of_sample`), out of sample."""
+    oos = cal.get("out_of_sample") or {}
+    cols = [("in-sample (T fitted on these same probabilities)", cal.get("ece_after"),
+             cal.get("nll_after"))]
+    words = {"by_subject": "each held-out subject, T fitted on the other {others} subjects "
+                           "(T {temperature_min:.2f}-{temperature_max:.2f})",
+             "by_run": "each run, T fitted on the other runs "
+                       "(T {temperature_min:.2f}-{temperature_max:.2f})"}
+    for key in ("by_subject", "by_run"):
+        if key in oos:
+            text = words[key].format(others=oos[key]["groups"] - 1, **oos[key])
+            cols.append((f"out of sample: {text}", oos[key]["ece"],
+                         oos[key]["nll"]))
+    head = "| on those held-out probabilities | before | " + " | ".join(c[0] for c in cols)
+    table = (f"{head} |\n|---|---|{'---|' * len(cols)}\n"
+             f"| expected calibration error (10 bins) | {cal.get('ece_before')} | "
+             + " | ".join(str(c[1]) for c in cols) + " |\n"
+             f"| negative log-likelihood | {cal.get('nll_before')} | "
+             + " | ".join(str(c[2]) for c in cols) + " |\n\n")
+    if "by_subject" in oos:
+        b = oos["by_subject"]
+        ece_cmp = ("above" if b["ece"] > cal.get("ece_after") else "not above")
+        nll_cmp = ("above" if b["nll"] > cal.get("nll_after") else "not above")
+        return table + (f"The card's figure is the out-of-sample one by held-out subject, what "
+                        f"to expect for people the temperature never saw: **ECE {b['ece']}** "
+                        f"after T (from {cal.get('ece_before')} before), {ece_cmp} the in-sample "
+                        f"{cal.get('ece_after')}; the NLL, which T minimises, is {b['nll']} out "
+                        f"of sample, {nll_cmp} the in-sample {cal.get('nll_after')}. ")
+    return table + ("The figures after are in-sample: T was fitted on the same probabilities "
+                    "(`htnet calibrate` again adds out-of-sample ones). ")
 
 
 def card_text(model: Model, runs_dir: Path | str = RUNS) -> str:

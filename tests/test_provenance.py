@@ -304,6 +304,32 @@ def confirmation_table(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame
     return confirmation.confirmation_table(confirm, n_boot=N_BOOT)
 
 
+def readout_runs(seeds, profile: str, find) -> dict:
+    """Notebook 15's readout runs of both variants with ``seeds``."""
+    return {v: [find(experiments.readout_config(v, profile), profile, seed=int(s))[0]
+                for s in seeds] for v in experiments.READOUT_VARIANTS}
+
+
+def readout_candidates(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 15: readouts.candidate_table of the readout runs with the seeds the current
+    headline's row lists."""
+    from htnetlib.study import readouts
+
+    seeds = str(stored.loc[stored["role"] == "current headline", "seeds"].iloc[0]).split(",")
+    return readouts.candidate_table(readouts.candidate_rows(readout_runs(seeds, profile, find)),
+                                    n_boot=N_BOOT)
+
+
+def confirmation2(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 15: readouts.confirmation_table of the fresh seeds' readout runs (the seeds its
+    baseline row lists), the primary row the pre-registered one."""
+    from htnetlib.study import readouts
+
+    seeds = str(stored.iloc[1]["seeds"]).split(",")
+    assert {k: stored.iloc[0][k] for k in ("model", "readout", "rule")} == readouts.PRIMARY
+    return readouts.confirmation_table(readout_runs(seeds, profile, find), n_boot=N_BOOT)
+
+
 def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     """Notebook 13: tables.lodo_table of the stored leave-one-dataset-out results
     (results/tables/lodo/) beside the same models' stored LOSO runs."""
@@ -331,7 +357,8 @@ ABLATION_TABLES = {"table4_block_size": "block_size", "fig5_dim": "dim", "fig6_h
                    "table5_layers": "layers"}
 RECOMPUTE = {"table1": table1, "table2": table2, "protocol_audit": protocol_audit,
              "table5_costs": table5_costs, "honest_selection": honest_selection, "lodo": lodo,
-             "confirmation": confirmation_table,
+             "confirmation": confirmation_table, "readout_candidates": readout_candidates,
+             "confirmation2": confirmation2,
              **{name: ablation_table(key) for name, key in ABLATION_TABLES.items()}}
 
 

@@ -71,3 +71,122 @@ def test_a_run_with_readouts_stores_them_in_prediction_order(synthetic, tmp_path
         assert run.epochs[key].shape == run.epochs["prob"].shape
         assert not np.isnan(run.epochs[key].astype(np.float32)).any()
         assert key not in base.epochs
+
+
+# --------------------------------------------------------------------------- notebook 15's study
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from htnetlib.evaluation import selection
+from htnetlib.study import readme, readouts
+from htnetlib.training.store import Run
+
+
+def fake_runs(seeds=(0, 1, 2), n_subjects=12, per=4, epochs=8) -> dict:
+    rng = np.random.default_rng(0)
+    subjects = np.repeat([f"s{i:02d}" for i in range(n_subjects)], per)
+    table = pd.DataFrame({"dataset": "casme2", "subject": subjects,
+                          "sample": [f"x{i}" for i in range(len(subjects))],
+                          "label": rng.integers(0, 3, len(subjects))})
+    out = {}
+    for k, variant in enumerate(readouts.READOUT_VARIANTS):
+        out[variant] = []
+        for s in seeds:
+            ep = {key: rng.dirichlet(np.ones(3), (epochs, len(table))).astype(np.float16)
+                  for key in ("prob", "prob_mirror", "prob_swa", "prob_swa_mirror")}
+            ep["pred"] = ep["prob"].argmax(-1).astype(np.int8)
+            out[variant].append(Run(Path(f"/nonexistent/{k}-{s}"),
+                                    {"seed": s, "train_seconds": 60.0}, table, ep))
+    return out
+
+
+def test_the_candidates_are_every_model_readout_and_rule_and_read_no_label():
+    runs = fake_runs()
+    rows = readouts.candidate_rows(runs)
+    assert len(rows) == len(readouts.MODELS) * len(readouts.READOUTS) * len(readouts.RULES)
+    whole = runs["all three, whole map"]
+    head = next(r for r in rows if readouts.is_row(r, readouts.BASELINE))
+    np.testing.assert_array_equal(head["tables"][0]["pred"], selection.SEED_RULES[
+        "vote of seeds x last 25% of epochs"]([r.epochs["pred"] for r in whole]))
+    tta = next(r for r in rows if r["model"] == "whole map" and r["readout"] == "mirror (TTA)"
+               and r["rule"] == "soft vote of seeds, final epoch")
+    mean = [(r.epochs["prob"].astype(np.float32) + r.epochs["prob_mirror"]) / 2 for r in whole]
+    np.testing.assert_array_equal(tta["tables"][0]["pred"], selection.soft_vote(mean))
+    both = next(r for r in rows if r["model"] == "whole map + regions")
+    assert len(both["runs"]) == 6
+    # change every label: no candidate's predictions move (the rules are given none)
+    flipped = {v: [dataclasses.replace(r, predictions=r.predictions.assign(
+        label=(r.predictions["label"] + 1) % 3)) for r in rs] for v, rs in runs.items()}
+    for a, b in zip(rows, readouts.candidate_rows(flipped)):
+        np.testing.assert_array_equal(a["tables"][0]["pred"], b["tables"][0]["pred"])
+
+
+def test_the_candidate_table_is_against_the_headline_and_the_confirmation_in_preregistered_order(
+        monkeypatch):
+    runs = fake_runs()
+    table = readouts.candidate_table(readouts.candidate_rows(runs), n_boot=50)
+    assert table["Full UF1"].is_monotonic_decreasing
+    base = table[table["role"] == "current headline"].iloc[0]
+    assert base["UF1 - headline"] == 0 and "UF1 - plain honest" not in table
+    spec = {"model": "regions", "readout": "SWA + mirror", "rule": "soft vote of seeds, final epoch"}
+    monkeypatch.setattr(readouts, "PRIMARY", spec)
+    conf = readouts.confirmation_table(runs, n_boot=50)
+    assert {k: conf.iloc[0][k] for k in spec} == spec
+    assert {k: conf.iloc[1][k] for k in spec} == readouts.BASELINE
+    assert list(conf["role"][:2]) == ["primary (pre-registered)",
+                                      "current headline (pre-registered baseline)"]
+    assert readouts.beats_headline(conf) == (float(conf.iloc[0]["difference 95% CI"]
+                                                   .split(" to ")[0]) > 0)
+
+
+@pytest.mark.skipif(not (readouts.ROOT / ".git").exists(), reason="needs the git checkout")
+def test_the_preregistration_check_reads_the_order_from_git(monkeypatch):
+    first = readouts.ROOT / "results" / "preregistration" / \
+        "confirmation_seeds_3-5_cpu_preregistration.md"
+    added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", str(first)],
+                           cwd=readouts.ROOT, capture_output=True, text=True).stdout.split()
+    if not added:
+        pytest.skip("a shallow clone without the pre-registration's commit")
+    before = subprocess.run(["git", "rev-parse", f"{added[-1]}~1"], cwd=readouts.ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=readouts.ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    monkeypatch.setattr(readouts, "PREREGISTRATION", first)
+    runs = [Run(Path(f"/nonexistent/{c}"), {"seed": 6, "git_commit": c}, None, {})
+            for c in (head + "+dirty", before, "unknown")]
+    verdicts = list(readouts.preregistration_check(runs)["pre-registration committed before"])
+    assert verdicts == ["yes", "no", "the run records no commit"]
+    monkeypatch.setattr(readouts, "PREREGISTRATION", readouts.ROOT / "no-such-file.md")
+    assert set(readouts.preregistration_check(runs)["pre-registration committed before"]) == \
+        {"no committed pre-registration"}
+
+
+@pytest.mark.parametrize("low", ["+0.010", "-0.020"])
+def test_the_readme_headline_is_the_better_confirmed_row(tmp_path, low):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    row = {"role": "x", "variant": "all three, whole map", "rule": "vote", "seeds": "3,4,5",
+           "Full UF1": 0.716, "Full UF1 95% CI": "0.657-0.769", "UF1 - plain honest": 0.054,
+           "difference 95% CI": "+0.015 to +0.093"}
+    pd.DataFrame([row, dict(row, **{"Full UF1": 0.663})]).to_csv(
+        tables / "confirmation_cpu.csv", index=False)
+    pd.DataFrame([dict(row, honest=True, seeds="0,1,2", **{"Full UF1": 0.735})]).to_csv(
+        tables / "honest_selection_cpu.csv", index=False)
+    assert "15_toward_076" not in readme.headline_block(tmp_path, "cpu")  # not made yet
+    second = {"model": "whole map", "readout": "mirror (TTA)", "rule": "soft vote",
+              "seeds": "6,7,8", "Full UF1": 0.741, "Full UF1 95% CI": "0.690-0.790",
+              "UF1 - headline": 0.03, "difference 95% CI": f"{low} to +0.060"}
+    pd.DataFrame([second, dict(second, readout="model", **{"Full UF1": 0.711})]).to_csv(
+        tables / "confirmation2_cpu.csv", index=False)
+    block = readme.headline_block(tmp_path, "cpu")
+    if low.startswith("+"):  # the new row is better by the criterion: it leads
+        assert block.index("15_toward_076") < block.index("12_honest_selection")
+        assert "**Headline honest result" in block and "0.741 (95 % CI 0.690-0.790)" in block
+        assert "stays 0.019 below the goal" in block
+    else:
+        assert block.index("12_honest_selection") < block.index("15_toward_076")
+        assert "**0.716**" in block and "so this headline stays" in block
+        assert "stays 0.044 below the goal" in block

@@ -103,6 +103,17 @@ CONFIRM_SEEDS = (3, 4, 5)
 HEADLINE = {"variant": "all three, whole map", "rule": "vote of seeds x last 25% of epochs"}
 CONFIRM_VARIANTS = ("plain", HEADLINE["variant"])
 
+# Notebook 15: two of notebook 12's variants trained again with readouts (Config.readouts: the
+# mirror and the weight average of the same training) on the choosing seeds, then, after a
+# second pre-registration, on fresh seeds (htnetlib.study.readouts)
+READOUT_VARIANTS = ("all three, whole map", "all three")
+READOUT_CONFIRM_SEEDS = (6, 7, 8)
+
+
+def readout_config(name: str, profile: str) -> Config:
+    """Notebook 12's variant ``name`` in ``profile`` with readouts on."""
+    return dataclasses.replace(selection_config(name, profile), readouts=True)
+
 
 LODO_MODELS = {"HTNet": ("htnet", {}), "HTNet, all three": ("htnet", SELECTION_VARIANTS["all three"]),
                "STSTNet": ("ststnet", {}), "Logistic regression": ("logreg", {})}
@@ -251,7 +262,8 @@ class Experiment:
     why: tuple = ()
 
 
-def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS) -> list[Experiment]:
+def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS,
+                readout_confirm_seeds=READOUT_CONFIRM_SEEDS) -> list[Experiment]:
     """Every job the notebooks of ``profile`` need, in notebook order, each once.
 
     A job several notebooks need (same kind, configuration and seed) is listed where it first
@@ -293,6 +305,12 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS) -> list[
     for name in CONFIRM_VARIANTS:
         for s in confirm_seeds:
             need("loso", selection_config(name, profile), s, f"12 confirmation: {name}")
+    # notebook 15's runs are LOSO runs like the above (the kinds stay in order; 13 has none)
+    for name in READOUT_VARIANTS:
+        for s in seeds:
+            need("loso", readout_config(name, profile), s, f"15 readouts: {name}")
+        for s in readout_confirm_seeds:
+            need("loso", readout_config(name, profile), s, f"15 second confirmation: {name}")
     for name in NESTED_VARIANTS:
         for s in nested_seeds(name, seeds):
             need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")

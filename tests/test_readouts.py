@@ -131,7 +131,8 @@ def test_the_candidate_table_is_against_the_headline_and_the_confirmation_in_pre
     assert table["Full UF1"].is_monotonic_decreasing
     base = table[table["role"] == "current headline"].iloc[0]
     assert base["UF1 - headline"] == 0 and "UF1 - plain honest" not in table
-    spec = {"model": "regions", "readout": "SWA + mirror", "rule": "soft vote of seeds, final epoch"}
+    spec = {"model": "regions", "readout": "SWA + mirror",
+            "rule": "soft vote of seeds, final epoch"}
     monkeypatch.setattr(readouts, "PRIMARY", spec)
     conf = readouts.confirmation_table(runs, n_boot=50)
     assert {k: conf.iloc[0][k] for k in spec} == spec
@@ -184,8 +185,8 @@ def test_the_readme_headline_is_the_better_confirmed_row(tmp_path, low):
     block = readme.headline_block(tmp_path, "cpu")
     if low.startswith("+"):  # the new row is better by the criterion: it leads
         assert block.index("15_toward_076") < block.index("12_honest_selection")
-        assert "**Headline honest result" in block and "0.741 (95 % CI 0.690-0.790)" in block
-        assert "stays 0.019 below the goal" in block
+        assert "**Headline honest result" in block and "**0.741** (95 % CI 0.690-0.790)" in block
+        assert "stays 0.019 below the goal" in block and "**0.716**" not in block
     else:
         assert block.index("12_honest_selection") < block.index("15_toward_076")
         assert "**0.716**" in block and "so this headline stays" in block

@@ -68,8 +68,10 @@ def test_the_plan_of_each_profile():
         # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
         # its three single changes (first seed) and two combinations with every seed: 9 more;
         # notebook 02 the corrected crop mode with every seed: 3 more; notebook 12's
-        # pre-registered confirmation: plain and the chosen variant on three fresh seeds, 6 more
-        assert len(needs) == 31 + 9 + 3 + 6, profile
+        # pre-registered confirmation: plain and the chosen variant on three fresh seeds, 6 more;
+        # notebook 15: its two variants with readouts on seeds 0-2 and on 6-8, 12 more
+        assert len(needs) == 31 + 9 + 3 + 6 + 12, profile
+        assert sum(any(w.startswith("15 ") for w in n.why) for n in needs) == 12
         # (the plain model is the default: its three seeds are needed by 12 too)
         assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6 + 6
         assert all(n.why for n in needs)

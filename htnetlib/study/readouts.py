@@ -243,8 +243,8 @@ def not_tried_note(data, profile: str, runs_dir) -> str:
 
     ststnet = [r for s in SEEDS if (r := stored_run(data, table2_config("STSTNet", profile), s,
                                                      profile, runs_dir)) is not None]
-    cost = (f"; STSTNet costs {cost_minutes(ststnet) / len(ststnet):.0f} CPU-minutes a seed "
-            f"(its stored {profile} runs)" if ststnet else "")
+    cost = (f"; STSTNet costs {cost_minutes(ststnet) / len(ststnet):.0f} CPU-minutes a seed, "
+            f"by its stored {profile} runs" if ststnet else "")
     return ("Not tried here: soft ensembles with STSTNet and logistic regression (their stored "
             f"runs keep no probabilities{cost}), and the release's apex faces "
             "as a second, appearance input (no such model is built yet).")

@@ -130,3 +130,26 @@ def findings_crop_mode(table: pd.DataFrame) -> str:
                 f"{row['UF1 p(difference <= 0)']:.2f}); {verdict}. UAR: "
                 f"{row[f'UAR - {baseline}']:+.3f} ({row['UAR difference 95% CI']}).")
     return "\n".join(lines)
+
+
+def crop_note(crop: pd.DataFrame) -> str:
+    """Notebook 02's crop-mode finding in words, every number read from ``crop``
+    (:func:`crop_mode_table`): per protocol, each mode's composite UF1 against the official
+    mode's, the paired difference with its interval and P, and whether the interval holds 0."""
+    first, base = crop.iloc[0], crop.attrs["baseline"]  # base: the official mode
+    lines = [f"**Crop mode and accuracy** ({first['profile']} profile, seeds {first['seeds']}, the "
+             f"same {first['subjects']} held-out subjects; paired subject bootstrap, 95 %; P is "
+             f"the share of resamples where a mode does no better than {base}):"]
+    for _, row in crop[crop["mode"] != base].iterrows():
+        proto, mode = row["protocol"], row["mode"]
+        ref = crop[(crop["protocol"] == proto) & (crop["mode"] == base)].iloc[0]
+        lo, hi = crop.attrs["intervals"][mode, proto, "uf1"]
+        verdict = ("the interval holds 0: these runs cannot tell the two modes apart"
+                   if lo <= 0 <= hi else
+                   f"the interval excludes 0: the {mode} mode is {'better' if lo > 0 else 'worse'}")
+        lines.append(f"* {proto.capitalize()} protocol: composite UF1 {row['Full UF1']:.3f} "
+                     f"({mode}) against {ref['Full UF1']:.3f} ({base}); the difference {mode} - "
+                     f"{base} is {row[f'UF1 - {base}']:+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}, "
+                     f"P = {row['UF1 p(difference <= 0)']:.2f}); {verdict}. UAR: "
+                     f"{row[f'UAR - {base}']:+.3f} ({row['UAR difference 95% CI']}).")
+    return "\n".join(lines)

@@ -2,16 +2,21 @@
 (:func:`htnetlib.training.fold.train_fold`), stored beside the run's own predictions."""
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from htnetlib.config import SWA_FRACTION, Config, ConfigError
 from htnetlib.data.regions import network_inputs
+from htnetlib.evaluation import selection
 from htnetlib.evaluation.selection import fraction_of_epochs
+from htnetlib.study import readme, readouts
 from htnetlib.training import fold, loso
-from htnetlib.training.store import load_run, run_id, data_fingerprint
+from htnetlib.training.store import Run, data_fingerprint, load_run, run_id
 
 TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=8, lr=1e-3, max_folds=2,
               regions="whole")
@@ -74,15 +79,6 @@ def test_a_run_with_readouts_stores_them_in_prediction_order(synthetic, tmp_path
 
 
 # --------------------------------------------------------------------------- notebook 15's study
-
-import subprocess
-from pathlib import Path
-
-import pandas as pd
-
-from htnetlib.evaluation import selection
-from htnetlib.study import readme, readouts
-from htnetlib.training.store import Run
 
 
 def fake_runs(seeds=(0, 1, 2), n_subjects=12, per=4, epochs=8) -> dict:

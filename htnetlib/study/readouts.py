@@ -36,7 +36,7 @@ from ..training.loso import run_loso
 from ..training.store import Run, load_run
 from .experiments import (HEADLINE, READOUT_CONFIRM_SEEDS, READOUT_VARIANTS, readout_config,
                           SEEDS)
-from .tables import score_row
+from .tables import common_samples, score_row
 
 PREREGISTRATION = (ROOT / "results" / "preregistration"
                    / "confirmation_seeds_6-8_cpu_preregistration.md")
@@ -133,17 +133,13 @@ def pairing_table(runs: dict[str, list[Run]], profile: str, runs_dir) -> pd.Data
 def row_tables(runs: dict[str, list[Run]], model: str, readout: str, rule: str) -> list:
     """The one predictions table (column ``pred``) of a candidate."""
     members = [r for v in MODELS[model] for r in runs[v]]
-    base = members[0].predictions
-    for r in members[1:]:
-        if not r.predictions[metrics.KEY].equals(base[metrics.KEY]):
-            raise ValueError(f"{r.path.name} lists its samples in another order than "
-                             f"{members[0].path.name}")
+    samples = common_samples(members)
     if readout == "model" and not rule.startswith("soft"):  # the runs' own stored classes
         pred = seed_epochs_vote([r.epochs["pred"] for r in members],
                                 0.25 if "25%" in rule else None)
     else:
         pred = RULES[rule]([READOUTS[readout](r.epochs) for r in members])
-    return [base[metrics.KEY + ["label"]].assign(pred=pred)]
+    return [samples.assign(pred=pred)]
 
 
 def candidate_rows(runs: dict[str, list[Run]]) -> list[dict]:

@@ -215,14 +215,20 @@ def rule_tables(runs: list[Run], rule) -> list[pd.DataFrame]:
     return out
 
 
-def seed_rule_table(runs: list[Run], rule) -> pd.DataFrame:
-    """One predictions table (column ``pred``) of a rule over the seeds ``runs``."""
+def common_samples(runs: list[Run]) -> pd.DataFrame:
+    """The samples (keys and labels) that ``runs`` all list in the same order, for a table of
+    predictions made from them together; ValueError naming a run that lists another order."""
     base = runs[0].predictions
     for r in runs[1:]:
         if not r.predictions[metrics.KEY].equals(base[metrics.KEY]):
             raise ValueError(f"{r.path.name} lists its samples in another order than "
                              f"{runs[0].path.name}")
-    return base[metrics.KEY + ["label"]].assign(pred=rule([r.epochs["pred"] for r in runs]))
+    return base[metrics.KEY + ["label"]]
+
+
+def seed_rule_table(runs: list[Run], rule) -> pd.DataFrame:
+    """One predictions table (column ``pred``) of a rule over the seeds ``runs``."""
+    return common_samples(runs).assign(pred=rule([r.epochs["pred"] for r in runs]))
 
 
 def score_row(tables: list[pd.DataFrame], baseline: list[pd.DataFrame], *,

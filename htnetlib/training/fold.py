@@ -161,12 +161,13 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
         xtm = torch.from_numpy(x_test_mirror).to(device)
         extra = {k: np.empty_like(prob) for k in ("prob_mirror", "prob_swa", "prob_swa_mirror")}
         swa_from = config.epochs - fraction_of_epochs(config.epochs, SWA_FRACTION)
-        average = {}  # the AveragedModel, once the last quarter begins
+    average = None  # the AveragedModel, once the last quarter begins
 
     def softmax(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x).float(), 1)
 
     def predict_test(epoch: int, model: nn.Module) -> None:
+        nonlocal average
         model.eval()
         with torch.no_grad():
             out = model(xte)
@@ -175,12 +176,12 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
             if config.readouts:
                 extra["prob_mirror"][epoch] = softmax(model, xtm).cpu().numpy()
                 if epoch >= swa_from:
-                    if not average:
-                        average["model"] = swa_utils.AveragedModel(model)
-                    average["model"].update_parameters(model)  # the first call copies
-                    avg = average["model"].eval()
-                    extra["prob_swa"][epoch] = softmax(avg, xte).cpu().numpy()
-                    extra["prob_swa_mirror"][epoch] = softmax(avg, xtm).cpu().numpy()
+                    if average is None:
+                        average = swa_utils.AveragedModel(model)
+                    average.update_parameters(model)  # the first call copies
+                    average.eval()
+                    extra["prob_swa"][epoch] = softmax(average, xte).cpu().numpy()
+                    extra["prob_swa_mirror"][epoch] = softmax(average, xtm).cpu().numpy()
                 else:
                     extra["prob_swa"][epoch] = prob[epoch]
                     extra["prob_swa_mirror"][epoch] = extra["prob_mirror"][epoch]

@@ -5,7 +5,8 @@ Every module raises one of these with a message that names the file or value and
 :func:`exit_code` of the error:
 
     0    success
-    1    a check found problems (``htnet data check``)
+    1    a check found problems (``htnet data check``), or a user's own network
+         (``--model package.module:factory``) failed: :class:`UserModelError`
     2    usage: a bad argument or configuration value; nothing has been trained or written
     3    data: a missing, unreadable or corrupt input file, release, run or model folder
     4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
@@ -14,6 +15,7 @@ Every module raises one of these with a message that names the file or value and
     5    refused: the missing runs would exceed the time budget on this device
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted training resumes where it stopped
+    141  the reader of the output left (``htnet grid --dry-run | head -1``): no message
 
 ``--debug`` (or ``HTNET_DEBUG=1``) adds the traceback and keeps these statuses.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import re
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DATA, EXIT_RUNTIME, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
-EXIT_BUG, EXIT_INTERRUPTED = 70, 130
+EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 70, 130, 141
 # Words in an allocator's RuntimeError (torch's CPU and CUDA allocators, MPS) that mean the
 # memory ran out, not that the code is wrong.
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory",
@@ -48,6 +50,19 @@ class RunError(DataError):
     """A run folder that is missing, unfinished or damaged; the message names the file."""
 
 
+class UserModelError(Exception):
+    """A user's own network (``--model package.module:factory``) failed while training: the
+    message names the factory and the fold, ``details`` holds the traceback of the user's
+    code (a string, so that it survives the trip from a worker process)."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message, details)
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class UsageError(Exception):
     """A bad command-line argument found by a command's own checks, with its exit status."""
 
@@ -60,6 +75,8 @@ def exit_code(exc: BaseException) -> int | None:
     """The exit status ``exc`` means (table above); None for an unexpected error (a bug)."""
     if isinstance(exc, UsageError):
         return exc.code
+    if isinstance(exc, UserModelError):
+        return EXIT_PROBLEMS
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
     if isinstance(exc, (DataError, FileNotFoundError)):

@@ -45,8 +45,9 @@ import zipfile
 from pathlib import Path
 
 from .. import __version__
-from ..errors import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, DataError,
-                      TrainingError, UsageError, exit_code, out_of_memory)
+from ..errors import (EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS,
+                      EXIT_USAGE, DataError, TrainingError, UsageError, UserModelError,
+                      exit_code, out_of_memory)
 from .common import (OneLineParser, check_device, check_out, check_writable, model_name,
                      whole_number)
 
@@ -445,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return args.func(args)
+    except BrokenPipeError:  # the reader of stdout has gone (| head): stop quietly
+        return _broken_pipe()
     except KeyboardInterrupt:
         if debug:
             _traceback()
@@ -452,16 +455,44 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         code = exit_code(exc)
-        if code is None or debug:  # --debug: the traceback, and still the error's own status
+        if isinstance(exc, UserModelError):  # the user's code: its traceback, not ours
+            _close_bars()
+            sys.stderr.write(("" if sys.stderr.line_ended else "\n") + exc.details)
+        elif code is None or debug:  # --debug: the traceback, and still the error's own status
             _traceback()
         if code is None:
             _error(f"unexpected {type(exc).__name__}: {_describe(exc)} (traceback above; "
                    "please report it)")
             return EXIT_BUG
         _error(_describe(exc))
+        if getattr(args, "json", False):  # a script reading stdout gets JSON too
+            _json_error(exc)
         return code
     finally:
         sys.stderr = stderr
+
+
+def _broken_pipe() -> int:
+    """Exit status 141 (128 + SIGPIPE, as a Unix tool the pipe's reader left) without a word;
+    stdout is pointed at /dev/null so that Python's own flush at exit stays silent too."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is no file (a test's capture)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _json_error(exc: BaseException) -> None:
+    """``{"error": ..., "file": ...}`` on stdout, one line: the error of a ``--json`` command
+    (``file``: the file it names, or null)."""
+    import json
+
+    text = _describe(exc)
+    name = getattr(exc, "filename", None)
+    if name is None:
+        head = text.split(": ", 1)[0]
+        name = head if ": " in text and ("/" in head or Path(head).suffix) else None
+    print(json.dumps({"error": text, "file": None if name is None else str(name)}), flush=True)
 
 
 def _traceback() -> None:

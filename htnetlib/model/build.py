@@ -85,21 +85,34 @@ def build_user_model(config: Config) -> nn.Module:
 
 
 def check_user_model(config: Config) -> None:
-    """ConfigError unless ``config.model``'s factory builds a network mapping one input
-    (1, 3, S, S) to (1, 3) logits: the check a command runs before any run folder exists."""
+    """ConfigError unless ``config.model``'s factory builds a network with trainable
+    parameters that maps an input (2, 3, S, S) to (2, 3) floating-point logits through which
+    a backward pass runs: the check a command runs before any run folder exists."""
     model = build_user_model(config)
-    x = torch.zeros(1, 3, config.image_size, config.image_size)
+    name = f"model={config.model!r}"
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"{name}: the network has no trainable parameters; there is "
+                          "nothing to train")
+    x = torch.zeros(2, 3, config.image_size, config.image_size)
     try:
-        with torch.no_grad():
-            out = model.eval()(x)
+        out = model.train()(x)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise ConfigError(f"model={config.model!r}: the network fails on an input of shape "
+        raise ConfigError(f"{name}: the network fails on an input of shape "
                           f"{tuple(x.shape)}: {type(exc).__name__}: {reason}") from exc
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 3):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 3):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model={config.model!r}: the network maps an input of shape "
-                          f"{tuple(x.shape)} to {shape}, not (1, 3) logits")
+        raise ConfigError(f"{name}: the network maps an input of shape "
+                          f"{tuple(x.shape)} to {shape}, not (2, 3) logits")
+    if not out.is_floating_point():
+        raise ConfigError(f"{name}: the network returns {out.dtype} logits; cross-entropy "
+                          "needs floating-point ones")
+    try:
+        nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{name}: the backward pass through the network fails: "
+                          f"{type(exc).__name__}: {reason}") from exc
 
 
 def build_model(config) -> nn.Module:

@@ -18,20 +18,21 @@ import shutil
 import signal
 import threading
 import time
-import warnings
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, is_user_model
+from ..errors import UserModelError, exit_code
 from ..data import Composite
 from ..data.regions import network_inputs
 from .fold import train_fold
 from ..io import write_json
-from ..errors import StoreWarning
-from .store import (LOCK_NAME, Kind, clear_jobs, damage, is_complete, run_lock, save_fold,
+from .store import (LOCK_NAME, Kind, clear_jobs, is_complete, run_lock, save_fold, set_aside,
                     stored_fold_ok)
 
 
@@ -140,6 +141,25 @@ def stop_pool(pool) -> None:
             process.join(timeout=2)
 
 
+@contextmanager
+def user_model_errors(model: str, fold: str):
+    """Around the training of one fold: where ``model`` is a user's ``package.module:factory``,
+    an error of its network (a shape bug, no parameters, integer logits; anything but the
+    errors htnet itself names, an interruption, an OS error or running out of memory) becomes
+    a :class:`~htnetlib.errors.UserModelError` naming the factory and the fold and carrying
+    the traceback: it is the user's code, not a bug of htnetlib."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_user_model(model) or exit_code(exc) is not None:
+            raise
+        details = "".join(traceback.format_exception(exc))
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise UserModelError(f"model {model} failed in {fold}: {type(exc).__name__}: {reason} "
+                             "(its traceback above; the error is in that network's code)",
+                             details) from exc
+
+
 def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
     """Train one fold and store it atomically (runs in a worker process when workers > 1).
 
@@ -147,10 +167,12 @@ def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
     written after the parent died would appear behind the user's back."""
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"], job["y_test"],
-                     seed=job["seed"], device=torch.device(job["device"]), name=job["name"],
-                     progress=progress, x_train_mirror=job.get("x_train_mirror"),
-                     x_test_mirror=job.get("x_test_mirror"))
+    with user_model_errors(job["config"].model, job["name"]):
+        res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"],
+                         job["y_test"], seed=job["seed"], device=torch.device(job["device"]),
+                         name=job["name"], progress=progress,
+                         x_train_mirror=job.get("x_train_mirror"),
+                         x_test_mirror=job.get("x_test_mirror"))
     if not parent_alive():
         os._exit(1)
     save_fold(job["path"], job["subject"], res)
@@ -185,10 +207,7 @@ def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dic
         if is_complete(folder, kind):
             clear_jobs(folder, kind)
             return folder
-        problem = all((folder / f).is_file() for f in kind.files) and damage(folder, kind)
-        if problem:  # a finished result damaged afterwards: say so once, then train it again
-            warnings.warn(f"{problem}; training the {kind.what} again", StoreWarning,
-                          stacklevel=2)
+        set_aside(folder, kind)  # a finished result damaged afterwards: named, trained again
         meta = {k: v for k, v in meta.items() if k not in kind.finished}
         write_json(folder / "config.json", meta)  # without the completion keys: unfinished
         every = jobs()

@@ -221,33 +221,95 @@ def finished_meta(folder: Path, kind: Kind = RUN) -> dict:
 
 
 def damage(folder: Path, kind: Kind = RUN) -> str | None:
-    """What keeps the files of a result of ``kind`` other than config.json from being read
-    (one line naming the file), or None: its JSON files must parse, its CSV files read with
-    their columns. (The .npz files are checked when read: :func:`load_stored`.)"""
+    """What keeps a result of ``kind`` whose files all exist from being a complete one (one
+    line naming the file), or None. The one completeness check of grid, the plan and
+    training (:func:`is_complete`): config.json is the final one (:func:`finished_meta`);
+    every JSON file parses and holds only finite numbers; every CSV file reads with its
+    columns and no empty cell (a truncated last row); the predictions of epochs.npz read; and
+    they agree: one row of predictions.csv per sample of config.json (``n_samples``), one
+    column of epochs.npz's ``pred`` per row, one row of it per epoch (``epochs``)."""
     folder = Path(folder)
     try:
+        meta = finished_meta(folder, kind)
+        rows = pred = None
         for name in kind.files:
-            if name.endswith(".json") and name != "config.json":
-                read_json(folder / name)
+            path = folder / name
+            if name == "config.json":
+                continue
+            if name.endswith(".json"):
+                bad = non_finite(read_json(path))
+                if bad:
+                    return f"{path}: {bad} is not a finite number"
             elif name.endswith(".csv"):
-                read_predictions(folder / name, kind.columns)
+                table = read_predictions(path, kind.columns)
+                empty = table[list(kind.columns)].isna().any(axis=1)
+                if empty.any():
+                    return (f"{path}: row {int(empty.to_numpy().argmax()) + 2} has an empty "
+                            "cell (a truncated or edited file)")
+                rows = len(table)
+            elif name.endswith(".npz"):
+                pred = read_npz(path, ("pred",))["pred"]
     except RunError as exc:
         return str(exc)
+    n, epochs = meta.get("n_samples"), meta.get("epochs")
+    csv, npz = folder / "predictions.csv", folder / "epochs.npz"
+    if rows is not None and n is not None and rows != n:
+        return f"{csv}: {rows} rows, but config.json records {n} samples"
+    if pred is not None and pred.ndim < 2:
+        return f"{npz}: pred of shape {pred.shape}, expected (epochs, samples)"
+    if pred is not None and rows is not None and pred.shape[-1] != rows:
+        return f"{npz}: pred holds {pred.shape[-1]} samples, predictions.csv {rows} rows"
+    if pred is not None and epochs is not None and pred.shape[-2] != epochs:
+        return f"{npz}: pred holds {pred.shape[-2]} epochs, config.json records {epochs}"
+    return None
+
+
+def non_finite(obj, where: str = "") -> str | None:
+    """The first key path (``honest.full.uf1``) of a JSON value that is NaN or infinite, or
+    None."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return where or "the value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
+        obj, list) else ()
+    for key, value in items:
+        found = non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
     return None
 
 
 def is_complete(folder: Path, kind: Kind = RUN) -> bool:
-    """Whether ``folder`` is a finished result of ``kind``: its files exist, config.json,
-    written last by assembly, is the final one (it holds the completion keys), and its JSON
-    and CSV files read (:func:`damage`): a truncated metrics.json is not a finished run."""
+    """Whether ``folder`` is a finished, undamaged result of ``kind``: its files exist and
+    :func:`damage` finds nothing (config.json, written last by assembly, is the final one; a
+    truncated predictions.csv or metrics.json is not a finished run)."""
     folder = Path(folder)
     if not all((folder / f).is_file() for f in kind.files):
         return False
+    return damage(folder, kind) is None
+
+
+def set_aside(folder: Path, kind: Kind = RUN) -> str | None:
+    """Where a finished result of ``kind`` is damaged (:func:`damage`), move the damaged file
+    aside (``<name>.corrupt``) and say so in one :class:`StoreWarning`, so that it is trained
+    again; returns the problem, or None where there is none."""
+    folder = Path(folder)
+    if not all((folder / f).is_file() for f in kind.files):
+        return None
     try:
         finished_meta(folder, kind)
-    except RunError:
-        return False
-    return damage(folder, kind) is None
+    except RunError:  # unfinished (a killed assembly): assembled again, nothing is damaged
+        return None
+    problem = damage(folder, kind)
+    if problem is None:
+        return None
+    path = Path(problem.split(": ", 1)[0])
+    moved = ""
+    if path.parent == folder and path.name in kind.files and path.name != "config.json":
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+        moved = f"; moved to {path.name}.corrupt"
+    warnings.warn(f"{problem}{moved}; training the {kind.what} again", StoreWarning,
+                  stacklevel=3)
+    return problem
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -450,11 +512,20 @@ class Run:
 
 def load_run(run_dir: Path | str) -> Run:
     """Read a finished run folder (:func:`load_stored` of :data:`RUN`), checking that
-    epochs.npz holds one prediction column per row of predictions.csv."""
+    epochs.npz holds one prediction column per row of predictions.csv. A metrics.json holding
+    NaN or an infinity is recomputed from predictions.csv, with a :class:`StoreWarning`."""
     stored = load_stored(run_dir, RUN)
     run_dir, predictions, epochs = stored["path"], stored["predictions.csv"], stored["epochs.npz"]
     shape = getattr(epochs.get("pred"), "shape", None)
     if shape is None or len(shape) != 2 or shape[1] != len(predictions):
         raise RunError(f"{run_dir / 'epochs.npz'}: pred (shape {shape}) does not hold one "
                        f"column per row of predictions.csv ({len(predictions)})")
-    return Run(run_dir, stored["meta"], predictions, epochs, stored["metrics.json"])
+    scores = stored["metrics.json"]
+    bad = non_finite(scores)
+    if bad:  # recomputed from the predictions, as anyone can
+        from ..evaluation import metrics
+
+        scores = {proto: metrics.scores(predictions, proto) for proto in metrics.PROTOCOLS}
+        warnings.warn(f"{run_dir / 'metrics.json'}: {bad} is not a finite number; every score "
+                      "recomputed from predictions.csv", StoreWarning, stacklevel=2)
+    return Run(run_dir, stored["meta"], predictions, epochs, scores)

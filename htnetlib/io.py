@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import zipfile
@@ -42,20 +43,69 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def target_error(exc: OSError, path: Path) -> OSError:
+    """``exc`` (a full disk, a read-only folder, ...) as an OSError naming ``path``, the file
+    the user asked for, rather than a temporary file or no file at all: ``htnet`` prints it
+    as ``<path>: No space left on device`` (exit status 4)."""
+    out = OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(path))
+    out.__cause__ = exc
+    return out
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one step; the file gets
-    the user's umask (:func:`file_mode`)."""
+    the user's umask (:func:`file_mode`). An OSError on the way (a full disk, a read-only
+    folder) leaves no temporary file behind and names ``path`` (:func:`target_error`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise target_error(exc, path) from exc
     try:
         write(Path(tmp))
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise target_error(exc, path) from exc
         raise
+
+
+def write_folder(folder: Path, fill) -> None:
+    """Call ``fill(tmp)`` on a new temporary sibling of ``folder`` (``.<name>.<random>``) and
+    put it in place of ``folder`` by renaming: a folder already there is renamed aside first
+    and removed after, so ``folder`` is at every moment the old whole folder or the new one.
+    On any error the temporary folder is removed and ``folder`` left as it was; an OSError
+    names the file under ``folder`` it was writing, not the temporary one (a full disk:
+    ``<folder>/model.safetensors: No space left on device``)."""
+    folder = Path(folder).absolute()
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as exc:
+        raise target_error(exc, folder) from exc
+    try:
+        fill(tmp)
+        mode = file_mode()
+        os.chmod(tmp, mode | (mode & 0o444) >> 2)  # a folder as mkdir makes it (0755)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        where = Path(exc.filename) if exc.filename else folder
+        if where.is_relative_to(tmp):
+            where = folder / where.relative_to(tmp)
+        raise target_error(exc, where) from exc
 
 
 def write_json(path: Path, obj) -> None:

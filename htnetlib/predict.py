@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import shutil
 import subprocess
 import time
 import warnings
@@ -73,14 +73,17 @@ import torch
 from torch import nn
 
 from .config import PROFILES, Config, check_seed
-from .data import LABELS, Composite, read_flow, read_image, sha256
+from .data import LABELS, Composite, sha256
 from .data import flow, regions
+from .data.frames import (FRAME_SUFFIXES, as_image, check_map, check_picture,  # noqa: F401
+                          sequence_files, sequence_pictures, skipped_words)
 from .data.preprocess import FACE_SIZE, MAP_SIZE
 from .data.regions import network_inputs
 from .errors import ConfigError, DataError
 from .evaluation.calibration import (answer_probabilities, model_calibration, pooled_held_out,
                                      softmax, write_calibration)
-from .io import ROOT, atomic_write, device_name, git_commit, read_json, versions, write_json
+from .io import (ROOT, atomic_write, device_name, git_commit, read_json, versions,
+                 write_folder, write_json)
 from .model import build_model
 from .training.fold import pick_device, train_network
 from .training.store import data_fingerprint
@@ -91,7 +94,6 @@ WEIGHTS, META, CARD, CALIBRATION = ("model.safetensors", "model.json", "MODEL_CA
 CHANNELS = ("strain", "v", "u")  # the release PNGs as cv2.imread gives them
 REQUIRED = ("format", "config", "profile", "seed", "data_fingerprint", "classes", "input",
             "weights")
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_FLOW = "tvl1"  # the release's flow method: the maps the models learn from
 
 #: Below this motion (:func:`htnetlib.data.flow.motion_px`, px at the 224x224 face) a pair is
@@ -195,12 +197,28 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
         except (DataError, ConfigError) as exc:
             warnings.warn(f"{exc}; fitting again", stacklevel=2)
         else:
-            if (model.meta["config"] == config.to_dict() and model.meta["seed"] == seed
-                    and model.meta["data_fingerprint"] == fingerprint):
+            held = {"config": model.meta["config"], "seed": model.meta["seed"],
+                    "data": model.meta["data_fingerprint"]}
+            if held == {"config": config.to_dict(), "seed": seed, "data": fingerprint}:
                 return model, False
+            what = other_model(model, config, seed, fingerprint)
+            raise ConfigError(f"--out {folder} holds another model ({what}); --refit "
+                              "replaces it, or choose another --out")
     model = fit(data, config, seed=seed, profile=profile, device=device, progress=progress)
     model.save(folder)
     return model, True
+
+
+def other_model(model: "Model", config: Config, seed: int, fingerprint: str) -> str:
+    """How the model in a folder differs from the one asked for, in words: its profile and
+    seed, and which of configuration, seed and data differ."""
+    differ = [what for what, same in (
+        ("configuration", model.meta["config"] == config.to_dict()),
+        ("seed", model.meta["seed"] == seed),
+        ("data", model.meta["data_fingerprint"] == fingerprint)) if not same]
+    return (f"{model.config.model}, profile {model.meta.get('profile')}, seed "
+            f"{model.meta['seed']}, data {model.meta['data_fingerprint']}; "
+            f"{' and '.join(differ)} differ{'s' if len(differ) == 1 else ''}")
 
 
 def calibrate(model_dir: Path | str, runs: list) -> dict:
@@ -253,49 +271,6 @@ def _tracked_in_repo(folder: Path) -> bool:
     return done.returncode == 1  # 0: ignored, 1: not ignored, 128: git failed
 
 
-# --------------------------------------------------------------------------- images
-
-
-def as_image(image, what: str) -> np.ndarray:
-    """``image`` (a file path, or a uint8 grey or BGR array) as a BGR uint8 array."""
-    if isinstance(image, (str, Path)):
-        return read_image(image, any_format=True)
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        raise DataError(f"{what}: image must be uint8, got {a.dtype}")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 2:
-        return cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise DataError(f"{what}: image must be grey (H, W) or BGR (H, W, 3), got {a.shape}")
-    return np.ascontiguousarray(a)
-
-
-def check_map(map28, what: str = "flow map") -> np.ndarray:
-    """A flow map as the release stores it: 28x28x3 uint8, channels (strain, v, u)."""
-    if isinstance(map28, (str, Path)):
-        return read_flow(map28, MAP_SIZE)
-    a = np.asarray(map28)
-    if a.shape != (MAP_SIZE, MAP_SIZE, 3) or a.dtype != np.uint8:
-        raise DataError(f"{what}: {'x'.join(map(str, a.shape))} {a.dtype}, expected "
-                        f"{MAP_SIZE}x{MAP_SIZE}x3 uint8 (channels strain, v, u)")
-    return a
-
-
-def sequence_files(folder: Path | str) -> list[Path]:
-    """The image files of a frame folder in frame order (numbers in names compared as numbers)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such frame folder")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
-    if len(files) < 2:
-        raise DataError(f"{folder}: {len(files)} image file(s) ({', '.join(FRAME_SUFFIXES)}); "
-                        "a sequence needs at least 2 frames")
-    natural = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]  # noqa: E731
-    return sorted(files, key=natural)
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -326,18 +301,28 @@ class Model:
     # ----------------------------------------------------------------------- store
 
     def save(self, folder: Path | str) -> Path:
-        """Write model.safetensors, then model.json (with the weights' SHA-256), atomically."""
-        from safetensors.torch import save_file
+        """Write model.safetensors, then model.json (with the weights' SHA-256), into a
+        temporary sibling of ``folder`` that is renamed into place (:func:`htnetlib.io.write_folder`):
+        an error (a full disk) leaves ``folder`` as it was. A calibration.json of this
+        configuration already in ``folder`` is kept; one of another is dropped, with a warning."""
+        from safetensors.torch import save
 
         folder = Path(folder)
         check_out_dir(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p),
-                                                                 metadata={"format": "pt"}))
-        self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
-        write_json(folder / META, self.meta)
-        self.path, cal = folder, folder / CALIBRATION  # this configuration's: still valid
-        self.calibration = model_calibration(cal, self.meta["config"], remove_stale=True)
+        blob = save(state, metadata={"format": "pt"})  # bytes: an OSError names the file
+        calibration = model_calibration(folder / CALIBRATION, self.meta["config"],
+                                        remove_stale=True)
+
+        def fill(tmp: Path) -> None:
+            atomic_write(tmp / WEIGHTS, lambda p: p.write_bytes(blob))
+            self.meta["weights"] = {"file": WEIGHTS, "sha256": sha256(tmp / WEIGHTS)}
+            write_json(tmp / META, self.meta)
+            if calibration is not None:
+                shutil.copy2(folder / CALIBRATION, tmp / CALIBRATION)
+
+        write_folder(folder, fill)
+        self.path, self.calibration = folder, calibration
         return folder
 
     @classmethod
@@ -434,12 +419,18 @@ class Model:
         if a.shape != b.shape:
             raise DataError(f"{names[1]}: {b.shape[1]}x{b.shape[0]} pixels, but the onset is "
                             f"{a.shape[1]}x{a.shape[0]}")
+        check_picture(a, names[0])
+        check_picture(b, names[1])
         try:
             onset_face, apex_face = flow.crop_face(a, b, FACE_SIZE)
         except DataError as exc:
             raise DataError(f"{names[0]}: {exc}") from None
+        apex_landmarks = flow.detect_landmarks(apex_face)
+        if apex_landmarks is None:  # checked like the onset: MTCNN finds no face there
+            raise NoApexFace(f"{names[1]}: no face found in the apex frame (within the onset's "
+                             "face box)")
         uv = flow.optical_flow(onset_face, apex_face, flow_method)
-        motion = flow.motion_px(uv, flow.detect_landmarks(apex_face))
+        motion = flow.motion_px(uv, apex_landmarks)
         map28 = np.ascontiguousarray(flow.flow_to_map(uv, MAP_SIZE)[..., ::-1])
         probs, maps = self.predict_map(map28, apex_face, return_maps=True)
         if not return_maps:
@@ -480,28 +471,38 @@ class Model:
                          apex_method: str = "lbp", flow_method: str = DEFAULT_FLOW):
         """Probabilities (3,) of a frame sequence (frame 0 the onset): the apex is spotted by
         :func:`htnetlib.data.flow.spot_apex` (D&C-RoIs, eq. 1, by default), then :meth:`predict`.
-        Maps also hold ``apex_index``."""
+        A frame with no picture of a face (:func:`htnetlib.data.frames.picture_problem`), or
+        a spotted apex where MTCNN finds none, is skipped with a warning and never the apex.
+        Maps also hold ``apex_index`` and ``skipped_frames``."""
         if apex_method not in flow.APEX_METHODS:
             raise ConfigError(f"apex_method={apex_method!r}; choose one of "
                               f"{', '.join(flow.APEX_METHODS)}")
         frames = list(frames)
-        images = [as_image(f, f"frame {i}") for i, f in enumerate(frames)]
-        if len(images) < 2:
-            raise DataError(f"a sequence needs at least 2 frames, got {len(images)}")
-        for i, img in enumerate(images[1:], 1):
-            if img.shape != images[0].shape:
-                name = frames[i] if isinstance(frames[i], (str, Path)) else f"frame {i}"
-                raise DataError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels, but frame 0 is "
-                                f"{images[0].shape[1]}x{images[0].shape[0]}")
-        try:
-            apex = flow.spot_apex(images, method=apex_method)
-        except DataError as exc:  # a frame too small for a face: name the sequence's first
-            first = frames[0] if isinstance(frames[0], (str, Path)) else "frame 0"
-            raise DataError(f"{first}: {exc}") from None
-        onset = frames[0] if isinstance(frames[0], (str, Path)) else images[0]
-        probs, maps = self.predict(onset, images[apex], return_maps=True,
-                                   flow_method=flow_method)
-        return (probs, {"apex_index": apex, **maps}) if return_maps else probs
+        images, names, skipped = sequence_pictures(frames)
+        while True:
+            good = [i for i in range(len(images)) if i not in skipped]
+            if len(good) < 2:
+                raise DataError(f"{names[0]}: no frame of the sequence but the onset shows a "
+                                f"face ({skipped_words(names, skipped)})")
+            try:
+                apex = good[flow.spot_apex([images[i] for i in good], method=apex_method)]
+            except DataError as exc:  # a frame too small for a face: name the sequence's first
+                raise DataError(f"{names[0]}: {exc}") from None
+            try:
+                probs, maps = self.predict(frames[0] if isinstance(frames[0], (str, Path))
+                                           else images[0], images[apex], return_maps=True,
+                                           flow_method=flow_method)
+                break
+            except NoApexFace:
+                skipped[apex] = "no face found (MTCNN)"  # spot again among the others
+        for i in sorted(skipped):
+            warnings.warn(f"{names[i]}: skipped, {skipped[i]}", stacklevel=2)
+        maps = {"apex_index": apex, "skipped_frames": sorted(skipped), **maps}
+        return (probs, maps) if return_maps else probs
+
+
+class NoApexFace(DataError):
+    """MTCNN finds no face in an apex frame (within the onset's face box)."""
 
 
 def check_flow_method(method: str) -> str:

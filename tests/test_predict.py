@@ -114,9 +114,12 @@ def test_a_stored_model_is_reused_and_refit_on_request(synthetic, smoke_dir, tmp
     folder = copy_model(smoke_dir, tmp_path / "m")
     _, fitted = predict.fitted_model(synthetic, "smoke", 0, model_dir=folder)
     assert not fitted
-    _, fitted = predict.fitted_model(synthetic, "smoke", 1, model_dir=folder)
-    assert fitted  # another seed: fitted again into the folder
-    assert Model.load(folder).meta["seed"] == 1
+    with pytest.raises(ConfigError, match=r"holds another model \(htnet, profile smoke, seed 0, "
+                       r"data \w+; seed differs\); --refit replaces it"):
+        predict.fitted_model(synthetic, "smoke", 1, model_dir=folder)  # another seed
+    assert Model.load(folder).meta["seed"] == 0  # left as it was
+    _, fitted = predict.fitted_model(synthetic, "smoke", 1, model_dir=folder, refit=True)
+    assert fitted and Model.load(folder).meta["seed"] == 1
 
 
 def test_fit_refuses_an_output_folder_with_other_files(synthetic, tmp_path):
@@ -323,8 +326,11 @@ def test_cli_flow_json_equals_the_forward_pass(smoke_dir, smoke_model, synthetic
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad")
     files = {"grey": folder / "grey.png", "map32": folder / "map32.png",
-             "map_grey": folder / "map_grey.png", "text": folder / "notes.png"}
+             "map_grey": folder / "map_grey.png", "text": folder / "notes.png",
+             "gradient": folder / "gradient.png"}
     cv2.imwrite(str(files["grey"]), np.full((224, 224, 3), 128, np.uint8))
+    ramp = np.tile(np.linspace(0, 255, 224).astype(np.uint8), (224, 1))
+    cv2.imwrite(str(files["gradient"]), ramp)  # a picture, but of no face
     cv2.imwrite(str(files["map32"]), np.zeros((32, 32, 3), np.uint8))
     cv2.imwrite(str(files["map_grey"]), np.zeros((28, 28), np.uint8))
     files["text"].write_text("not an image")
@@ -337,7 +343,11 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     (lambda f, p: ["--onset", str(f["text"]), "--apex", str(p[1])], 3,
      "notes.png: not a PNG or JPEG file"),
     (lambda f, p: ["--onset", str(f["grey"]), "--apex", str(f["grey"])], 3,
-     "grey.png: no face found in the onset frame"),
+     "grey.png: holds no picture of a face: grey levels 128..128, contrast 0.0 below 4"),
+    (lambda f, p: ["--onset", str(f["gradient"]), "--apex", str(f["gradient"])], 3,
+     "gradient.png: no face found in the onset frame"),
+    (lambda f, p: ["--onset", str(f["grey"].parent), "--apex", str(p[1])], 3,
+     ": is a directory, not an image file"),
     (lambda f, p: ["--flow", str(f["map32"]), "--apex", str(p[1])], 3,
      "map32.png: flow map is 32x32x3 uint8, expected 28x28x3 uint8"),
     (lambda f, p: ["--flow", str(f["map_grey"]), "--apex", str(p[1])], 3,
@@ -348,7 +358,7 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
      "exactly one of"),
     (lambda f, p: [], 2, "exactly one of"),
     (lambda f, p: ["--sequence", str(f["grey"].parent / "none")], 3, "no such frame folder"),
-], ids=["missing-image", "not-an-image", "no-face", "map-32x32", "map-grey", "flow-no-apex",
+], ids=["missing-image", "not-an-image", "no-picture", "no-face", "a-directory", "map-32x32", "map-grey", "flow-no-apex",
         "onset-no-apex", "two-inputs", "no-input", "no-folder"])
 def test_cli_errors_are_one_line(smoke_dir, bad_files, pair_files, capsys, args, code, shown):
     got, out, err = htnet(["predict", "--model", str(smoke_dir), *args(bad_files, pair_files)],
@@ -375,8 +385,8 @@ def test_htnet_predict_through_cli_main(smoke_dir, bad_files, pair_files, capsys
     assert cli.main(["predict", "--model", str(smoke_dir), "--flow",
                      str(bad_files["map32"]), "--apex", str(pair_files[1])]) == 3
     assert "map32.png: flow map is 32x32x3" in one_error_line(capsys.readouterr().err)
-    assert cli.main(["predict", "--model", str(smoke_dir), "--onset", str(bad_files["grey"]),
-                     "--apex", str(bad_files["grey"])]) == 3
+    assert cli.main(["predict", "--model", str(smoke_dir), "--onset", str(bad_files["gradient"]),
+                     "--apex", str(bad_files["gradient"])]) == 3
     assert "no face found" in one_error_line(capsys.readouterr().err)
     assert cli.main(["predict", "--model", str(smoke_dir), "--onset", str(pair_files[0]),
                      "--apex", str(pair_files[1])]) == 0

@@ -439,13 +439,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0), or a usage error argparse has printed (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except BrokenPipeError:  # --help into a closed pipe
+        return _broken_pipe()
     debug = args.debug or os.environ.get("HTNET_DEBUG", "") not in ("", "0")
     stderr = sys.stderr
     sys.stderr = _Stderr(stderr)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return code
     except BrokenPipeError:  # the reader of stdout has gone (| head): stop quietly
         return _broken_pipe()
     except KeyboardInterrupt:

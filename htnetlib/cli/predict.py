@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from ..config import PROFILES, apply_overrides, check_seed
-from ..errors import EXIT_DATA, EXIT_REFUSED, ConfigError, UsageError
-from .common import check_device, set_threads
+from ..errors import EXIT_DATA, EXIT_REFUSED, EXIT_RUNTIME, ConfigError, UsageError
+from .common import check_device, check_writable, set_threads
 
 FLOW_METHODS = ("tvl1", "farneback", "dis")  # htnetlib.data.flow.FLOW_METHODS (checked by a test)
 APEX_METHODS = ("lbp", "flow")  # htnetlib.data.flow.APEX_METHODS
@@ -58,7 +59,9 @@ ANSWER_KEYS = {
     "model": "{path, profile, seed, data_fingerprint, sha256 (of model.safetensors)}",
     "input": "pair, flow or sequence",
     "files": "the files read",
-    "apex_frame": "sequences only: the spotted apex {index, file, frames}",
+    "apex_frame": "sequences only: the spotted apex {index, file, frames, skipped}; skipped: "
+                  "the frames that show no face (too little contrast, noise, or no face found "
+                  "by MTCNN), never taken as the apex",
     "landmarks_found": "whether MTCNN found a face for the landmarks on the apex face (null "
                        "for a regions=whole model)",
     "regions_from": "where the four regions come from: 'landmarks' (MTCNN's, on this apex "
@@ -167,6 +170,7 @@ def run_fit(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.out is not None:
         check_out_dir(args.out)
+        check_writable(args.out)
     if args.profile == "paper" and not getattr(args, "allow_slow", False):
         refusal = slow_fit_refusal(config, device)
         if refusal:
@@ -205,6 +209,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..training.store import load_run
 
     Model.load(args.model)  # a bad model folder is named before any run is read
+    check_writable(args.model, "--model")  # calibration.json and the card are written there
     runs = []
     for run_dir in args.runs:
         try:
@@ -302,7 +307,8 @@ def answer_one(model, kind: str, args, onset=None, apex=None, sequence=None) -> 
                                              apex_method=args.apex_method, flow_method=method)
         i = maps["apex_index"]
         where["files"] = {"sequence": str(sequence)}
-        where["apex_frame"] = {"index": i, "file": str(files[i]), "frames": len(files)}
+        where["apex_frame"] = {"index": i, "file": str(files[i]), "frames": len(files),
+                               "skipped": [str(files[k]) for k in maps["skipped_frames"]]}
     return make_answer(model, probs, maps, flow_method=method, force=force,
                        seconds=time.perf_counter() - start, **where)
 
@@ -312,6 +318,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..predict import Model
 
     kind = _predict_input(args)
+    if getattr(args, "csv", None) is not None:
+        check_csv_out(args.csv)
     set_threads(args.threads)
     model = Model.load(args.model)
     if kind in ("pairs", "sequences"):
@@ -323,6 +331,19 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     print_answer(out)
     return 0
+
+
+def check_csv_out(path: Path) -> None:
+    """UsageError, before any work, unless ``--csv OUT`` can be written: OUT a directory (exit
+    2), or its folder missing or read-only (exit 4)."""
+    if path.is_dir():
+        raise UsageError(f"--csv {path}: is a directory; name a file to write the answers to")
+    if not path.parent.is_dir():
+        raise UsageError(f"--csv {path}: no folder {path.parent} to write it in")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--csv {path}: is not writable", EXIT_RUNTIME)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--csv {path}: the folder {path.parent} is not writable", EXIT_RUNTIME)
 
 
 def print_answer(out: dict) -> None:
@@ -370,8 +391,10 @@ def batch_items(kind: str, source: Path) -> list[tuple[str, dict]]:
         if not folders:
             raise DataError(f"{source}: holds no subfolder (one per sequence)")
         return [(p.name, {"sequence": p}) for p in folders]
-    try:
-        with open(source, newline="") as f:
+    if source.is_dir():
+        raise DataError(f"{source}: is a directory, not a CSV file of pairs")
+    try:  # utf-8-sig: a CSV saved by Excel ("CSV UTF-8") starts with a byte-order mark
+        with open(source, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
             fields = set(rows[0]) if rows else set()
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -380,9 +403,18 @@ def batch_items(kind: str, source: Path) -> list[tuple[str, dict]]:
         raise DataError(f"{source}: needs columns onset and apex (has "
                         f"{', '.join(sorted(f for f in fields if f)) or 'no rows'})")
     base = source.resolve().parent  # base / an absolute path is that path
-    return [(f"{r['onset']} -> {r['apex']}", {"onset": base / (r["onset"] or "").strip(),
-                                              "apex": base / (r["apex"] or "").strip()})
-            for r in rows]
+    items = []
+    for number, r in enumerate(rows, 2):  # row 1 is the header
+        cells = {k: (r.get(k) or "").strip() for k in ("onset", "apex")}
+        empty = [k for k, v in cells.items() if not v]
+        name = f"{cells['onset']} -> {cells['apex']}"
+        if empty:
+            items.append((name, {**cells, "error": f"{source}: row {number}: no "
+                                 f"{' and no '.join(empty)} file named (an empty cell or a "
+                                 "short row)"}))
+        else:
+            items.append((name, {k: base / v for k, v in cells.items()}))
+    return items
 
 
 def run_batch(model, kind: str, args) -> int:
@@ -396,6 +428,8 @@ def run_batch(model, kind: str, args) -> int:
     answers, t = [], (model.calibration or {}).get("temperature")
     for name, inputs in tqdm(items, desc="predict", unit=item_kind, file=sys.stderr):
         try:
+            if "error" in inputs:  # a bad row of the CSV, named by its number
+                raise DataError(inputs["error"])
             out = answer_one(model, item_kind, args, **inputs)
             out["error"] = None
         except (DataError, OSError) as exc:  # a bad item; a bug or a bad setting stops the batch
@@ -403,7 +437,7 @@ def run_batch(model, kind: str, args) -> int:
                    "temperature": t, "probabilities_uncalibrated": None, "no_motion": None,
                    "forced": bool(args.force), "motion_px": None, "motion_threshold_px": None,
                    "flow_method": args.flow_method, "seconds": None, "model": model.identity,
-                   "input": item_kind, "files": {k: str(v) for k, v in inputs.items()},
+                   "input": item_kind, "files": {k: str(v) for k, v in inputs.items() if k != "error"},
                    "landmarks_found": None, "regions_from": None, "error": " ".join(str(exc).split())}
         out["item"] = name
         answers.append(out)

@@ -25,16 +25,20 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import EXIT_DATA, EXIT_PROBLEMS, EXIT_REFUSED, EXIT_RUNTIME, EXIT_USAGE
 from .common import OneLineParser, whole_number
-from ..io import ROOT
+from ..io import ROOT, target_error
 from ..study.readme import generated_pages, update_pages, update_readme
 from .check import ARITHMETIC
 
 NOTEBOOKS = ROOT / "notebooks"
 COMMITTED_PROFILE = "cpu"  # the profile whose executions are the committed notebooks
+# The kernel's own log shows errors only: its warning that it talks to papermill over local
+# TCP without encryption (the kernel and this process on one machine) is not the user's news.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -62,18 +66,21 @@ def execute(nb: Path, output: Path, parameters: dict, cwd: Path | None = None) -
     source.cells = [c for c in source.cells
                     if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     temps = []
-    for folder, name in ((nb.parent, nb.stem), (output.parent, output.stem)):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=folder)
-        os.close(fd)
-        temps.append(tmp)
-    try:
+    try:  # an OSError (a full disk) names the notebook written, never a temporary file
+        for folder, name in ((nb.parent, nb.stem), (output.parent, output.stem)):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=folder)
+            os.close(fd)
+            temps.append(tmp)
         nbformat.write(source, temps[0])
         pm.execute_notebook(temps[0], temps[1], parameters=changed, kernel_name="python3",
-                            cwd=str(cwd or nb.parent), progress_bar=False)
+                            cwd=str(cwd or nb.parent), progress_bar=False,
+                            extra_arguments=KERNEL_ARGUMENTS)
         executed = nbformat.read(temps[1], as_version=4)
         tidy(executed)
         Path(temps[1]).write_text(notebook_text(executed), encoding="utf-8")
         os.replace(temps[1], output)
+    except OSError as exc:
+        raise target_error(exc, nb if temps and exc.filename == temps[0] else output) from exc
     finally:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
@@ -225,10 +232,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(n[:2] for n in known)}", file=sys.stderr)
         return EXIT_USAGE
 
-    from ..data import DataError, load_composite
+    from ..data import DataError, default_root, load_composite
     from ..study.plan import make_plan
     from ..training.fold import pick_device
 
+    root = default_root()
+    if not root.is_dir():  # reproduce reads the release from HTNET_DATA only: say so
+        print(f"reproduce: error: data root {root} does not exist; set HTNET_DATA to the "
+              "release folder (htnet data fetch --dest DIR makes one)", file=sys.stderr)
+        return EXIT_DATA
     try:
         data = load_composite()
     except DataError as exc:
@@ -255,16 +267,49 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(ARITHMETIC[args.arithmetic])  # read by each kernel as it starts
     if args.check:
         return check(selected, profile, args.retrain, args.arithmetic)
+    print(f"executing {len(selected)} notebook(s) with the {profile} profile into "
+          f"{output_path(selected[0], profile).parent.relative_to(ROOT)}/" if selected else
+          "no notebook selected", flush=True)
+    clock = Progress(len(selected))
     for nb in selected:
-        out = output_path(nb, profile)
-        print(f"papermill {nb.name} (profile {profile}) -> {out.relative_to(ROOT)}", flush=True)
-        if not run_one(nb, out, profile, args.retrain):
+        if not run_one(nb, output_path(nb, profile), profile, args.retrain):
             return EXIT_RUNTIME
-    print(f"{len(selected)} notebook(s) executed")
+        print(clock.line(nb), flush=True)
+    print(f"{len(selected)} notebook(s) executed in {duration(clock.total)}")
     if profile == COMMITTED_PROFILE:
         for page in update_pages(profile=profile):
             print(f"{page.relative_to(ROOT)}: generated blocks updated")
     return 0
+
+
+def duration(seconds: float) -> str:
+    """A duration in words: ``12 s``, ``3 min 05 s``, ``2 h 04 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """The progress of ``n`` notebooks: :meth:`line` after each, ``[3/15] 03_model  12 s``
+    with the time so far once there is more than one notebook."""
+
+    def __init__(self, n: int):
+        self.n, self.done, self.start = n, 0, time.perf_counter()
+        self.last = self.start
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    def line(self, nb: Path) -> str:
+        now = time.perf_counter()
+        took, self.last = now - self.last, now
+        self.done += 1
+        so_far = f" ({duration(now - self.start)} so far)" if self.done > 1 else ""
+        return f"[{self.done}/{self.n}] {nb.stem}  {duration(took)}{so_far}"
 
 
 def run_one(nb: Path, out: Path, profile: str, retrain: bool) -> bool:
@@ -274,6 +319,8 @@ def run_one(nb: Path, out: Path, profile: str, retrain: bool) -> bool:
         execute(nb, out, parameters_for(nb, {"profile": profile, "retrain": retrain}))
     except Exception as exc:  # papermill reports the failing cell; keep it to one line
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, OSError):  # a full disk: the file it was writing
+            last = f"{exc.filename or out}: {exc.strerror or last}"
         print(f"reproduce: error: {nb.name} failed ({last}); the committed notebook is "
               "unchanged", file=sys.stderr)
         return False
@@ -294,12 +341,14 @@ def check(selected: list[Path], profile: str, retrain: bool, arithmetic: str) ->
         produced, merged = Path(tmp, "produced"), Path(tmp, "merged")
         os.environ[RESULTS_ENV] = str(produced / "results")
         os.environ["HTNET_CACHE"] = str(Path(tmp, "cache"))  # landmarks computed afresh
+        print(f"executing {len(selected)} notebook(s) with the {profile} profile, arithmetic "
+              f"{arithmetic}, into a temporary folder", flush=True)
+        clock = Progress(len(selected))
         for nb in selected:
             out = produced / output_path(nb, profile).relative_to(ROOT)
-            print(f"papermill {nb.name} (profile {profile}, arithmetic {arithmetic}) -> "
-                  "a temporary folder", flush=True)
             if not run_one(nb, out, profile, retrain):
                 return EXIT_RUNTIME
+            print(clock.line(nb), flush=True)
         if profile == COMMITTED_PROFILE:
             shutil.copytree(ROOT / "results", merged)
             if (produced / "results").is_dir():

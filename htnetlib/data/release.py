@@ -112,6 +112,8 @@ def complete_image(path: Path, *, other_formats: bool = False) -> bytes:
 
     With ``other_formats``, files of other formats (BMP, TIFF frames) pass unchecked.
     """
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not an image file")
     if not path.is_file():
         raise DataError(f"{path}: file is missing")
     data = path.read_bytes()
@@ -140,12 +142,29 @@ def read_image(path: Path | str, shape: tuple[int, ...] | None = None, *,
     path = Path(path)
     checked = path.suffix.lower() in (".png", ".jpg", ".jpeg")  # a named PNG or JPEG must be one
     raw = complete_image(path, other_formats=any_format and not checked)
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise DataError(f"{path}: OpenCV cannot decode this image")
+    img = eight_bit(img, path)
     if shape is not None and img.shape != tuple(shape):
         raise DataError(f"{path}: image shape {img.shape}, expected {tuple(shape)}")
     return img
+
+
+def eight_bit(img: np.ndarray, path: Path) -> np.ndarray:
+    """A decoded image as uint8. A 16-bit image is scaled by its real range, the fewest bits
+    (8, 10, 12, 14 or 16) that hold its largest value, so a 16-bit PNG holding 0..255 keeps
+    its values (OpenCV's own conversion would divide them by 256, to black); one of a single
+    value, or a floating-point image, is refused as holding no picture of a face."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype != np.uint16:
+        raise DataError(f"{path}: a {img.dtype} image; expected 8 or 16 bits per channel")
+    low, high = int(img.min()), int(img.max())
+    if low == high:
+        raise DataError(f"{path}: a 16-bit image of the single value {high}, no picture")
+    bits = next(b for b in (8, 10, 12, 14, 16) if high < 2 ** b)
+    return np.round(img.astype(np.float32) * (255 / (2 ** bits - 1))).astype(np.uint8)
 
 
 def read_flow(path: Path | str, size: int = FLOW_SIZE) -> np.ndarray:

@@ -8,10 +8,12 @@ Every module raises one of these with a message that names the file or value and
     1    a check found problems (``htnet data check``), or a user's own network
          (``--model package.module:factory``) failed: :class:`UserModelError`
     2    usage: a bad argument or configuration value; nothing has been trained or written
-    3    data: a missing, unreadable or corrupt input file, release, run or model folder
+    3    data: a missing, unreadable or corrupt input file, release, run or model folder,
+         a frame that shows no face
     4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
          of memory (:func:`out_of_memory`) or the device fails, the output folder is not
-         writable (only when something must be written to it)
+         writable (only when something must be written to it), or an OS error while writing
+         (a full disk; :func:`htnetlib.io.target_error` names the file)
     5    refused: the missing runs would exceed the time budget on this device
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted training resumes where it stopped

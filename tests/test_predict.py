@@ -358,7 +358,8 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
      "exactly one of"),
     (lambda f, p: [], 2, "exactly one of"),
     (lambda f, p: ["--sequence", str(f["grey"].parent / "none")], 3, "no such frame folder"),
-], ids=["missing-image", "not-an-image", "no-picture", "no-face", "a-directory", "map-32x32", "map-grey", "flow-no-apex",
+], ids=["missing-image", "not-an-image", "no-picture", "no-face", "a-directory", "map-32x32",
+        "map-grey", "flow-no-apex",
         "onset-no-apex", "two-inputs", "no-input", "no-folder"])
 def test_cli_errors_are_one_line(smoke_dir, bad_files, pair_files, capsys, args, code, shown):
     got, out, err = htnet(["predict", "--model", str(smoke_dir), *args(bad_files, pair_files)],

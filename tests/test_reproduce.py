@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from htnetlib.study import plan
@@ -214,12 +215,16 @@ def test_the_plan_counts_the_inner_fits_of_the_nested_rule(synthetic, tmp_path, 
     (inner / "config.json").write_text(json.dumps({"n_groups": nested_mod.INNER_GROUPS,
                                                    "n_fits": 1}))
     again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
+    assert not any(n.stored for n in again.nested)  # an epochs.npz that does not read
+    np.savez(inner / "epochs.npz", pred=np.zeros((1, 2, 24), np.int8))
+    again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
     assert [n.stored for n in again.nested] == [True] + [False] * (len(again.nested) - 1)
 
 
 def test_the_plan_lists_the_leave_one_dataset_out_results(synthetic, tmp_path, monkeypatch):
     """Notebook 13's results: every LODO model with every seed (logistic regression once), costed
-    as a share of the LOSO run by the samples trained, stored once its four files exist."""
+    as a share of the LOSO run by the samples trained, stored once its four files exist, read
+    and agree."""
     timings = plan._stored_timings(RUNS)
     monkeypatch.setattr(plan, "_stored_timings", lambda runs_dir: timings)
     empty = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
@@ -239,12 +244,50 @@ def test_the_plan_lists_the_leave_one_dataset_out_results(synthetic, tmp_path, m
     stored = tmp_path / "tables" / "lodo" / htnet.run_id  # beside the runs folder
     stored.mkdir(parents=True)
     # what run_lodo writes, in form: config.json (written last), predictions, curves, metrics
-    (stored / "config.json").write_text(json.dumps({"lodo_id": htnet.run_id, "n_samples": 24}))
-    (stored / "predictions.csv").write_text("dataset,subject,sample,label,honest\n")
-    (stored / "epochs.npz").write_bytes(b"")
+    (stored / "config.json").write_text(json.dumps({"lodo_id": htnet.run_id, "n_samples": 2,
+                                                    "epochs": 3}))
+    (stored / "predictions.csv").write_text("dataset,subject,sample,label,honest\n"
+                                            "casme2,s1,a,0,1\ncasme2,s1,b,2,2\n")
+    np.savez(stored / "epochs.npz", pred=np.zeros((3, 2), np.int8))
     assert set(lodo_mod.LODO_FILES) - {"metrics.json"} == {p.name for p in stored.iterdir()}
     assert not plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs").lodo[0].stored
     (stored / "metrics.json").write_text("{}")
     again = plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs")
     assert [n.stored for n in again.lodo] == [True] + [False] * 9
+    np.savez(stored / "epochs.npz", pred=np.zeros((3, 5), np.int8))  # 5 samples, 2 rows
+    assert not plan.make_plan(synthetic, "cpu", runs_dir=tmp_path / "runs").lodo[0].stored
     assert again.lodo[0] not in again.missing_jobs
+
+
+def test_each_notebook_prints_one_progress_line_and_the_total_at_the_end(synthetic_root,
+                                                                         monkeypatch, capsys):
+    """``[i/n] name  time`` after each notebook (with the time so far from the second on) and
+    the total at the end; the executor is stubbed and takes 2 s of a stubbed clock each."""
+    monkeypatch.setenv("HTNET_DATA", str(synthetic_root))
+    monkeypatch.setenv("HTNET_TRAIN_PROFILES", "none")
+    clock = iter(range(0, 1000))
+    monkeypatch.setattr(reproduce.time, "perf_counter", lambda: 2.0 * next(clock))
+    executed = []
+    monkeypatch.setattr(reproduce, "execute", lambda nb, out, params, **kw: executed.append(nb))
+    assert reproduce.main(["--profile", "smoke", "--stored-only", "--only", "01", "02", "03"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = [nb.stem for nb in executed]
+    assert len(names) == 3 and "papermill" not in "\n".join(out)
+    start = out.index(next(line for line in out if line.startswith("executing 3 notebook(s)")))
+    assert out[start + 1:start + 5] == [f"[1/3] {names[0]}  2 s",
+                                        f"[2/3] {names[1]}  2 s (4 s so far)",
+                                        f"[3/3] {names[2]}  2 s (6 s so far)",
+                                        "3 notebook(s) executed in 8 s"]
+
+
+def test_durations_read_as_seconds_minutes_and_hours():
+    assert [reproduce.duration(s) for s in (0, 12.4, 59.6, 185, 3600, 7440)] == [
+        "0 s", "12 s", "1 min 00 s", "3 min 05 s", "1 h 00 min", "2 h 04 min"]
+
+
+def test_a_notebook_runs_without_the_kernel_transport_warning(tmp_path, capfd):
+    src = _notebook(tmp_path / "nb.ipynb", "print(x)")
+    reproduce.execute(src, tmp_path / "out.ipynb", {"x": 1}, cwd=tmp_path)
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert "WARNING" not in captured.err

@@ -17,16 +17,22 @@ An error a user can cause prints one line, ``htnet: error: <message>``, on stder
 file or value and what is wrong, and exits with a status that says what kind of error it was:
 
     0    success
-    1    a check found problems (``htnet data check``)
+    1    a check found problems (``htnet data check``), or a user's own network failed in
+         training (its traceback, then a line naming the factory and the fold)
     2    usage: a bad argument or configuration value (``--set``, ``--seed``, ``--device``,
          ``--out`` naming a file, ...); nothing has been trained or written
-    3    data: a missing, unreadable or corrupt input file, release or run folder
+    3    data: a missing, unreadable or corrupt input file, release or run folder, a frame
+         that shows no face
     4    runtime: training failed (e.g. a NaN loss), the device or the CPU allocator is out
-         of memory (the line says how much was asked for), the device fails, or the output
-         folder is not writable and something must be written (a stored run is read as it is)
+         of memory (the line says how much was asked for), the device fails, the output
+         folder is not writable and something must be written (a stored run is read as it is),
+         or writing failed (a full disk: the line names the file)
     5    refused: too slow here (``htnet fit --profile paper`` on a CPU without --allow-slow)
     70   internal error: a bug in htnetlib; its traceback is printed, please report it
     130  interrupted (Ctrl-C); an interrupted ``htnet train`` resumes where it stopped
+    141  the reader of the output left (``| head``): nothing more is printed
+
+With ``--json`` an error is also one JSON object on stdout, ``{"error": ..., "file": ...}``.
 
 ``--set KEY=VALUE`` is read by the type of the config field (true/false, whole numbers, numbers,
 lists such as 2,2,8) and the whole configuration is checked before any run folder exists.

@@ -31,6 +31,8 @@ MIN_CONTRAST = 4.0
 #: photograph (a face photographed or rendered: above 0.9, sensor noise of a few grey levels
 #: included; uniform random noise: about 0).
 MIN_STRUCTURE = 0.5
+#: MTCNN's smallest face (facenet-pytorch's ``min_face_size``): a smaller frame holds none.
+MIN_FACE_SIDE = 20
 
 
 def as_image(image, what: str) -> np.ndarray:
@@ -75,9 +77,13 @@ def sequence_files(folder: Path | str) -> list[Path]:
 
 def picture_problem(image: np.ndarray) -> str | None:
     """Why a BGR or grey uint8 frame cannot show a face (one line, without the file's name),
-    or None: a contrast below :data:`MIN_CONTRAST` grey levels, or neighbouring pixels that
-    correlate below :data:`MIN_STRUCTURE` (noise)."""
+    or None: a side below :data:`MIN_FACE_SIDE` pixels, a contrast below :data:`MIN_CONTRAST`
+    grey levels, or neighbouring pixels that correlate below :data:`MIN_STRUCTURE` (noise)."""
     a = np.asarray(image)
+    h, w = a.shape[:2]
+    if min(h, w) < MIN_FACE_SIDE:
+        return (f"the frame is {w}x{h} pixels, too small for a face (MTCNN needs at least "
+                f"{MIN_FACE_SIDE}x{MIN_FACE_SIDE})")
     grey = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY) if a.ndim == 3 else a
     grey = grey.astype(np.float64)
     contrast = float(grey.std())

@@ -167,7 +167,7 @@ def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
     written after the parent died would appear behind the user's back."""
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    with user_model_errors(job["config"].model, job["name"]):
+    with user_model_errors(getattr(job["config"], "model", ""), job["name"]):
         res = train_fold(job["config"], job["x_train"], job["y_train"], job["x_test"],
                          job["y_test"], seed=job["seed"], device=torch.device(job["device"]),
                          name=job["name"], progress=progress,

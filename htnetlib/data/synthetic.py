@@ -25,7 +25,8 @@ displacement of a bump in pixels (at any image size).
 
 Public functions: :func:`astronaut_face`, :func:`face_landmarks`, :func:`au_field`,
 :func:`random_smooth_field`, :func:`warp`, :func:`make_pair`, :func:`ramp`,
-:func:`make_sequence`.
+:func:`make_sequence`, and :func:`write_cohort`, a whole synthetic composite benchmark in the
+release's layout for the lab (notebooks 01-04 without the licensed release).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "PROFILES",
     "Pair",
     "Sequence",
+    "COHORT",
     "astronaut_face",
     "au_field",
     "face_landmarks",
@@ -49,6 +51,7 @@ __all__ = [
     "random_smooth_field",
     "ramp",
     "warp",
+    "write_cohort",
 ]
 
 #: Class names of the composite benchmark, indexed by label.
@@ -298,3 +301,114 @@ def make_sequence(
     weights = ramp(n_frames, apex, profile)
     frames = [_add_noise(warp(face, flow * np.float32(w)), noise, rng) for w in weights]
     return Sequence(frames, int(apex), flow, label, weights.astype(np.float32))
+
+
+# --------------------------------------------------------------------------- synthetic cohort
+
+#: The lab's synthetic cohort: subjects per dataset, samples per subject (low, high), the class
+#: probabilities (negative is the majority, as in the release's Table 1) and the seed.
+COHORT = {"subjects": {"smic": 6, "casme2": 6, "samm": 6}, "samples": (8, 14),
+          "class_p": (0.5, 0.25, 0.25), "seed": 0, "version": 1}
+COHORT_MARK = "cohort.json"
+
+
+def _subject_face(rng: np.random.Generator, size: int = 224) -> np.ndarray:
+    """The astronaut face as one made-up subject: mirrored or not, shifted, scaled, brighter or
+    darker. Only one public-domain face is at hand, so subjects differ by these and by how they
+    move (:func:`write_cohort`)."""
+    face = astronaut_face(size)
+    if rng.random() < 0.5:
+        face = face[:, ::-1]
+    scale = rng.uniform(0.92, 1.08)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-4, 4), scale)
+    m[:, 2] += rng.uniform(-6, 6, 2)
+    face = cv2.warpAffine(np.ascontiguousarray(face), m, (size, size),
+                          borderMode=cv2.BORDER_REFLECT101)
+    return np.clip(face.astype(np.float32) * rng.uniform(0.8, 1.15), 0, 255).astype(np.uint8)
+
+
+def cohort_sample(face: np.ndarray, label: int, style: dict, rng: np.random.Generator):
+    """One sample of a cohort subject: (onset, apex, true flow).
+
+    The apex carries the class's action units at the subject's amplitude (varied per sample),
+    part of another class's action units (``style["mix"]``: subjects express differently, so
+    leave-one-subject-out is not trivial), a smooth head movement and sensor noise."""
+    size = face.shape[0]
+    amp = style["amplitude"] * rng.uniform(0.7, 1.3)
+    field = au_field(label, size, amp, rng)
+    other = int(rng.choice([c for c in range(3) if c != label]))
+    field += rng.uniform(0.0, style["mix"]) * au_field(other, size, amp, rng)
+    field += random_smooth_field(size, rng.uniform(0.2, 1.0) * style["head"],
+                                 seed=int(rng.integers(2**31)))
+    onset = _add_noise(face, style["noise"], rng)
+    apex = _add_noise(warp(face, field), style["noise"], rng)
+    return onset, apex, field
+
+
+def write_cohort(root, *, cohort: dict | None = None) -> "Path":
+    """Write the synthetic cohort into ``root`` in the release's layout and return ``root``.
+
+    Each subject is the public-domain astronaut face moved as in :func:`_subject_face`, with its
+    own amplitude (0.5-1.5 px), share of another class's movement (up to 0.3-0.8), head
+    movement (up to 0.3-1.2 px) and sensor noise (1-3 grey levels). Each sample's 28x28 map is
+    the Farneback flow of its onset and apex with the optical strain (:func:`~htnetlib.data.flow.
+    flow_map`), written as the release writes it; its apex face is a 224x224 JPEG. The folder
+    is written beside ``root`` and renamed into place, and ``cohort.json`` (the parameters)
+    marks it complete: a folder with another or no mark is written again.
+    """
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from . import flow as flowlib
+    from .release import APEX_DIR, CSV_NAME, FLOW_DIR
+
+    cohort = dict(COHORT if cohort is None else cohort)
+    root = Path(root)
+    mark = root / COHORT_MARK
+    wanted = json.dumps(cohort, sort_keys=True)
+    if mark.is_file() and mark.read_text() == wanted:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        (tmp / FLOW_DIR).mkdir(parents=True)
+        (tmp / APEX_DIR).mkdir(parents=True)
+        rng = np.random.default_rng(cohort["seed"])
+        rows = []
+        for ds, n_sub in cohort["subjects"].items():
+            for s in range(n_sub):
+                sub = {"smic": f"s{s + 1:02d}", "casme2": f"sub{s + 1:02d}",
+                       "samm": f"{101 + s:03d}"}.get(ds, f"{ds}{s + 1:02d}")
+                face = _subject_face(rng)
+                style = {"amplitude": rng.uniform(0.5, 1.5), "mix": rng.uniform(0.3, 0.8),
+                         "head": rng.uniform(0.3, 1.2), "noise": rng.uniform(1.0, 3.0)}
+                lo, hi = cohort["samples"]
+                labels = rng.choice(3, size=int(rng.integers(lo, hi + 1)), p=cohort["class_p"])
+                for j, label in enumerate(labels):
+                    onset, apex, _ = cohort_sample(face, int(label), style, rng)
+                    name = f"ep{j + 1:02d}"
+                    m = flowlib.flow_map(onset, apex, method="farneback")  # (u, v, strain)
+                    cv2.imwrite(str(tmp / FLOW_DIR / f"{sub}_{name} .png"), m[..., ::-1])
+                    cv2.imwrite(str(tmp / APEX_DIR / f"{sub}_{name}.jpg"),
+                                cv2.cvtColor(apex, cv2.COLOR_RGB2BGR))
+                    rows.append({"dataset": ds, "sub": sub, "filename_o": name,
+                                 "label": int(label), "apex": "", "imagename": f"{sub}_{name}.jpg",
+                                 "sub_filename": ""})
+        pd.DataFrame(rows).to_csv(tmp / CSV_NAME, index=False)
+        (tmp / COHORT_MARK).write_text(wanted)
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            tmp.rename(root)
+        except OSError:  # another process put a cohort there meanwhile
+            if not (mark.is_file() and mark.read_text() == wanted):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root

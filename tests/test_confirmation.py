@@ -119,3 +119,29 @@ def test_new_runs_store_probabilities(synthetic, tmp_path):
     res = lodo.load_lodo(lodo.run_lodo(synthetic, TINY, store_dir=tmp_path / "lodo",
                                        profile="smoke"))
     assert res["epochs"]["prob"].shape == res["epochs"]["pred"].shape + (3,)
+
+
+def test_the_shortfall_of_the_winners_curse_is_discussed_with_the_plain_baseline():
+    conf = pd.DataFrame([{"variant": "all three, whole map", "rule": "vote", "seeds": "3,4,5",
+                          "Full UF1": 0.716},
+                         {"variant": "plain", "rule": "final epoch", "seeds": "3,4,5",
+                          "Full UF1": 0.663}])
+    chosen_on = pd.DataFrame([{"variant": "all three, whole map", "rule": "vote",
+                               "seeds": "0,1,2", "Full UF1": 0.735},
+                              {"variant": "plain", "rule": "final epoch", "seeds": "0,1,2",
+                               "Full UF1": 0.675}])
+    curse = pd.DataFrame({"estimate": ["raw", "boot", "split", "split corrected"],
+                          "composite UF1": [0.735, 0.731, 0.712, 0.712]})
+    text = confirmation.shortfall_bullet(conf, chosen_on, curse)
+    assert "the bootstrap predicted 0.004 of shrinkage, split halves 0.023" in text
+    assert "the row fell **0.019** (0.735 to 0.716)" in text
+    assert "The plain baseline, chosen by no one, fell 0.012" in text
+    assert "choosing seeds have no row" in confirmation.shortfall_bullet(
+        conf, chosen_on.iloc[1:], curse)
+
+
+def test_the_seed_vote_is_counted():
+    runs = [Run(Path(f"/x/{s}"), {"seed": s}, None, {"pred": np.zeros((100, 5), np.int8)})
+            for s in range(3)]
+    note = confirmation.seed_vote_note(runs)
+    assert "3 seeds x 25 epochs (of 100) = **75 votes**" in note and "hard majority" in note

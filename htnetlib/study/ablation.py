@@ -27,7 +27,7 @@ from ..training.fold import train_fold
 from ..training.loso import run_loso
 from ..training.store import Run, data_fingerprint, load_run
 from .experiments import ABLATIONS, Ablation, describe
-from .tables import scores_row, seed_statistic, stored_run
+from .tables import bullets, scores_row, seed_statistic, stored_run
 
 
 def grid_runs(data: Composite, ablation: Ablation, profile: str, seed: int, *, runs_dir,
@@ -132,7 +132,8 @@ def best_points(df: pd.DataFrame, ablation: Ablation, profile: str, default_runs
 
 def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile: str,
              seeds) -> str:
-    """A notebook's closing verdict, as Markdown, computed from its table and comparisons."""
+    """A notebook's closing verdict, as Markdown bullets, computed from its table and
+    comparisons."""
     mine = df[(df["profile"] == profile) & df["source"].str.startswith("measured")]
     rng = {p: (mine[mine["protocol"] == p]["Full UF1"].min(),
                mine[mine["protocol"] == p]["Full UF1"].max()) for p in metrics.PROTOCOLS}
@@ -143,28 +144,28 @@ def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile
     def best_of(p):  # every grid point that ties for the best composite UF1
         sel = mine[mine["protocol"] == p]["Full UF1"]
         tied = [point(i) for i in sel.index[np.isclose(sel, sel.max(), rtol=0, atol=5e-5)]]
-        return (f"{tied[0]} is the best point" if len(tied) == 1
-                else f"{', '.join(tied)} tie for the best point")
+        return tied[0] if len(tied) == 1 else f"{', '.join(tied)} (tied)"
 
     best = {p: best_of(p) for p in metrics.PROTOCOLS}
     cited = df[df["source"].str.startswith("cited")]["Full UF1"]
-    lines = [f"All measured rows come from the **{profile}** profile (each grid point seed "
-             f"{seeds[0]}; the default also seeds {', '.join(map(str, seeds))}); grid points are "
-             "named in the paper's units."]
+    lines = [f"All measured rows: the **{profile}** profile (each grid point seed {seeds[0]}; "
+             f"the default also seeds {', '.join(map(str, seeds))}); grid points in the paper's "
+             "units."]
     paper_part = (f" (the paper's stated values, oracle: {cited.min():.3f}-{cited.max():.3f})"
                   if len(cited) > 1 else "")
     lines.append(f"Composite UF1 over the grid: oracle {rng['oracle'][0]:.3f}-"
                  f"{rng['oracle'][1]:.3f}{paper_part}; honest {rng['honest'][0]:.3f}-"
-                 f"{rng['honest'][1]:.3f}. Under the honest protocol {best['honest']}; under the "
-                 f"oracle {best['oracle']}.")
+                 f"{rng['honest'][1]:.3f}.")
+    lines.append(f"Best point, honest protocol: {best['honest']}.")
+    lines.append(f"Best point, oracle protocol: {best['oracle']}.")
     if len(versus):
         sep = {p: versus.loc[~versus[f"{p}: CI holds 0"], ablation.setting].tolist()
                for p in metrics.PROTOCOLS}
         lines.append(
-            f"Against the default on the same subjects (paired bootstrap, 95 %), "
+            f"Against the default on the same subjects (paired bootstrap, 95 %): "
             f"{len(sep['honest'])} of {len(versus)} grid points differ under the honest protocol"
             + (f" ({', '.join(sep['honest'])})" if sep["honest"] else "")
-            + f" and {len(sep['oracle'])} under the oracle"
+            + f", {len(sep['oracle'])} under the oracle"
             + (f" ({', '.join(sep['oracle'])})" if sep["oracle"] else "")
             + "; every other difference is within what the 68 subjects can resolve.")
     other = df[(df["profile"] != profile) & df["source"].str.startswith("measured")]
@@ -175,7 +176,7 @@ def findings(ablation: Ablation, df: pd.DataFrame, versus: pd.DataFrame, profile
             f"oracle {o[(o[ablation.setting] == v) & (o.protocol == 'oracle')]['Full UF1'].iloc[0]:.3f}"
             for v in o[ablation.setting].unique())
         lines.append(f"The {p} profile (the paper's model size) has stored runs at {pts}.")
-    return " ".join(lines)
+    return bullets(lines)
 
 
 def default_spread(runs: list[Run]) -> dict:

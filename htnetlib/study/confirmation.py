@@ -28,7 +28,7 @@ from ..training import nested
 from ..training.loso import run_loso
 from ..training.store import Run, load_run
 from .experiments import CONFIRM_VARIANTS, HEADLINE, selection_config
-from .tables import rule_tables, score_row, seed_rule_table
+from .tables import bullets, rule_tables, score_row, seed_rule_table
 
 PREREGISTRATION = (ROOT / "results" / "preregistration"
                    / "confirmation_seeds_3-5_cpu_preregistration.md")
@@ -149,41 +149,77 @@ def confirmation_table(confirm: dict[str, list[Run]], *, n_boot: int = 1000) -> 
                          for r in confirmation_rows(confirm)])
 
 
-def confirmation_note(conf: pd.DataFrame, chosen_on: pd.DataFrame, curse: pd.DataFrame,
-                      goal: float) -> str:
-    """The confirmation in words, every number read from the tables: the primary estimate with
-    its interval, the paired difference from plain, the goal, and the shrinkage from the seeds
-    that chose the row (``chosen_on``: the selection table of those seeds)."""
+def confirmation_bullets(conf: pd.DataFrame, chosen_on: pd.DataFrame, curse: pd.DataFrame,
+                         goal: float) -> list[str]:
+    """The confirmation as bullets, every number read from the tables: the primary estimate
+    with its interval, the paired difference from plain, the shrinkage from the seeds that
+    chose the row (``chosen_on``: the selection table of those seeds) against the winner's
+    curse's prediction (:func:`shortfall_bullet`), and the goal."""
     primary = conf.iloc[0]
     base = conf.iloc[1]
-    before = chosen_on[(chosen_on["variant"] == primary["variant"])
-                       & (chosen_on["rule"] == primary["rule"])]
     low = float(primary["difference 95% CI"].split(" to ")[0])
-    corrected = curse.set_index("estimate")["composite UF1"]
-    predicted = (f"the bootstrap correction predicted {corrected.iloc[0] - corrected.iloc[1]:+.3f}"
-                 f", split halves {corrected.iloc[0] - corrected.iloc[3]:+.3f}")
-    if before.empty:  # the choosing seeds hold no such row (a single seed: no seed vote)
-        shrink = f"The choosing seeds have no row for this rule to compare with ({predicted}). "
-    else:
-        b = before.iloc[0]
-        shrink = (f"On seeds {b['seeds']}, which chose it, the same row scored "
-                  f"{b['Full UF1']:.3f}: a shrinkage of {b['Full UF1'] - primary['Full UF1']:+.3f}"
-                  f" ({predicted}). ")
-    return (
+    return [
         f"**Confirmed on fresh seeds {primary['seeds']}** (pre-registered before they were "
         f"trained): **{primary['variant']}** with **{primary['rule']}** scores a composite UF1 "
         f"of **{primary['Full UF1']:.3f}** (95 % CI {primary['Full UF1 95% CI']}; UAR "
-        f"{primary['Full UAR']:.3f}). The plain model's final epoch on the same seeds scores "
-        f"{base['Full UF1']:.3f}; the paired difference is {primary['UF1 - plain honest']:+.3f} "
-        f"(95 % CI {primary['difference 95% CI']}, one-sided p = "
-        f"{primary['p(difference <= 0)']:.3f}), so the headline is "
-        + ("better than plain by the pre-registered criterion (interval above 0)" if low > 0
+        f"{primary['Full UAR']:.3f}).",
+        f"The plain model's final epoch on the same seeds: {base['Full UF1']:.3f}; paired "
+        f"difference {primary['UF1 - plain honest']:+.3f} (95 % CI "
+        f"{primary['difference 95% CI']}, one-sided p = {primary['p(difference <= 0)']:.3f}): "
+        + ("better than plain by the pre-registered criterion (interval above 0)." if low > 0
            else "not shown better than plain by the pre-registered criterion (the interval "
-                "reaches 0)")
-        + ". " + shrink
-        + (f"It reaches the goal of {goal:.2f}." if primary["Full UF1"] >= goal else
-           f"It stays {goal - primary['Full UF1']:.3f} below the goal of {goal:.2f}.")
-    )
+                "reaches 0)."),
+        shortfall_bullet(conf, chosen_on, curse),
+        (f"It reaches the goal of {goal:.2f}." if primary["Full UF1"] >= goal else
+         f"It stays {goal - primary['Full UF1']:.3f} below the goal of {goal:.2f}."),
+    ]
+
+
+def shortfall_bullet(conf: pd.DataFrame, chosen_on: pd.DataFrame, curse: pd.DataFrame) -> str:
+    """The winner's curse against what happened: the shrinkage the bootstrap and split halves
+    predicted for the chosen row, the drop observed from the choosing seeds to the fresh ones,
+    and the plain baseline's drop over the same seeds, which no choice picked."""
+    primary, base = conf.iloc[0], conf.iloc[1]
+    corrected = curse.set_index("estimate")["composite UF1"]
+    boot, split = corrected.iloc[0] - corrected.iloc[1], corrected.iloc[0] - corrected.iloc[3]
+    before = chosen_on[(chosen_on["variant"] == primary["variant"])
+                       & (chosen_on["rule"] == primary["rule"])]
+    predicted = f"the bootstrap predicted {boot:.3f} of shrinkage, split halves {split:.3f}"
+    if before.empty:  # the choosing seeds hold no such row (a single seed: no seed vote)
+        return f"The choosing seeds have no row for this rule to compare with ({predicted})."
+    b = before.iloc[0]
+    plain = chosen_on[(chosen_on["variant"] == base["variant"])
+                      & (chosen_on["rule"] == base["rule"])]
+    observed = float(b["Full UF1"]) - float(primary["Full UF1"])
+    text = (f"**Winner's curse, predicted and observed:** {predicted}; from seeds {b['seeds']} "
+            f"to {primary['seeds']} the row fell **{observed:.3f}** ({b['Full UF1']:.3f} to "
+            f"{primary['Full UF1']:.3f}).")
+    if not plain.empty:
+        drop = float(plain.iloc[0]["Full UF1"]) - float(base["Full UF1"])
+        text += (f" The plain baseline, chosen by no one, fell {drop:.3f} over the same seeds: "
+                 "the bootstrap resamples the subjects of fixed runs and cannot see how far new "
+                 "seeds move a score, so it under-predicts the drop on fresh seeds.")
+    return text
+
+
+def confirmation_note(conf: pd.DataFrame, chosen_on: pd.DataFrame, curse: pd.DataFrame,
+                      goal: float) -> str:
+    """:func:`confirmation_bullets` as Markdown."""
+    return bullets(confirmation_bullets(conf, chosen_on, curse, goal))
+
+
+def seed_vote_note(runs: list[Run], fraction: float = 0.25) -> str:
+    """What *vote of seeds x last 25% of epochs* counts for ``runs`` (one variant's seeds):
+    one vote per run and per epoch of its last quarter, the majority class wins."""
+    from ..evaluation.selection import fraction_of_epochs
+
+    epochs = len(runs[0].epochs["pred"])
+    k = fraction_of_epochs(epochs, fraction)
+    return (f"*vote of seeds x last 25% of epochs*: the \"x\" pairs every seed's run with every "
+            f"epoch of its last quarter; each pair casts one vote (its predicted class) and the "
+            f"majority wins (ties: more votes at the latest epoch). Here {len(runs)} seeds x "
+            f"{k} epochs (of {epochs}) = **{len(runs) * k} votes** per sample: a hard majority "
+            "vote, not a mean of probabilities.")
 
 
 # --------------------------------------------------------------------------- calibration
@@ -232,16 +268,20 @@ def calibration_table(confirm: dict[str, list[Run]]) -> pd.DataFrame:
 
 
 def calibration_note(calib: pd.DataFrame) -> str:
-    """The calibration table in words: the final epoch's ECE per run, and where fold
-    temperatures exist, the ECE after them."""
-    raw = ", ".join(f"{r['variant']} seed {r['seed']} {r['ECE']:.3f}" for _, r in calib.iterrows())
-    tempered = calib[calib["ECE, tempered"].notna()]
-    return (f"Final-epoch probabilities are overconfident: ECE {raw}. "
-            + " ".join(f"With each held-out subject's temperature fitted on its own fold's inner "
-                       f"fits ({r['temperatures (median, range)']}), {r['variant']} seed "
-                       f"{r['seed']} goes from ECE {r['ECE']:.3f} to {r['ECE, tempered']:.3f} "
-                       f"and NLL {r['NLL']:.3f} to {r['NLL, tempered']:.3f}, never reading that "
-                       f"subject's labels." for _, r in tempered.iterrows()))
+    """:func:`calibration_bullets` as Markdown."""
+    return bullets(calibration_bullets(calib))
+
+
+def calibration_bullets(calib: pd.DataFrame) -> list[str]:
+    """The calibration table as bullets: the final epoch's ECE per run (its range), and where
+    fold temperatures exist, the ECE and NLL after them."""
+    return [f"Final-epoch probabilities are overconfident: ECE {calib['ECE'].min():.3f} to "
+            f"{calib['ECE'].max():.3f} over the {len(calib)} confirmation runs."] + [
+        f"With each held-out subject's temperature fitted on its own fold's inner fits "
+        f"({r['temperatures (median, range)']}), {r['variant']} seed {r['seed']} goes from ECE "
+        f"{r['ECE']:.3f} to {r['ECE, tempered']:.3f} and NLL {r['NLL']:.3f} to "
+        f"{r['NLL, tempered']:.3f}, never reading that subject's labels."
+        for _, r in calib[calib["ECE, tempered"].notna()].iterrows()]
 
 
 def reliability_figure(confirm: dict[str, list[Run]], profile: str):

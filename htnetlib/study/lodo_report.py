@@ -11,7 +11,7 @@ from ..evaluation import metrics
 from ..training import lodo as lodo_mod
 from ..training.store import Run
 from .experiments import LODO_MODELS, lodo_config
-from .tables import stored_run
+from .tables import bullets, stored_run
 
 POOLED = "all three (pooled)"
 CLASSES = ("negative", "positive", "surprise")
@@ -131,7 +131,7 @@ def pooled_pairs(lodo: dict[str, list[dict]], n_boot: int = 1000) -> pd.DataFram
 
 def findings_13(table: pd.DataFrame, lodo: dict[str, list[dict]], held: list[str],
                 profile: str, pairs: pd.DataFrame | None = None) -> str:
-    """Notebook 13's "What we found" text (leave one dataset out, beyond the paper)."""
+    """Notebook 13's "What we found" bullets (leave one dataset out, beyond the paper)."""
     def at(name, d, col):
         sel = table[(table["model"] == name) & (table["tested on"] == d)]
         return float(sel[col].iloc[0]) if len(sel) else float("nan")
@@ -146,19 +146,21 @@ def findings_13(table: pd.DataFrame, lodo: dict[str, list[dict]], held: list[str
     drops = table[(table["tested on"] != POOLED) & table["LODO - LOSO UF1"].notna()]
     lower = int((drops["difference 95% CI"].str.split(" to ").str[1].astype(float) < 0).sum())
     best = table[table["tested on"] == POOLED].set_index("model")["LODO UF1"]
-    return (f"Trained on two datasets and tested on the third ({profile} profile, final epoch, "
-            f"no selection), the UF1 per held-out dataset is: " + "; ".join(parts) + ". "
-            f"Of the {len(drops)} model and dataset pairs with a LOSO run beside them, {lower} "
-            f"lose UF1 against LOSO with a paired 95 % interval below 0. Pooled over the three "
-            f"held-out datasets, UF1 runs from {best.min():.3f} ({best.idxmin()}) to "
-            f"{best.max():.3f} ({best.idxmax()})"
-            + ("" if pairs is None or pairs.empty else
-               f"; the paired bootstrap tells {pairs['a (highest)'].iloc[0]} apart from "
-               f"{int(pairs['told apart'].sum())} of the {len(pairs)} other models ("
-               + "; ".join(f"against {b} {d:+.3f}, 95 % CI {ci}" for b, d, ci in
-                           zip(pairs["b"], pairs["UF1 a - b"], pairs["95% CI"]))
-               + "); rows it does not tell apart are not ranked")
-            + ". Cost on this machine: "
-            + ", ".join(f"{name} {sum(r['meta']['train_seconds'] for r in rs) / 60:.1f}"
-                        for name, rs in lodo.items())
-            + " CPU-minutes of training for all its seeds and held-out datasets.")
+    return bullets(
+        f"Trained on two datasets, tested on the third ({profile} profile, final epoch, no "
+        "selection); UF1 per held-out dataset:",
+        [f"{p}." for p in parts],
+        f"Of the {len(drops)} model and dataset pairs with a LOSO run beside them, {lower} "
+        "lose UF1 against LOSO with a paired 95 % interval below 0.",
+        f"Pooled over the three held-out datasets, UF1 runs from {best.min():.3f} "
+        f"({best.idxmin()}) to {best.max():.3f} ({best.idxmax()}).",
+        "" if pairs is None or pairs.empty else
+        f"The paired bootstrap tells {pairs['a (highest)'].iloc[0]} apart from "
+        f"{int(pairs['told apart'].sum())} of the {len(pairs)} other models ("
+        + "; ".join(f"against {b} {d:+.3f}, 95 % CI {ci}" for b, d, ci in
+                    zip(pairs["b"], pairs["UF1 a - b"], pairs["95% CI"]))
+        + "); rows it does not tell apart are not ranked.",
+        "Cost on this machine: "
+        + ", ".join(f"{name} {sum(r['meta']['train_seconds'] for r in rs) / 60:.1f}"
+                    for name, rs in lodo.items())
+        + " CPU-minutes of training for all its seeds and held-out datasets.")

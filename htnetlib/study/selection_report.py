@@ -177,8 +177,9 @@ def stopping_curves_figure(runs: dict[str, list[Run]], profile: str):
 
 def findings_12(table: pd.DataFrame, runs_made: pd.DataFrame, leaks: pd.DataFrame,
                 agree: pd.DataFrame, marks: dict[str, float], runs: dict[str, list[Run]],
-                profile: str) -> str:
-    """Notebook 12's "What we found" text (honest model selection, beyond the paper)."""
+                profile: str) -> list[str]:
+    """Notebook 12's "What we found" bullets (honest model selection, beyond the paper), as a
+    list (:func:`htnetlib.study.tables.bullets` writes them)."""
     honest = honest_rows(table)
     best = honest.loc[honest["Full UF1"].idxmax()]
     plain = honest[(honest["variant"] == "plain") & (honest["rule"] == "final epoch")].iloc[0]
@@ -189,35 +190,33 @@ def findings_12(table: pd.DataFrame, runs_made: pd.DataFrame, leaks: pd.DataFram
     new_cpu = runs_made.loc[runs_made["variant"] != "plain", "training (CPU min)"].sum()
     inner_cpu = runs_made["inner fits (CPU min)"].sum()  # NaN (no inner store) is skipped
     oracle = table[(table["variant"] == "plain") & ~table["honest"]]["Full UF1"].iloc[0]
-    return (
+    same = agree["same epoch (subjects)"]
+    return [
         f"Without any held-out label, the **{profile}**-profile HTNet scores a composite UF1 of "
         f"{plain['Full UF1']:.3f} at its final epoch (plain honest protocol, seeds "
-        f"{plain['seeds']}). The best of the {len(honest)} honest rows is "
-        f"**{best['variant']}** with **{best['rule']}** (seeds {best['seeds']}): "
-        f"{best['Full UF1']:.3f} (95 % CI {best['Full UF1 95% CI']}), "
-        f"{best['UF1 - plain honest']:+.3f} against the plain honest protocol (paired 95 % CI "
-        f"{best['difference 95% CI']}); "
-        + (f"it reaches the goal of {goal:.2f}" if best["Full UF1"] >= goal else
-           f"it stays {goal - best['Full UF1']:.3f} below the goal of {goal:.2f}")
+        f"{plain['seeds']}); the oracle gives {oracle:.3f}.",
+        f"Best of the {len(honest)} honest rows: **{best['variant']}** with "
+        f"**{best['rule']}** (seeds {best['seeds']}): {best['Full UF1']:.3f} (95 % CI "
+        f"{best['Full UF1 95% CI']}), {best['UF1 - plain honest']:+.3f} against plain (paired "
+        f"95 % CI {best['difference 95% CI']}); an optimistic pick, being the largest of "
+        f"{len(honest)}.",
+        (f"It reaches the goal of {goal:.2f}" if best["Full UF1"] >= goal else
+         f"It stays {goal - best['Full UF1']:.3f} below the goal of {goal:.2f}")
         + " and is " + ", ".join(f"{'above' if best['Full UF1'] > x else 'below'} {k} ({x:.4f})"
-                                 for k, x in marks.items() if k != "goal") + ". "
-        + f"Being the largest of {len(honest)} rows, it is an optimistic pick. "
-        f"{n_up} of the {len(honest)} honest rows have a paired interval above 0, and {n_down} "
+                                 for k, x in marks.items() if k != "goal") + ".",
+        f"{n_up} of the {len(honest)} honest rows have a paired interval above 0, {n_down} "
         f"below; with {len(honest)} comparisons at 95 %, about {0.05 * len(honest):.0f} would "
-        "exclude 0 by chance alone even if no row differed from the plain protocol. The nested rule (the reference, epochs chosen inside each fold's training "
-        f"subjects) gives "
+        "exclude 0 by chance alone.",
+        "The nested rule (the reference, epochs chosen inside each fold's training subjects): "
         + ", ".join(f"{nest.loc[v, 'Full UF1']:.3f} for {v} (seeds {nest.loc[v, 'seeds']})"
-                    for v in nest.index)
-        + ". Cross-subject and nested selection, on the same runs, pick the same epoch for "
-        + ", ".join(f"{a['same epoch (subjects)']} of {a['subjects']} subjects ({a['variant']}, "
-                    f"seed {a['seed']}, {a['criterion']})" for _, a in agree.iterrows())
-        + f". The oracle, for comparison, gives {oracle:.3f} for the plain model. "
-        + leak_note(leaks) + " Cost on this "
-        f"machine: the {len(runs_made) - len(runs['plain'])} variant runs took {new_cpu:.0f} "
-        f"CPU-minutes of fold training and the inner fits of the nested rule {inner_cpu:.0f} "
-        f"more (wall time about half, with two fold processes on two cores); the other rules "
-        f"cost no training."
-    )
+                    for v in nest.index) + ".",
+        f"Cross-subject and nested selection pick the same epoch for {same.min()} to "
+        f"{same.max()} of {agree['subjects'].max()} subjects ({len(agree)} runs and criteria).",
+        leak_note(leaks),
+        f"Cost on this machine: the {len(runs_made) - len(runs['plain'])} variant runs took "
+        f"{new_cpu:.0f} CPU-minutes of fold training, the nested rule's inner fits "
+        f"{inner_cpu:.0f} more; the other rules cost no training.",
+    ]
 
 
 def agreement_note(agree: pd.DataFrame) -> str:

@@ -201,6 +201,15 @@ def markdown(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bullets(*items) -> str:
+    """A Markdown list of ``items`` (each a string, one bullet, or a list of strings, a bullet
+    each; empty ones skipped): how a notebook's findings are written, short items instead of
+    one long paragraph."""
+    flat = []
+    for item in items:
+        flat += [item] if isinstance(item, str) else list(item)
+    return "\n".join(f"- {' '.join(str(i).split())}" for i in flat if str(i).strip()) + "\n"
+
 
 # --------------------------------------------------------------------------- notebook 12
 

@@ -12,7 +12,7 @@ from ..config import PROFILES
 from ..data import DATASET_NAMES, LABELS
 from ..evaluation import metrics
 from ..training.store import Run
-from .tables import other_profiles, stored_run
+from .tables import bullets, other_profiles, stored_run
 
 CLASS_NAMES = [LABELS[k] for k in (0, 1, 2)]
 
@@ -190,25 +190,26 @@ def confusion_figure(p: pd.DataFrame, profile: str):
 
 def findings_05(table2: pd.DataFrame, paired: pd.DataFrame, runs: dict, others: dict,
                 profile: str) -> str:
-    """Notebook 05's "What we found" text (Table 2 under both protocols)."""
+    """Notebook 05's "What we found" bullets (Table 2 under both protocols)."""
     m = table2[table2["source"] == "measured"].set_index(
         ["approach", "profile", "protocol"])["Full UF1"]
     cited = table2[table2["source"] != "measured"].set_index("approach")["Full UF1"]
     h = m["HTNet", profile, "honest"]
     rivals = {a: m[a, profile, "honest"] for a in runs if a != "HTNet"}
     separated = paired[(paired["CI low"] > 0) | (paired["CI high"] < 0)]
-    found = (f"Under the oracle protocol the {profile}-profile HTNet scores a composite UF1 of "
+    found = [f"Oracle protocol: the {profile}-profile HTNet scores a composite UF1 of "
              f"{m['HTNet', profile, 'oracle']:.3f}, near the paper's {cited['HTNet']:.3f} (also "
-             f"oracle). Under the honest protocol it scores {h:.3f}, and "
-             + ", ".join(f"{a} {v:.3f}" for a, v in rivals.items())
-             + f" on the same folds; {len(separated)} of the {len(paired)} paired honest "
-             "comparisons above have a 95 % interval that excludes 0.")
+             "oracle).",
+             f"Honest protocol, same folds: HTNet {h:.3f}; "
+             + ", ".join(f"{a} {v:.3f}" for a, v in rivals.items()) + ".",
+             f"{len(separated)} of the {len(paired)} paired honest comparisons above have a 95 % "
+             "interval that excludes 0."]
     for p in others:
         if ("HTNet", p, "oracle") in m.index:
-            found += (f" The {p}-profile HTNet (the paper's own model, "
-                      f"{len(others[p]['HTNet'])} seed) gives {m['HTNet', p, 'honest']:.3f} "
-                      f"honest and {m['HTNet', p, 'oracle']:.3f} oracle.")
-    return found
+            found.append(f"The {p}-profile HTNet (the paper's own model, "
+                         f"{len(others[p]['HTNet'])} seed): {m['HTNet', p, 'honest']:.3f} "
+                         f"honest, {m['HTNet', p, 'oracle']:.3f} oracle.")
+    return bullets(found)
 
 
 # --- notebook 10: Table 3 -------------------------------------------------------------------
@@ -246,17 +247,18 @@ def casme3_confusion_figure(run: Run):
 
 
 def findings_10(run: Run | None, profile: str) -> str:
-    """Notebook 10's "What we found" text (Table 3; the cited row when no data was given)."""
+    """Notebook 10's "What we found" bullets (Table 3; the cited row when no data was given)."""
     if run is not None:
-        return (f"On CAS(ME)^3 part A the {profile}-profile HTNet scores UF1 "
-                f"{run.metrics['honest']['full']['uf1']:.3f} honest and "
-                f"{run.metrics['oracle']['full']['uf1']:.3f} oracle, against the paper's "
-                f"{paper.TABLE3['HTNet'][0]:.3f} (oracle).")
-    return (f"No CAS(ME)^3 data was given, so nothing was measured here for the **{profile}** "
-            "profile: the only numbers are "
-            f"the paper's Table 3, where HTNet's UF1 {paper.TABLE3['HTNet'][0]:.4f} and UAR "
-            f"{paper.TABLE3['HTNet'][1]:.4f} come from the official code's oracle protocol. "
-            "CAS(ME)^3 is licensed by its owners and is not part of the public release.")
+        return bullets(f"On CAS(ME)^3 part A the {profile}-profile HTNet scores UF1 "
+                       f"{run.metrics['honest']['full']['uf1']:.3f} honest and "
+                       f"{run.metrics['oracle']['full']['uf1']:.3f} oracle.",
+                       f"The paper's Table 3: {paper.TABLE3['HTNet'][0]:.3f} (oracle).")
+    return bullets(f"No CAS(ME)^3 data was given: nothing was measured here for the "
+                   f"**{profile}** profile.",
+                   f"The only numbers are the paper's Table 3: HTNet's UF1 "
+                   f"{paper.TABLE3['HTNet'][0]:.4f} and UAR {paper.TABLE3['HTNet'][1]:.4f}, from "
+                   "the official code's oracle protocol.",
+                   "CAS(ME)^3 is licensed by its owners and is not part of the public release.")
 
 
 # --- notebook 11: the protocol audit --------------------------------------------------------
@@ -360,7 +362,7 @@ def perfect_subjects_figure(perfect: pd.DataFrame):
 
 def findings_11(audit: pd.DataFrame, null_curve: pd.Series, chance: float, run: Run, null: Run,
                 profile: str) -> str:
-    """Notebook 11's "What we found" text (the protocol audit of Table 2's rows)."""
+    """Notebook 11's "What we found" bullets (the protocol audit of Table 2's rows)."""
     a = audit[audit["metric"] == "UF1"].set_index("model")
     c = null_curve
     small = {}
@@ -368,19 +370,20 @@ def findings_11(audit: pd.DataFrame, null_curve: pd.Series, chance: float, run: 
         acc = metrics.subject_accuracy(r.predictions, "oracle")
         few = acc[acc["samples"] <= 3]
         small[name] = (int((few["accuracy"] == 1).sum()), len(few))
-    found = (f"Choosing each subject's epoch with its test labels adds "
+    found = [f"Choosing each subject's epoch with its test labels adds "
              f"{a.loc['HTNet', 'oracle - honest']:.3f} composite UF1 to the {profile}-profile "
-             f"HTNet and {a.loc['STSTNet', 'oracle - honest']:.3f} to STSTNet. It lifts a null "
-             f"HTNet trained on permuted labels from {c.honest_uf1:.3f} (chance {chance:.3f}) "
-             f"to {c.oracle_uf1:.3f}. Of the {small['HTNet'][1]} subjects with one to three "
-             f"test samples, the oracle makes all of them right for {small['HTNet'][0]} (HTNet, "
-             f"seed 0) and for {small['null'][0]} with the null model.")
+             f"HTNet and {a.loc['STSTNet', 'oracle - honest']:.3f} to STSTNet.",
+             f"It lifts a null HTNet trained on permuted labels from {c.honest_uf1:.3f} (chance "
+             f"{chance:.3f}) to {c.oracle_uf1:.3f}.",
+             f"Of the {small['HTNet'][1]} subjects with one to three test samples, the oracle "
+             f"makes all of them right for {small['HTNet'][0]} (HTNet, seed 0) and for "
+             f"{small['null'][0]} with the null model."]
     for name in a.index:
         if "paper profile" in name:
-            found += (f" {name}: honest {a.loc[name, 'honest']:.3f}, oracle "
-                      f"{a.loc[name, 'oracle']:.3f}, a gap of "
-                      f"{a.loc[name, 'oracle - honest']:.3f}.")
-    return found
+            found.append(f"{name}: honest {a.loc[name, 'honest']:.3f}, oracle "
+                         f"{a.loc[name, 'oracle']:.3f}, a gap of "
+                         f"{a.loc[name, 'oracle - honest']:.3f}.")
+    return bullets(found)
 
 
 def uf1_uar_note(example: pd.DataFrame, y_true, y_pred) -> str:

@@ -500,6 +500,13 @@ def test_a_json_error_about_an_apex_names_its_file(model_dir, frames, capsys):
     assert code == 3 and json.loads(out)["file"] == str(frames["black"])
 
 
+def test_a_json_error_about_a_setting_has_no_file(model_dir, frames, capsys):
+    code, out, err = htnet(["predict", "--model", str(model_dir), "--flow", str(frames["apex"]),
+                            "--json"], capsys)
+    assert code == 2
+    assert json.loads(out) == {"error": error_line(err)[len("htnet: error: "):], "file": None}
+
+
 class ClosedPipe(io.StringIO):
     def write(self, text):
         raise BrokenPipeError(errno.EPIPE, "Broken pipe")

@@ -501,7 +501,9 @@ def _json_error(exc: BaseException) -> None:
     name = getattr(exc, "filename", None)
     if name is None:
         head = text.split(": ", 1)[0]
-        name = head if ": " in text and ("/" in head or Path(head).suffix) else None
+        looks_like_a_path = not any(c.isspace() or c in "='" for c in head) and (
+            os.sep in head or bool(Path(head).suffix))
+        name = head if ": " in text and looks_like_a_path else None
     print(json.dumps({"error": text, "file": None if name is None else str(name)}), flush=True)
 
 

@@ -468,6 +468,14 @@ def test_train_sets_a_damaged_predictions_csv_aside_and_trains_the_run_again(
     assert (run / "predictions.csv").read_text() == (stored_run / "predictions.csv").read_text()
 
 
+def test_evaluate_names_a_truncated_predictions_csv_exit_3(stored_run, tmp_path, capsys):
+    run = copy_run(stored_run, tmp_path)
+    truncate(run / "predictions.csv")
+    code, out, err = htnet(["evaluate", str(run)], capsys)
+    assert (code, out) == (3, "")
+    assert error_line(err).startswith(f"htnet: error: {run / 'predictions.csv'}: ")
+
+
 def test_evaluate_recomputes_nan_metrics_and_says_so(stored_run, tmp_path, capsys):
     run = copy_run(stored_run, tmp_path)
     assert main(["evaluate", str(run)]) == 0

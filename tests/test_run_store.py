@@ -117,13 +117,14 @@ DAMAGE = {
     "truncated npz": (lambda d: (d / "epochs.npz").write_bytes(
         (d / "epochs.npz").read_bytes()[:300]), "epochs.npz: not a"),
     "npz without pred": (lambda d: np.savez(d / "epochs.npz", epoch=np.arange(3)),
-                         r"epochs.npz: pred \(shape None\)"),
+                         r"epochs.npz: lacks pred"),
     "empty CSV": (_set_json("predictions.csv", ""), "predictions.csv: not a readable CSV"),
     "CSV without column": (lambda d: pd.read_csv(d / "predictions.csv").drop(
         columns="oracle").to_csv(d / "predictions.csv", index=False),
         "predictions.csv: lacks column"),
     "short CSV": (lambda d: pd.read_csv(d / "predictions.csv")[:5].to_csv(
-        d / "predictions.csv", index=False), "does not hold one column per row"),
+        d / "predictions.csv", index=False),
+                  r"predictions.csv: 5 rows, but config.json records \d+ samples"),
 }
 
 

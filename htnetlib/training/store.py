@@ -516,6 +516,9 @@ def load_run(run_dir: Path | str) -> Run:
     NaN or an infinity is recomputed from predictions.csv, with a :class:`StoreWarning`."""
     stored = load_stored(run_dir, RUN)
     run_dir, predictions, epochs = stored["path"], stored["predictions.csv"], stored["epochs.npz"]
+    problem = damage(run_dir, RUN)  # the one completeness check names the damaged file
+    if problem and not problem.startswith(f"{run_dir / 'metrics.json'}: "):
+        raise RunError(problem)
     shape = getattr(epochs.get("pred"), "shape", None)
     if shape is None or len(shape) != 2 or shape[1] != len(predictions):
         raise RunError(f"{run_dir / 'epochs.npz'}: pred (shape {shape}) does not hold one "

@@ -187,3 +187,54 @@ def test_the_readme_headline_is_the_better_confirmed_row(tmp_path, low):
         assert block.index("12_honest_selection") < block.index("15_toward_076")
         assert "**0.716**" in block and "so this headline stays" in block
         assert "stays 0.044 below the goal" in block
+
+
+def test_the_vote_is_counted_and_defined_in_numbers_of_the_runs():
+    runs = fake_runs(epochs=100)
+    one = readouts.vote_count(runs, "whole map", "vote of seeds x last 25% of epochs")
+    both = readouts.vote_count(runs, "whole map + regions", "vote of seeds x last 25% of epochs")
+    assert (one["runs"], one["epochs"], one["votes"]) == (3, 25, 75)
+    assert (both["runs"], both["models"], both["votes"]) == (6, 2, 150)
+    assert readouts.vote_count(runs, "regions", "vote of seeds, final epoch")["votes"] == 3
+    note = readouts.definitions_note(runs)
+    assert "**75 votes**" in note and "**150 votes**" in note and "from epoch 76 of 100" in note
+
+
+def test_the_forest_rows_are_every_candidate_sorted_with_the_chosen_one_marked():
+    table = readouts.candidate_table(readouts.candidate_rows(fake_runs()), n_boot=50)
+    rows = readouts.forest_rows(table.sample(frac=1, random_state=0))
+    assert len(rows) == len(table) and rows["UF1"].is_monotonic_decreasing
+    assert rows["chosen"].sum() == 1 and rows["headline"].sum() == 1
+    chosen = rows[rows["chosen"]].iloc[0]
+    assert chosen["candidate"] == " | ".join(readouts.PRIMARY[k] for k in ("model", "readout",
+                                                                             "rule"))
+    assert (rows["low"] <= rows["UF1"] + 5e-4).all() and (rows["UF1"] <= rows["high"] + 5e-4).all()
+    assert readouts.ci_bounds("-0.001 to +0.045") == (-0.001, 0.045)
+    assert readouts.ci_bounds("0.702-0.807") == (0.702, 0.807)
+    assert table[table["role"] == readouts.CHOSEN_ROLE].shape[0] == 1
+    assert "pre-registered primary" not in set(table["role"])  # the choosing seeds' own label
+
+
+def test_the_cpu_mismatch_and_the_shortfall_are_read_from_the_tables():
+    runs = fake_runs()
+    pairing = pd.DataFrame({"final predictions that differ": [24, 12, 21]})
+    m = readouts.mismatch(pairing, runs)
+    assert (m["low"], m["high"], m["of"]) == (12, 24, 48)
+    assert "**12 to 24 of its 48**" in readouts.mismatch_note(pairing, runs)
+    spec = {k: readouts.PRIMARY[k] for k in ("model", "readout", "rule")}
+    chosen_on = pd.DataFrame([dict(spec, **{"seeds": "0,1,2", "Full UF1": 0.757,
+                                            "UF1 - headline": 0.023}),
+                              dict(readouts.BASELINE, **{"seeds": "0,1,2", "Full UF1": 0.734,
+                                                         "UF1 - headline": 0.0})])
+    conf = pd.DataFrame([dict(spec, **{"seeds": "6,7,8", "Full UF1": 0.733,
+                                       "UF1 - headline": 0.034}),
+                         dict(readouts.BASELINE, **{"seeds": "6,7,8", "Full UF1": 0.698,
+                                                    "UF1 - headline": 0.0})])
+    curse = pd.DataFrame({"estimate": ["raw", "boot", "split", "split corrected"],
+                          "composite UF1": [0.757, 0.753, 0.740, 0.737]})
+    first = {"uf1": 0.716, "seeds": "3,4,5", "chosen": 0.735, "chosen seeds": "0,1,2"}
+    text = readouts.shortfall_bullet(conf, chosen_on, curse, first)
+    assert "predicted 0.004 of shrinkage (split halves 0.020)" in text
+    assert "fell **0.024**" in text and "notebook 12's headline row: 0.019" in text
+    assert "fell 0.036 on the same seeds" in text and "from +0.023 to +0.034" in text
+    assert "more than to the choice" in text

@@ -314,3 +314,15 @@ def test_wide_tables_scroll_instead_of_being_clipped(site):
     tables, wide, scrolling, fits = found.groups()
     assert int(tables) > 0 and int(wide) > 0, "no wide table to test on"
     assert scrolling == wide and fits == "true"  # each wide table scrolls; the page does not
+
+
+def test_the_schedule_joins_the_front_pages_own_section_on_the_lab():
+    schedule = book.schedule_markdown({})
+    assert schedule.startswith("## The 90-minute lab\n\n")
+    plain = "# Title\n\nIntro.\n\n## Two commands\n\nx\n"
+    assert book.with_schedule(plain, schedule).index("## The 90-minute lab") < \
+        book.with_schedule(plain, schedule).index("## Two commands")
+    own = "# Title\n\n## The 90-minute lab\n\nTheir words.\n\n## Predict\n\ny\n"
+    out = book.with_schedule(own, schedule)
+    assert out.count("## The 90-minute lab") == 1
+    assert out.index("Their words.") < out.index("| start |") < out.index("## Predict")

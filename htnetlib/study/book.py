@@ -17,7 +17,8 @@ files:
   (``results/preregistration/*.md``) link to its page, and the files become pages of their
   own (:data:`PREREGISTRATIONS`);
 * the front page gets the lab's schedule (:func:`schedule_markdown`, from
-  :func:`htnetlib.study.lab.schedule_table`) before its first section;
+  :func:`htnetlib.study.lab.schedule_table`), in its section on the lab, or before its first
+  section where it has none;
 * links in a notebook's Markdown *outputs* point at the built ``.html`` pages (outputs are
   rendered as they are, their links not resolved by Sphinx).
 
@@ -178,7 +179,15 @@ def schedule_markdown(notebooks: dict[str, str]) -> str:
 
 
 def with_schedule(text: str, schedule: str) -> str:
-    """``text`` (the front page) with ``schedule`` inserted before its first ``##`` section."""
+    """``text`` (the front page) with ``schedule`` (:func:`schedule_markdown`): at the end of
+    the page's own section on the lab (``## The NN-minute lab``) where it has one, without
+    its heading, else as a section before the first ``##`` section."""
+    own = re.search(r"^## The \d+-minute lab\s*$", text, re.M)
+    if own:
+        body = schedule.split("\n", 2)[2]  # the heading and its blank line dropped
+        end = re.search(r"^## ", text[own.end():], re.M)
+        at = own.end() + end.start() if end else len(text)
+        return text[:at].rstrip("\n") + "\n\n" + body + "\n" + text[at:]
     m = re.search(r"^## ", text, re.M)
     return (text[:m.start()] + schedule + "\n" + text[m.start():] if m
             else text.rstrip("\n") + "\n\n" + schedule)

@@ -326,3 +326,4 @@ def test_the_schedule_joins_the_front_pages_own_section_on_the_lab():
     out = book.with_schedule(own, schedule)
     assert out.count("## The 90-minute lab") == 1
     assert out.index("Their words.") < out.index("| start |") < out.index("## Predict")
+    assert "with or without the licensed release" in out

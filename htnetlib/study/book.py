@@ -184,7 +184,8 @@ def with_schedule(text: str, schedule: str) -> str:
     its heading, else as a section before the first ``##`` section."""
     own = re.search(r"^## The \d+-minute lab\s*$", text, re.M)
     if own:
-        body = schedule.split("\n", 2)[2]  # the heading and its blank line dropped
+        table = schedule[schedule.index("| start |"):]  # the page already says what the lab is
+        body = "The timetable, the same with or without the licensed release:\n\n" + table
         end = re.search(r"^## ", text[own.end():], re.M)
         at = own.end() + end.start() if end else len(text)
         return text[:at].rstrip("\n") + "\n\n" + body + "\n" + text[at:]

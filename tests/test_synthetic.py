@@ -157,3 +157,40 @@ def test_make_sequence_asymmetric_profile_has_an_early_apex():
     np.testing.assert_allclose(seq.weights, synthetic.ramp(12, 3, "asymmetric"), rtol=1e-6)
     with pytest.raises(ValueError, match="profile"):
         synthetic.make_sequence(0, n_frames=8, profile="fast")
+
+
+SMALL_COHORT = {"subjects": {"smic": 1, "samm": 2}, "samples": (3, 4),
+                "class_p": (0.5, 0.25, 0.25), "seed": 1, "version": 1}
+
+
+def test_the_cohort_is_a_release_every_loader_reads(tmp_path):
+    from htnetlib.data import load_composite, table1
+
+    root = synthetic.write_cohort(tmp_path / "cohort", cohort=SMALL_COHORT)
+    data = load_composite(root)
+    assert data.table.groupby("dataset")["subject"].nunique().to_dict() == {"smic": 1, "samm": 2}
+    assert 9 <= len(data) <= 12 and data.flows.shape[1:] == (28, 28, 3)
+    # each map is min-max stretched per channel, as the release's maps are
+    assert (data.flows.reshape(len(data), -1, 3).min(axis=1) == 0).all()
+    assert (data.flows.reshape(len(data), -1, 3).max(axis=1) == 255).all()
+    assert int(table1(data).iloc[-1]["samples"]) == len(data)
+
+
+def test_the_cohort_is_written_once_and_again_when_its_mark_differs(tmp_path):
+    root = synthetic.write_cohort(tmp_path / "cohort", cohort=SMALL_COHORT)
+    stamp = (root / synthetic.COHORT_MARK).stat().st_mtime_ns
+    assert synthetic.write_cohort(root, cohort=SMALL_COHORT) == root
+    assert (root / synthetic.COHORT_MARK).stat().st_mtime_ns == stamp  # reused
+    (root / synthetic.COHORT_MARK).write_text("{}")  # an interrupted or older cohort
+    synthetic.write_cohort(root, cohort=SMALL_COHORT)
+    assert (root / synthetic.COHORT_MARK).read_text() != "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftover
+
+
+def test_the_cohort_is_the_same_on_every_write(tmp_path):
+    from htnetlib.data import load_composite
+
+    a = load_composite(synthetic.write_cohort(tmp_path / "a", cohort=SMALL_COHORT))
+    b = load_composite(synthetic.write_cohort(tmp_path / "b", cohort=SMALL_COHORT))
+    np.testing.assert_array_equal(a.flows, b.flows)
+    assert a.table["label"].tolist() == b.table["label"].tolist()

@@ -384,8 +384,8 @@ def write_cohort(root, *, cohort: dict | None = None) -> "Path":
                 sub = {"smic": f"s{s + 1:02d}", "casme2": f"sub{s + 1:02d}",
                        "samm": f"{101 + s:03d}"}.get(ds, f"{ds}{s + 1:02d}")
                 face = _subject_face(rng)
-                style = {"amplitude": rng.uniform(0.5, 1.5), "mix": rng.uniform(0.3, 0.8),
-                         "head": rng.uniform(0.3, 1.2), "noise": rng.uniform(1.0, 3.0)}
+                style = {"amplitude": rng.uniform(0.4, 1.2), "mix": rng.uniform(0.5, 1.0),
+                         "head": rng.uniform(0.6, 1.8), "noise": rng.uniform(1.0, 4.0)}
                 lo, hi = cohort["samples"]
                 labels = rng.choice(3, size=int(rng.integers(lo, hi + 1)), p=cohort["class_p"])
                 for j, label in enumerate(labels):

@@ -79,7 +79,7 @@ from .data.frames import (FRAME_SUFFIXES, as_image, check_map, check_picture,  #
                           sequence_files, sequence_pictures, skipped_words)
 from .data.preprocess import FACE_SIZE, MAP_SIZE
 from .data.regions import network_inputs
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, RunError
 from .evaluation.calibration import (answer_probabilities, model_calibration, pooled_held_out,
                                      softmax, write_calibration)
 from .io import (ROOT, atomic_write, device_name, git_commit, read_json, versions,
@@ -197,28 +197,21 @@ def fitted_model(data: Composite, profile: str, seed: int = 0, *,
         except (DataError, ConfigError) as exc:
             warnings.warn(f"{exc}; fitting again", stacklevel=2)
         else:
-            held = {"config": model.meta["config"], "seed": model.meta["seed"],
-                    "data": model.meta["data_fingerprint"]}
-            if held == {"config": config.to_dict(), "seed": seed, "data": fingerprint}:
+            meta = model.meta
+            differ = [what for what, same in (("configuration", meta["config"] == config.to_dict()),
+                                              ("seed", meta["seed"] == seed),
+                                              ("data", meta["data_fingerprint"] == fingerprint))
+                      if not same]
+            if not differ:
                 return model, False
-            what = other_model(model, config, seed, fingerprint)
-            raise ConfigError(f"--out {folder} holds another model ({what}); --refit "
-                              "replaces it, or choose another --out")
+            raise ConfigError(f"--out {folder} holds another model ({model.config.model}, profile "
+                              f"{meta.get('profile')}, seed {meta['seed']}, data "
+                              f"{meta['data_fingerprint']}; {' and '.join(differ)} differ"
+                              f"{'s' * (len(differ) == 1)}); --refit replaces it, or choose "
+                              "another --out")
     model = fit(data, config, seed=seed, profile=profile, device=device, progress=progress)
     model.save(folder)
     return model, True
-
-
-def other_model(model: "Model", config: Config, seed: int, fingerprint: str) -> str:
-    """How the model in a folder differs from the one asked for, in words: its profile and
-    seed, and which of configuration, seed and data differ."""
-    differ = [what for what, same in (
-        ("configuration", model.meta["config"] == config.to_dict()),
-        ("seed", model.meta["seed"] == seed),
-        ("data", model.meta["data_fingerprint"] == fingerprint)) if not same]
-    return (f"{model.config.model}, profile {model.meta.get('profile')}, seed "
-            f"{model.meta['seed']}, data {model.meta['data_fingerprint']}; "
-            f"{' and '.join(differ)} differ{'s' if len(differ) == 1 else ''}")
 
 
 def calibrate(model_dir: Path | str, runs: list) -> dict:
@@ -301,18 +294,20 @@ class Model:
     # ----------------------------------------------------------------------- store
 
     def save(self, folder: Path | str) -> Path:
-        """Write model.safetensors, then model.json (with the weights' SHA-256), into a
-        temporary sibling of ``folder`` that is renamed into place (:func:`htnetlib.io.write_folder`):
-        an error (a full disk) leaves ``folder`` as it was. A calibration.json of this
-        configuration already in ``folder`` is kept; one of another is dropped, with a warning."""
+        """Write model.safetensors, then model.json (with the weights' SHA-256), into a temporary
+        sibling renamed into place (:func:`htnetlib.io.write_folder`): an error (a full disk)
+        leaves ``folder`` as it was. This configuration's calibration.json is kept; another's
+        (or a damaged one) is left out, with a warning, once the new folder is in place."""
         from safetensors.torch import save
 
         folder = Path(folder)
         check_out_dir(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         blob = save(state, metadata={"format": "pt"})  # bytes: an OSError names the file
-        calibration = model_calibration(folder / CALIBRATION, self.meta["config"],
-                                        remove_stale=True)
+        try:
+            calibration, stale = model_calibration(folder / CALIBRATION, self.meta["config"]), None
+        except RunError as exc:
+            calibration, stale = None, exc
 
         def fill(tmp: Path) -> None:
             atomic_write(tmp / WEIGHTS, lambda p: p.write_bytes(blob))
@@ -322,6 +317,8 @@ class Model:
                 shutil.copy2(folder / CALIBRATION, tmp / CALIBRATION)
 
         write_folder(folder, fill)
+        if stale is not None:
+            warnings.warn(f"{stale}; removed it", stacklevel=2)
         self.path, self.calibration = folder, calibration
         return folder
 
@@ -366,7 +363,7 @@ class Model:
     # ----------------------------------------------------------------------- predict
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """The network's logits (N, 3) of inputs (N, 3, S, S) as :func:`htnetlib.data.regions.network_inputs`."""
+        """The network's logits (N, 3) of inputs (N, 3, S, S) (:func:`~htnetlib.data.regions.network_inputs`)."""
         with torch.no_grad():
             return self.network(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 

@@ -300,12 +300,19 @@ def test_fit_onto_a_full_disk_is_one_line_exit_4_and_leaves_no_folder(synthetic_
 
 def test_a_refit_onto_a_full_disk_keeps_the_model_that_was_there(model_dir, synthetic,
                                                                  tmp_path, monkeypatch):
+    from tests.test_calibration import fake_run
+
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / predict.META).read_text())
+    predict.calibrate(folder, [fake_run("a", meta, seed=1), fake_run("b", meta, seed=2)])
+    record = json.loads((folder / predict.CALIBRATION).read_text())
+    record["config"]["dim"] += 8  # another configuration's: a new model would drop it
+    (folder / predict.CALIBRATION).write_text(json.dumps(record))
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     monkeypatch.setattr(Path, "write_bytes", disk_full)
     with pytest.raises(OSError) as info:
-        predict.fitted_model(synthetic, "smoke", 0, model_dir=folder, refit=True)
+        predict.fitted_model(synthetic, "smoke", 1, model_dir=folder, refit=True)
     assert info.value.filename == str(folder.absolute() / "model.safetensors")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary sibling left

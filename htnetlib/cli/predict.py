@@ -437,7 +437,8 @@ def run_batch(model, kind: str, args) -> int:
                    "temperature": t, "probabilities_uncalibrated": None, "no_motion": None,
                    "forced": bool(args.force), "motion_px": None, "motion_threshold_px": None,
                    "flow_method": args.flow_method, "seconds": None, "model": model.identity,
-                   "input": item_kind, "files": {k: str(v) for k, v in inputs.items() if k != "error"},
+                   "input": item_kind,
+                   "files": {k: str(v) for k, v in inputs.items() if k != "error"},
                    "landmarks_found": None, "regions_from": None, "error": " ".join(str(exc).split())}
         out["item"] = name
         answers.append(out)

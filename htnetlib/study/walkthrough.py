@@ -369,3 +369,69 @@ def region_examples_figure(data, centres: dict):
     fig.legend(handles=region_legend(), loc="outside lower center", ncol=4, fontsize=8,
                title="region")
     return fig
+
+
+# --- notebook 04: leave-one-subject-out folds ------------------------------------------------
+
+def loso_folds_figure(data, subjects: list):
+    """The LOSO folds as a strip (section 4.2): one row per fold, one column per subject in
+    ``subjects`` (the folds' order); training subjects light, the held-out subject dark; the
+    bar above counts each subject's samples."""
+    import matplotlib.pyplot as plt
+
+    t = data.table
+    n = len(subjects)
+    counts = t["subject"].value_counts().reindex(subjects).to_numpy()
+    ds = t.drop_duplicates("subject").set_index("subject")["dataset"].reindex(subjects)
+    fig, (top, ax) = plt.subplots(2, 1, figsize=(9, 7.2), height_ratios=(1, 5), sharex=True,
+                                  layout="constrained")
+    fig.get_layout_engine().set(rect=ROOM)
+    top.bar(np.arange(n), counts, width=0.8, color="0.45")
+    top.set(ylabel="clips")
+    ax.imshow(np.eye(n), cmap="Reds", vmin=-0.15, vmax=1, aspect="auto", interpolation="none")
+    ax.set(xlabel="subject (its dataset below)", ylabel="fold",
+           title="every fold trains on the light squares and tests on the dark one")
+    edges = np.flatnonzero(ds.to_numpy()[1:] != ds.to_numpy()[:-1]) + 0.5
+    for x in edges:
+        ax.axvline(x, color="0.3", lw=0.8)
+        top.axvline(x, color="0.3", lw=0.8)
+    starts = np.concatenate([[-0.5], edges])
+    ends = np.concatenate([edges, [n - 0.5]])
+    first = ds.iloc[(starts + 0.5).astype(int)]  # each dataset's first subject
+    ax.set_xticks((starts + ends) / 2, [DATASET_NAMES.get(d, d) for d in first])
+    step = max(1, n // 12)
+    ax.set_yticks(np.arange(0, n, step), [f"{k + 1}: {subjects[k]}" for k in range(0, n, step)],
+                  fontsize=7)
+    top.set_title(f"leave-one-subject-out: {n} subjects, {n} folds")
+    return fig
+
+
+def fold_answers(subject: str, truth, epoch_pred) -> dict:
+    """What a fold's model answered its held-out subject at every epoch: the subject's clips
+    per class, the correct answers per epoch and the one class answered at every epoch (None
+    when the answers vary)."""
+    truth = np.asarray(truth)
+    epoch_pred = [np.asarray(p) for p in epoch_pred]
+    only = {int(c) for p in epoch_pred for c in np.unique(p)}
+    return {"subject": subject, "clips": {LABELS[c]: int(n) for c, n in
+                                          enumerate(np.bincount(truth, minlength=3)) if n},
+            "correct": [int((p == truth).sum()) for p in epoch_pred], "n": len(truth),
+            "one class": LABELS[only.pop()] if len(only) == 1 else None}
+
+
+def fold_answers_note(a: dict) -> str:
+    """Markdown of :func:`fold_answers`: why accuracy flatters a model that answers the
+    common class (what UF1 and UAR, eqs. 8-9, correct)."""
+    parts = [f"{n} {c}" for c, n in a["clips"].items()]
+    clips = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+    right, n = a["correct"][-1], a["n"]
+    if a["one class"]:
+        missed = [c for c in a["clips"] if c != a["one class"]]
+        said = (f"At every epoch the model answered **{a['one class']}** for all {n}: "
+                f"{right} of {n} correct ({right / n:.0%})"
+                + (f", yet it recognised no {' or '.join(missed)} clip." if missed else "."))
+    else:
+        said = (f"Its correct answers by epoch: {', '.join(map(str, a['correct']))} of {n}; "
+                f"at the last epoch {right / n:.0%}.")
+    return (f"Subject **{a['subject']}** has {clips} clips. {said} Accuracy rewards answering "
+            "the common class; UF1 and UAR weigh every class equally.")

@@ -1,6 +1,7 @@
-"""The walkthrough notebooks 01-02: optical flow and strain, apex spotting and the four facial
-regions, as figures and tables (paper sections 3.1, 4.2); the notebooks compute each idea by
-hand beside these and build their findings from the values."""
+"""The walkthrough notebooks 01-02 and 04: optical flow and strain, apex spotting and the four
+facial regions, the leave-one-subject-out folds, as figures and tables (paper sections 3.1,
+4.2); the notebooks compute each idea by hand beside these and build their findings from the
+values."""
 
 from __future__ import annotations
 

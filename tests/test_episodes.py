@@ -123,7 +123,9 @@ def test_every_exercise_has_a_folded_solution_that_was_checked(stem):
         assert solution.get("metadata", {}).get("jupyter", {}).get("source_hidden") is True, \
             f"{stem}: the solution of {key} is not collapsed"
         assert f'lab.check("{key}"' in source(solution), f"{stem}: solution {key} is not checked"
-        said = lambda cell: "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))  # noqa: E731
+        said = lambda cell: "".join(  # noqa: E731  printed, or shown as the cell's value
+            "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+            for o in cell.get("outputs", []))
         assert f"Exercise {key}: not answered yet" in said(student), f"{stem}: student cell {key}"
         assert f"Exercise {key}: correct." in said(solution), f"{stem}: solution {key} unchecked"
 

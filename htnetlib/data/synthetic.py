@@ -306,9 +306,10 @@ def make_sequence(
 # --------------------------------------------------------------------------- synthetic cohort
 
 #: The lab's synthetic cohort: subjects per dataset, samples per subject (low, high), the class
-#: probabilities (negative is the majority, as in the release's Table 1) and the seed.
+#: probabilities (negative is the majority, as in the release's Table 1), the seed, and a version
+#: raised whenever write_cohort makes other files (a folder with an older mark is written again).
 COHORT = {"subjects": {"smic": 6, "casme2": 6, "samm": 6}, "samples": (8, 14),
-          "class_p": (0.5, 0.25, 0.25), "seed": 0, "version": 1}
+          "class_p": (0.5, 0.25, 0.25), "seed": 0, "version": 2}
 COHORT_MARK = "cohort.json"
 
 

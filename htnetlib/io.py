@@ -9,6 +9,8 @@ that runs, inner stores, leave-one-dataset-out results, timings and fitted model
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import platform
@@ -157,17 +159,51 @@ def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict:
 
 def _git(*args: str) -> str | None:
     """The output of ``git ARGS`` run in the package's folder; None outside a git checkout."""
+    return git(*args)
+
+
+def git(*args: str, repo: Path | str | None = None) -> str | None:
+    """The output of ``git ARGS`` run in ``repo`` (the package's folder if None); None where
+    git fails or is missing (outside a checkout, an unknown commit, a failed test such as
+    ``merge-base --is-ancestor`` answering no)."""
     try:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(["git", *args], cwd=Path(repo) if repo is not None else
+                              Path(__file__).resolve().parent, capture_output=True, text=True,
+                              check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def git_dirty_files() -> list[str]:
-    """Tracked files that differ from the commit, as ``git status`` names them ([] if none)."""
+    """Files that make the working tree differ from the commit ([] if none): tracked files
+    that changed, as ``git status`` names them, and untracked files under the package's
+    folder (``htnetlib/``; git-ignored ones such as ``__pycache__`` excepted), which the
+    package may import although no commit holds them."""
     out = _git("status", "--porcelain", "--untracked-files=no") or ""
-    return [line[3:] for line in out.splitlines() if line.strip()]
+    changed = [line[3:] for line in out.splitlines() if line.strip()]
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--full-name") or ""
+    return changed + sorted(line for line in untracked.splitlines() if line.strip())
+
+
+# Files under the package's folder that no source hash covers: Python's byte-code caches and
+# an in-place install's metadata, which change without the source changing.
+SOURCE_HASH_SKIPS = ("__pycache__", ".egg-info")
+
+
+def source_hash(package: Path | str | None = None) -> str:
+    """The first 16 hex digits of the SHA-256 over every file under the package's folder
+    (``htnetlib/``, or ``package``): each file's path relative to it and its bytes, in sorted
+    order. Tracked, changed and untracked files alike (``*.py`` and package data), byte-code
+    caches excepted (:data:`SOURCE_HASH_SKIPS`, ``*.pyc``); without git too."""
+    base = Path(package) if package is not None else Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix not in (".pyc", ".pyo")
+                   and not any(part.endswith(SOURCE_HASH_SKIPS)
+                               for part in p.relative_to(base).parts))
+    for path in files:
+        h.update(path.relative_to(base).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def git_commit() -> str:
@@ -176,6 +212,46 @@ def git_commit() -> str:
     if head is None:
         return "unknown"
     return head.strip() + ("+dirty" if git_dirty_files() else "")
+
+
+def resolve_commit(ref: str, repo: Path | str | None = None) -> str | None:
+    """The full hash of the commit ``ref`` names (a hash, a branch, ``HEAD``; a ``+dirty``
+    suffix dropped) in ``repo``; None where git cannot find it (outside a checkout, a commit
+    this clone lacks, ``unknown``)."""
+    ref = str(ref).removesuffix("+dirty")
+    out = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", repo=repo)
+    return out.strip() if out else None
+
+
+def commit_time(ref: str, repo: Path | str | None = None) -> datetime.datetime | None:
+    """When the commit ``ref`` was made (its committer time, timezone-aware), or None where
+    git cannot find it."""
+    full = resolve_commit(ref, repo)
+    out = git("show", "-s", "--format=%cI", full, repo=repo) if full else None
+    return datetime.datetime.fromisoformat(out.strip()) if out else None
+
+
+def is_shallow(repo: Path | str | None = None) -> bool:
+    """Whether ``repo`` is a shallow clone (its history cut off), so that git can confirm that
+    one commit descends from another but not deny it."""
+    return (git("rev-parse", "--is-shallow-repository", repo=repo) or "").strip() == "true"
+
+
+def is_ancestor(older: str, newer: str, repo: Path | str | None = None) -> bool | None:
+    """Whether the commit ``older`` is ``newer`` or in its history (``git merge-base
+    --is-ancestor``); None where git cannot say: either commit missing from ``repo``, or a
+    shallow clone answering no (the history that would connect them may be cut off)."""
+    a, b = resolve_commit(older, repo), resolve_commit(newer, repo)
+    if a is None or b is None:
+        return None
+    if git("merge-base", "--is-ancestor", a, b, repo=repo) is not None:
+        return True
+    return None if is_shallow(repo) else False
+
+
+def now_iso() -> str:
+    """The current time in UTC as ISO 8601 to the second (``2026-12-07T04:30:00+00:00``)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def versions() -> dict:

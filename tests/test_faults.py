@@ -179,7 +179,8 @@ def test_workers_end_with_their_parent_and_the_run_resumes(synthetic, synthetic_
     assert run.name == whole.name
     pd.testing.assert_frame_equal(store.read_predictions(run / "predictions.csv"),
                                   store.read_predictions(whole / "predictions.csv"))
-    assert sorted(p.name for p in run.iterdir()) == sorted(store.RUN_FILES)
+    assert sorted(p.name for p in run.iterdir()) == sorted(store.RUN_FILES
+                                                         + (store.STAMPS_NAME,))
 
 
 def test_a_worker_whose_parent_is_gone_stores_nothing(monkeypatch, tmp_path):
@@ -293,7 +294,8 @@ def test_temporary_files_of_a_killed_final_write_are_removed(stored_run, tmp_pat
     monkeypatch.setattr(jobs, "train_jobs", lambda *a, **kw: pytest.fail("trained again"))
     assert loso.run_loso(synthetic, profile_config("smoke", "htnet"), seed=0, profile="smoke",
                          runs_dir=run.parent, progress=False) == run
-    assert sorted(p.name for p in run.iterdir()) == sorted(store.RUN_FILES)
+    assert sorted(p.name for p in run.iterdir()) == sorted(store.RUN_FILES
+                                                         + (store.STAMPS_NAME,))
     assert store.reusable(run)
 
 

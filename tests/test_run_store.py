@@ -19,6 +19,7 @@ from htnetlib.config import ConfigError, apply_overrides, profile_config
 from htnetlib import io
 from htnetlib.training import jobs
 from htnetlib.training import loso
+from htnetlib.training import stamps as stamps_mod
 from htnetlib.training import store as store_mod
 from htnetlib.data import DataError
 from htnetlib.errors import StoreWarning
@@ -33,6 +34,8 @@ TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=4, lr=1e-3, max_fo
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 COMMITTED = sorted((RESULTS / "runs").glob("*/config.json"))
 COMMITTED_LODO = sorted((RESULTS / "tables" / "lodo").glob("*/config.json"))
+# A run trained now: its four files and its fold stamps (folds.json).
+NEW_RUN_FILES = store_mod.RUN_FILES + (store_mod.STAMPS_NAME,)
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +82,7 @@ def interrupted_before_assembly(synthetic, runs_dir, monkeypatch, config=TINY) -
 def assert_same_run(run, reference):
     np.testing.assert_array_equal(run.epochs["pred"], reference.epochs["pred"])
     pd.testing.assert_frame_equal(run.predictions, reference.predictions)
-    assert sorted(p.name for p in run.path.iterdir()) == sorted(store_mod.RUN_FILES)
+    assert sorted(p.name for p in run.path.iterdir()) == sorted(NEW_RUN_FILES)
     assert sorted(p.name for p in run.path.parent.iterdir()) == [run.path.name]  # no lock file
 
 
@@ -240,7 +243,7 @@ def test_leftovers_of_a_finished_run_are_removed(reference, synthetic, tmp_path)
     mtime = (run_dir / "metrics.json").stat().st_mtime_ns
     assert run_loso(synthetic, TINY, runs_dir=tmp_path, profile="smoke",
                     progress=False) == run_dir
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(store_mod.RUN_FILES)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(NEW_RUN_FILES)
     assert (run_dir / "metrics.json").stat().st_mtime_ns == mtime
 
 
@@ -392,7 +395,8 @@ def test_committed_result_keeps_its_id_and_loads_through_the_one_store(path):
         folder.name == meta["lodo_id" if lodo else "run_id"]
     inner = folder / nested_mod.INNER_DIR
     names = sorted(p.name for p in folder.iterdir() if p != inner)
-    assert names == sorted(kind.files)
+    stamps = [kind.stamps] if kind.stamps and kind.stamps in names else []  # runs since stamps
+    assert names == sorted(kind.files + tuple(stamps))
     assert store_mod.is_complete(folder, kind)
     stored = store_mod.load_stored(folder, kind)
     assert stored["meta"] == meta and sorted(stored) == sorted(["path", "meta", *kind.files[1:]])
@@ -435,6 +439,8 @@ def test_trainer_changes_neither_id_nor_predictions(synthetic, tmp_path):
                                  trainer=t, progress=False)) for t in ("loop", "grouped")}
     loop, grouped = runs["loop"], runs["grouped"]
     assert loop.path.name == grouped.path.name
+    for name, run in runs.items():  # each fold's stamp names the trainer that trained it
+        assert [s["trainer"] for s in stamps_mod.fold_stamps(run.path)] == [name] * TINY.max_folds
     assert (loop.meta["trainer"], grouped.meta["trainer"]) == ("loop", "grouped")
     np.testing.assert_array_equal(loop.epochs["pred"], grouped.epochs["pred"])
     pd.testing.assert_frame_equal(loop.predictions, grouped.predictions)

@@ -24,7 +24,7 @@ def test_smoke_run_layout(synthetic, tmp_path):
     run_dir = run_loso(synthetic, TINY, seed=0, runs_dir=tmp_path, profile="smoke",
                        progress=False)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "epochs.npz", "metrics.json", "predictions.csv"]
+        "config.json", "epochs.npz", "folds.json", "metrics.json", "predictions.csv"]
     run = load_run(run_dir)
     meta = run.meta
     for key in ("config", "seed", "git_commit", "device", "versions", "train_seconds",

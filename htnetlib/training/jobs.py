@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -27,11 +28,12 @@ import numpy as np
 import torch
 
 from ..config import Config, is_user_model
-from ..errors import UserModelError, exit_code
+from ..errors import StoreWarning, UserModelError, exit_code
 from ..data import Composite
 from ..data.regions import network_inputs
 from .fold import train_fold
 from ..io import write_json
+from .stamps import mixed_stamps, read_stamp, training_stamp, write_stamps
 from .store import (LOCK_NAME, Kind, clear_jobs, is_complete, run_lock, save_fold, set_aside,
                     stored_fold_ok)
 
@@ -71,7 +73,7 @@ def train_jobs(jobs: list[dict], trainer: str, dev: torch.device, workers: int,
         for group, results in train_groups(jobs[0]["config"] if jobs else None, jobs,
                                            device=dev, progress=progress):
             for job, res in zip(group, results):
-                save_fold(job["path"], job["subject"], res)
+                save_fold(job["path"], job["subject"], res, job.get("stamp"))
             yield len(group)
         return
     workers = max(1, min(workers, len(jobs)))
@@ -175,7 +177,7 @@ def fold_job(job: dict, threads: int | None, progress: bool = False) -> None:
                          x_test_mirror=job.get("x_test_mirror"))
     if not parent_alive():
         os._exit(1)
-    save_fold(job["path"], job["subject"], res)
+    save_fold(job["path"], job["subject"], res, job.get("stamp"))
 
 
 def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dict]],
@@ -194,6 +196,12 @@ def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dic
     ``(trainer, timing)``, whose choice and timing config.json records as ``trainer`` and
     ``trainer_timing``); ``assemble(meta, jobs)`` writes the result's other files and returns
     the final config.json, written last; then the job files are removed.
+
+    For a kind with a stamps file (a run's ``folds.json``), every job trained now carries the
+    stamp of this start (:func:`~htnetlib.training.stamps.training_stamp`; its file adds the
+    time), a job reused keeps the stamp it was stored with, and the file is written again
+    whenever the stored jobs change; jobs from more than one commit (a resume across commits)
+    are named in one :class:`~htnetlib.errors.StoreWarning`.
     """
     folder = Path(folder)
     device = device if device is not None else torch.device("cpu")
@@ -216,6 +224,15 @@ def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dic
             trainer, timing = trainer(todo)
             meta.update(trainer=trainer, trainer_timing=timing)
             write_json(folder / "config.json", meta)
+        stamps: dict[int, dict] = {}
+        if kind.stamps is not None:
+            stamp = training_stamp(device, trainer)
+            for job in todo:
+                job["stamp"] = stamp
+            stamps = gather_stamps(folder / kind.stamps, every, stamps, force=True)
+            mixed = mixed_stamps(folder.name, list(stamps.values()) + ([stamp] if todo else []))
+            if mixed:
+                warnings.warn(mixed, StoreWarning, stacklevel=2)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -226,6 +243,8 @@ def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dic
             for done in steps:
                 if bar is not None:
                     bar.update(done)
+                if kind.stamps is not None:
+                    stamps = gather_stamps(folder / kind.stamps, every, stamps)
         finally:
             steps.close()  # stops the worker processes at once if we did not finish
             if bar is not None:
@@ -238,3 +257,15 @@ def produce(kind: Kind, folder: Path, *, meta: dict, jobs: Callable[[], list[dic
         clear_jobs(folder, kind)
     return folder
 
+
+def gather_stamps(path: Path, jobs: list[dict], known: dict[int, dict], *,
+                  force: bool = False) -> dict[int, dict]:
+    """The stamps of the stored jobs among ``jobs`` by index, ``known`` ones kept and the others
+    read from their files (:func:`~htnetlib.training.stamps.read_stamp`), written to the
+    stamps file ``path`` (:func:`~htnetlib.training.stamps.write_stamps`) where they changed,
+    or always with ``force`` (a start, whose stored jobs may differ from the file's)."""
+    found = {k: known.get(k) or read_stamp(job["path"]) for k, job in enumerate(jobs)
+             if k in known or Path(job["path"]).is_file()}
+    if force or found != known:
+        write_stamps(path, jobs, found)
+    return found

@@ -15,6 +15,9 @@ A *run* (:data:`RUN`) is one LOSO training of one configuration with one seed (p
                      prob (epochs, N, 3) float16 softmax probabilities in runs trained since
                      they are stored (older runs lack it; their ids are unchanged)
     metrics.json     UF1 and UAR of both protocols for full, smic, casme2, samm
+    folds.json       each fold's stamp: index, held-out subject, commit, source hash, time
+                     trained, device, trainer (runs trained since folds are stamped; older
+                     runs lack it, and nothing requires it: :func:`folds_trained_after`)
 
 A run's nested inner fits (:data:`INNER`) live in ``<run>/inner/`` (config.json, epochs.npz); a
 leave-one-dataset-out result (:data:`LODO`) in ``<store>/<lodo-id>/`` with a run's four files.
@@ -36,7 +39,11 @@ The rules, the same for every kind:
 * **reading**: :func:`load_stored` reads a finished result back and raises
   :class:`~htnetlib.errors.RunError` naming the folder or file that is missing, unfinished or
   damaged; :func:`load_run` is its form for runs.
-* **provenance**: :func:`record` is what every kind's config.json says about how it was made.
+* **provenance**: :func:`record` is what every kind's config.json says about how it was made;
+  a kind with a stamps file (``folds.json`` of a run) records each job's commit, source hash
+  and time as it was trained (:func:`~htnetlib.training.stamps.training_stamp`), kept when a
+  later start reuses it, and :func:`folds_trained_after` answers per fold whether it
+  postdates a commit or a time.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ import pandas as pd
 from ..config import LATER_FIELDS, PROFILES, Config, FoldResult, is_user_model, profile_config
 from ..data import Composite
 from ..errors import RunError, StoreWarning, TrainingError, one_line
-from ..io import ROOT, atomic_write, provenance, read_json, read_npz
+from ..io import ROOT, atomic_write, now_iso, provenance, read_json, read_npz
+from .stamps import STAMPS_NAME, folds_trained_after  # noqa: F401 (the check, read here)
 
 
 # --------------------------------------------------------------------------- kinds and ids
@@ -76,6 +84,8 @@ FOLD_KEYS = ("subject", "pred", "train_loss", "train_acc", "test_acc", "seconds"
 LOCK_NAME = ".lock"
 
 
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of stored result: what it is called in messages, its files, the keys its final
@@ -89,6 +99,7 @@ class Kind:
     columns: tuple[str, ...] = ()
     job_dir: str | None = "folds"
     job_glob: str = "*.npz"
+    stamps: str | None = None  # the file gathering each job's stamp (None: not kept)
 
     def job_files(self, folder: Path) -> list[Path]:
         """The job files (and set-aside damaged ones) waiting in ``folder`` for assembly."""
@@ -97,7 +108,7 @@ class Kind:
         return [p for p in Path(folder).glob(self.job_glob + "*") if p.name not in self.files]
 
 
-RUN = Kind("run", RUN_FILES, ("n_folds",), tuple(PREDICTION_COLUMNS))
+RUN = Kind("run", RUN_FILES, ("n_folds",), tuple(PREDICTION_COLUMNS), stamps=STAMPS_NAME)
 
 
 # An inner store's job files are NN_G.npz next to its two files.
@@ -401,8 +412,14 @@ def stored_fold_ok(job: dict) -> bool:
     return False
 
 
-def save_fold(path: Path, subject: str, res: FoldResult) -> None:
+def save_fold(path: Path, subject: str, res: FoldResult, stamp: dict | None = None) -> None:
+    """Store one job's result atomically; with ``stamp``
+    (:func:`~htnetlib.training.stamps.training_stamp`), that stamp
+    and the time now (``trained_at``) as the JSON string ``stamp`` beside the arrays."""
     arrays = {k: v for k, v in dataclasses.asdict(res).items() if v is not None}
+    if stamp is not None:
+        arrays["stamp"] = np.array(json.dumps({**stamp, "trained_at": now_iso()},
+                                              sort_keys=True))
     atomic_write(path, lambda p: np.savez(p, subject=subject, **arrays))
 
 

@@ -231,7 +231,7 @@ def lab_notebook(tmp_path) -> Path:
     cells = [{"cell_type": "markdown", "metadata": {}, "source": "# Episode"}]
     for tags in (["lesson"], ["exercise"], ["solution"], [], ["parameters"]):
         cells.append({"cell_type": "code", "metadata": {"tags": tags}, "outputs": [],
-                      "execution_count": None, "source": "x = 1"})
+                      "execution_count": None, "source": "# NBVAL_CHECK_OUTPUT\nx = 1"})
     path = tmp_path / "01_episode.ipynb"
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
                                 "nbformat_minor": 5}))
@@ -243,6 +243,9 @@ def test_lesson_and_exercise_cells_are_shown_and_everything_else_folded(tmp_path
     tags = [c["metadata"]["tags"] for c in nb["cells"] if c["cell_type"] == "code"]
     assert tags == [["lesson"], ["exercise"], ["solution", "hide-input"], ["hide-input"],
                     ["parameters", "hide-input"]]
+    sources = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert sources[:2] == ["x = 1"] * 2  # a shown cell without nbval's marker
+    assert all(s.startswith("# NBVAL_CHECK_OUTPUT") for s in sources[2:])  # folded: as it is
     for path in NOTEBOOKS:  # in the built book: each code cell folded unless lesson/exercise
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         page = (site / "notebooks" / f"{path.stem}.html").read_text()

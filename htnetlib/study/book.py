@@ -134,7 +134,7 @@ def shown(cell: dict) -> bool:
 def book_notebook(path: Path, targets: dict[str, str]) -> dict:
     """The notebook as the book shows it: Markdown (cells and outputs) with its mentions
     linked (in outputs to the built ``.html`` pages), every code cell but a ``lesson`` or
-    ``exercise`` cell tagged ``hide-input``."""
+    ``exercise`` cell tagged ``hide-input``, and the shown cells without nbval's marker line."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     own = {n: t for n, t in targets.items() if t != path.name}
     built = {n: str(Path(t).with_suffix(".html")) for n, t in own.items()}
@@ -146,6 +146,9 @@ def book_notebook(path: Path, targets: dict[str, str]) -> dict:
             tags = cell.setdefault("metadata", {}).setdefault("tags", [])
             if not shown(cell) and "hide-input" not in tags:
                 tags.append("hide-input")
+            elif shown(cell):  # nbval's marker means nothing to a reader of the book
+                cell["source"] = "".join(line for line in "".join(cell["source"]).splitlines(True)
+                                         if line.strip() != "# NBVAL_CHECK_OUTPUT")
             for out in cell.get("outputs", []):
                 md = out.get("data", {}).get("text/markdown")
                 if md is not None:

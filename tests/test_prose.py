@@ -89,8 +89,12 @@ def outputs(nb: dict, mime: str) -> list[str]:
 
 
 def sentences(text: str) -> list[str]:
-    text = re.sub(r"\s+", " ", text.replace("**", ""))
-    return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z*`(])", text) if s.strip()]
+    """The sentences of ``text``; each item of a Markdown list ends a sentence."""
+    out = []
+    for item in re.split(r"\n\s*[-*]\s+", "\n" + text.replace("**", "")):
+        item = re.sub(r"\s+", " ", item).strip()
+        out += [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z*`(])", item) if s.strip()]
+    return out
 
 
 def unbacked_terms(nb: dict, name: str = "") -> list[str]:

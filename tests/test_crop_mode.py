@@ -1,4 +1,4 @@
-"""Notebook 02's crop-mode comparison (htnetlib.study.crop_mode) on tiny smoke runs of the
+"""Notebook 05's crop-mode comparison (htnetlib.study.crop_mode) on tiny smoke runs of the
 synthetic release: the table's shape, a mode compared with itself, a missing run."""
 
 import pytest

@@ -20,8 +20,8 @@ def test_the_registry_lists_every_kind_once(profile):
     assert len(keys) == len(set(keys)), "a job is listed twice"
     assert collections.Counter(e.kind for e in found) == {"loso": 61, "nested": 6, "lodo": 10}
     assert all(e.why for e in found)
-    # notebook order: 02's crop modes first, then each kind where its notebook comes
-    assert found[0].why[0] == "02 crop mode: official"
+    # notebook order: 04's training first, then each kind where its notebook comes
+    assert found[0].why[0] == "04 training"
     assert [e.kind for e in found] == sorted((e.kind for e in found),
                                               key=experiments.KINDS.index)
     assert [(e.config, e.seed) for e in found if e.kind == "nested"] == [
@@ -37,7 +37,7 @@ def test_duplicates_merge_keeping_every_reason():
     found = experiments.experiments("cpu")
     default = profile_config("cpu")
     (first,) = [e for e in found if e.kind == "loso" and e.config == default and e.seed == 0]
-    for why in ("02 crop mode: official", "04 training", "05 Table 2: HTNet", "06 seed spread", "09 seed spread",
+    for why in ("05 crop mode: official", "04 training", "05 Table 2: HTNet", "06 seed spread", "09 seed spread",
                 "12 honest selection: plain", "07 Figure 5 (hidden dimension): 256"):
         assert why in first.why
     # the same configuration and seed of another kind is another job
@@ -48,10 +48,10 @@ def test_duplicates_merge_keeping_every_reason():
 
 
 def test_both_crop_modes_with_every_seed():
-    """Notebook 02 compares the official and the corrected crop mode over every seed."""
+    """Notebook 05 compares the official and the corrected crop mode over every seed."""
     found = experiments.experiments("cpu", seeds=[0, 1, 2])
     for mode in experiments.CROP_MODES:
-        runs = [e for e in found if f"02 crop mode: {mode}" in e.why]
+        runs = [e for e in found if f"05 crop mode: {mode}" in e.why]
         assert [(e.kind, e.config, e.seed) for e in runs] == [
             ("loso", experiments.crop_config(mode, "cpu"), s) for s in (0, 1, 2)]
     assert experiments.crop_config("official", "cpu") == profile_config("cpu")

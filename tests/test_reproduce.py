@@ -68,7 +68,7 @@ def test_the_plan_of_each_profile():
         # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
         # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
         # its three single changes (first seed) and two combinations with every seed: 9 more;
-        # notebook 02 the corrected crop mode with every seed: 3 more; notebook 12's
+        # notebook 05 the corrected crop mode with every seed: 3 more; notebook 12's
         # pre-registered confirmation: plain and the chosen variant on three fresh seeds, 6 more;
         # notebook 15: its two variants with readouts on seeds 0-2 and on 6-8, 12 more
         assert len(needs) == 31 + 9 + 3 + 6 + 12, profile

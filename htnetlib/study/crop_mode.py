@@ -1,4 +1,4 @@
-"""Does the corrected crop mode change accuracy? Notebook 02's measurement.
+"""Does the corrected crop mode change accuracy? Notebook 05's measurement.
 
 Notebook 02 shows that the official crop mode (``regions="official"``) reads the landmarks'
 (x, y) as (row, col) and so crops the four facial regions in the wrong places; the corrected
@@ -9,7 +9,8 @@ folds, and this module compares their stored runs (training only where asked):
 * :func:`crop_mode_table`: per mode and protocol, the composite UF1 and UAR (mean over seeds)
   with 95 % subject-bootstrap intervals, and the paired difference from the official mode on
   the same subjects and seeds.
-* :func:`findings_crop_mode`: the verdict in Markdown, computed from that table.
+* :func:`findings_crop_mode`: the verdict in Markdown, computed from that table;
+  :func:`crop_bullets`: the same as short bullets (notebook 05's findings).
 """
 
 from __future__ import annotations
@@ -132,24 +133,22 @@ def findings_crop_mode(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def crop_note(crop: pd.DataFrame) -> str:
-    """Notebook 02's crop-mode finding in words, every number read from ``crop``
-    (:func:`crop_mode_table`): per protocol, each mode's composite UF1 against the official
-    mode's, the paired difference with its interval and P, and whether the interval holds 0."""
+def crop_bullets(crop: pd.DataFrame) -> list[str]:
+    """Notebook 05's crop-mode findings, one short bullet per protocol, every number read from
+    ``crop`` (:func:`crop_mode_table`): each mode's composite UF1 against the official mode's,
+    the paired difference with its 95 % interval and P, and whether the interval holds 0."""
     first, base = crop.iloc[0], crop.attrs["baseline"]  # base: the official mode
-    lines = [f"**Crop mode and accuracy** ({first['profile']} profile, seeds {first['seeds']}, the "
-             f"same {first['subjects']} held-out subjects; paired subject bootstrap, 95 %; P is "
-             f"the share of resamples where a mode does no better than {base}):"]
+    out = []
     for _, row in crop[crop["mode"] != base].iterrows():
         proto, mode = row["protocol"], row["mode"]
         ref = crop[(crop["protocol"] == proto) & (crop["mode"] == base)].iloc[0]
         lo, hi = crop.attrs["intervals"][mode, proto, "uf1"]
-        verdict = ("the interval holds 0: these runs cannot tell the two modes apart"
+        verdict = ("the interval holds 0: these runs cannot tell the modes apart"
                    if lo <= 0 <= hi else
                    f"the interval excludes 0: the {mode} mode is {'better' if lo > 0 else 'worse'}")
-        lines.append(f"* {proto.capitalize()} protocol: composite UF1 {row['Full UF1']:.3f} "
-                     f"({mode}) against {ref['Full UF1']:.3f} ({base}); the difference {mode} - "
-                     f"{base} is {row[f'UF1 - {base}']:+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}, "
-                     f"P = {row['UF1 p(difference <= 0)']:.2f}); {verdict}. UAR: "
-                     f"{row[f'UAR - {base}']:+.3f} ({row['UAR difference 95% CI']}).")
-    return "\n".join(lines)
+        out.append(f"Crop mode, {proto} protocol ({first['profile']} profile, seeds "
+                   f"{first['seeds']}): {mode} {row['Full UF1']:.3f} against {base} "
+                   f"{ref['Full UF1']:.3f} composite UF1, paired difference "
+                   f"{row[f'UF1 - {base}']:+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}, "
+                   f"P = {row['UF1 p(difference <= 0)']:.2f}); {verdict}.")
+    return out

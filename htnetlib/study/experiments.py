@@ -11,7 +11,7 @@ rendered and recomputed everywhere.
   :data:`NESTED_VARIANTS` get the nested rule's inner fits; :data:`HEADLINE` and
   :data:`CONFIRM_SEEDS`: the pre-registered confirmation on fresh seeds.
 * :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
-* :data:`CROP_MODES`: notebook 02's crop modes, official (the profile's default) and corrected,
+* :data:`CROP_MODES`: notebook 05's crop modes, official (the profile's default) and corrected,
   each trained with every seed so their accuracy can be compared.
 * :func:`experiments`: every job the notebooks of a profile need (LOSO runs, nested inner fits,
   leave-one-dataset-out results), read from the lists above, in notebook order.
@@ -41,7 +41,7 @@ TABLE2 = {
 }
 
 
-# Notebook 02's crop modes: name -> changes to the profile's configuration. The official mode
+# Notebook 05's crop modes: name -> changes to the profile's configuration. The official mode
 # reads landmark (x, y) as (row, col) and so misplaces the four regions; the corrected mode
 # crops where the landmarks are. Both are trained with every seed, on the same folds.
 CROP_MODES = {"official": {}, "corrected": {"regions": "corrected"}}
@@ -282,14 +282,14 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS,
         found.setdefault(key, (Experiment(kind, config, int(seed)), []))[1].append(why)
 
     default = profile_config(profile)
-    for mode in CROP_MODES:
-        for s in seeds:
-            need("loso", crop_config(mode, profile), s, f"02 crop mode: {mode}")
     need("loso", default, seeds[0], "04 training")
     for name in TABLE2:
         cfg = table2_config(name, profile)
         for s in table2_seeds(name, seeds):
             need("loso", cfg, s, f"05 Table 2: {name}")
+    for mode in CROP_MODES:
+        for s in seeds:
+            need("loso", crop_config(mode, profile), s, f"05 crop mode: {mode}")
     for nb, key in (("06", "block_size"), ("07", "dim"), ("08", "heads"), ("09", "layers")):
         ab = ABLATIONS[key]
         for v in ab.values:

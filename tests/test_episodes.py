@@ -54,6 +54,24 @@ def test_the_header_states_minutes_questions_and_objectives(stem):
     assert f"**Teaching:** {ep.teaching} min" in head and f"**Exercises:** {ep.exercises} min" \
         in head, f"{stem}: the header's minutes differ from lab.SCHEDULE"
     assert re.search(r"\*\*Runs in:\*\* about \d", head), f"{stem}: no measured run time"
+
+
+def bench_seconds() -> dict[str, tuple[float, float]]:
+    """bench/RESULTS.md's lab table: episode -> (seconds with the release, without)."""
+    text = (ROOT / "bench" / "RESULTS.md").read_text().split("## The lab's episodes", 1)[1]
+    rows = re.findall(r"^\| (\d\d_\w+) \| (\d+) \| (\d+) \|$", text, flags=re.M)
+    return {stem: (float(w), float(wo)) for stem, w, wo in rows}
+
+
+@pytest.mark.parametrize("stem", EPISODES)
+def test_the_stated_run_time_is_the_benchmarks(stem):
+    """The header's seconds agree with bench/lab_timing.py's measurement (within 10 s or half)."""
+    head = source(cells(stem)[0])
+    said = re.search(r"\*\*Runs in:\*\* about (\d+) s with the release, (\d+) s without", head)
+    assert said, f"{stem}: the header does not say its run time with and without the release"
+    for stated, measured in zip(map(float, said.groups()), bench_seconds()[stem]):
+        assert abs(stated - measured) <= max(10, measured / 2), \
+            f"{stem}: the header says {stated:.0f} s, bench/RESULTS.md measured {measured:.0f} s"
     for part, most in (("**Questions**", 3), ("**Objectives**", 6)):
         assert part in head, f"{stem}: no {part}"
         block = head.split(part, 1)[1].split("**", 1)[0]
@@ -174,7 +192,8 @@ def without_release(tmp_path_factory):
     done = {}
     for stem in EPISODES:
         out, rec = tmp_path_factory.mktemp(stem), tmp_path_factory.mktemp(f"{stem}-answers")
-        env = {"HTNET_DATA": str(empty), lab.RECORD_ENV: str(rec)}
+        env = {"HTNET_DATA": str(empty), lab.RECORD_ENV: str(rec),  # the lab's run may train
+               "HTNET_TRAIN_PROFILES": os.environ.get("HTNET_TRAIN_PROFILES", "") + ",lab"}
         saved = {k: os.environ.get(k) for k in (*env, "HTNET_RESULTS_DIR")}
         os.environ.update(env)
         os.environ.pop("HTNET_RESULTS_DIR", None)

@@ -81,6 +81,14 @@ class LessonData:
     def synthetic(self) -> bool:
         return self.source == "synthetic cohort"
 
+    def training(self, profile: str) -> tuple[Config, str]:
+        """What episode 04 trains and the profile its run is stored under: the profile's
+        configuration on the release; on the cohort :func:`lab_config` under ``lab`` (for
+        ``cpu``; a run of the lab's own size, not the ``cpu`` profile's) or the profile itself."""
+        if not self.synthetic:
+            return PROFILES[profile], profile
+        return lab_config(profile), ("lab" if profile == "cpu" else profile)
+
     def note(self) -> str:
         """One Markdown line for the top of the episode: which data it ran on."""
         t = self.data.table

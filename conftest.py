@@ -34,14 +34,23 @@ def pytest_collection_modifyitems(config, items):
     official release (fixtures ``real_root``/``real``, or a notebook that loads it)."""
     skip = pytest.mark.skip(
         reason="HTNET_DATA does not point at the official release, which this notebook reads")
+    episode_skip = pytest.mark.skip(
+        reason="HTNET_DATA does not point at the official release: this episode's committed "
+               "outputs are the release's (tests/test_episodes.py runs it on the synthetic cohort)")
     release = has_release()
     for item in items:
         path = Path(str(item.fspath))
         reads_release = {"real_root", "real"} & set(getattr(item, "fixturenames", ()))
         if path.suffix == ".ipynb" or path.name == "test_notebooks.py":
             item.add_marker(pytest.mark.notebooks)
+            # an episode of the lab runs without the release too, on the synthetic cohort
+            # (tests/test_episodes.py), but its committed outputs are the release's
             if path.suffix == ".ipynb" and "load_composite(data_dir" in path.read_text():
                 reads_release = True
+            if path.suffix == ".ipynb" and "lab.lesson_data(data_dir" in path.read_text():
+                item.add_marker(pytest.mark.release)
+                if not release:
+                    item.add_marker(episode_skip)
         if reads_release:
             item.add_marker(pytest.mark.release)
             if not release and path.suffix == ".ipynb":

@@ -223,18 +223,19 @@ def record(key: str, answer, given: dict) -> None:
 
 
 def check(key: str, answer, **given) -> str:
-    """Check a student's ``answer`` to exercise ``key``: a line saying it is correct, or that it
-    is not answered yet (``answer`` is ``...`` or None); a wrong answer raises
+    """Check a student's ``answer`` to exercise ``key``: a line saying it is correct, or two
+    short lines saying that it is not answered yet (``answer`` is ``...`` or None) and what the
+    answer is; a wrong answer raises
     :class:`ExerciseError` naming the exercise, so a wrong solution fails its cell (and CI)."""
     if key not in EXERCISES:
         raise KeyError(f"no exercise {key!r}; the lab has {', '.join(sorted(EXERCISES))}")
     what, fn, rtol = EXERCISES[key]
     if answer is ... or answer is None:
-        return f"Exercise {key}: not answered yet (the answer is {what})."
+        return f"Exercise {key}: not answered yet.\nThe answer is {what}."
     record(key, answer, given)
     if not same(answer, fn(**given), rtol):
-        raise ExerciseError(f"Exercise {key}: {answer!r} is not the answer ({what}); "
-                            "look again, or open the solution below")
+        raise ExerciseError(f"Exercise {key}: {answer!r} is not the answer.\nThe answer is "
+                            f"{what}; look again, or open the solution below.")
     return f"Exercise {key}: correct."
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..io import ROOT, atomic_write
 from ..training.store import SMOKE_RESULTS
-from .tables import markdown
+from .tables import loose_lists, markdown
 
 RESULTS_ENV = "HTNET_RESULTS_DIR"  # where a test session sends every output instead
 
@@ -80,10 +80,10 @@ def save_table(df: pd.DataFrame, name: str, results_dir, **prov) -> Path:
 
 def save_findings(text: str, name: str, results_dir) -> Path:
     """Write a notebook's computed "What we found" text to ``<results_dir>/findings/<name>.md``
-    (the README quotes these files, so its prose is the notebooks' own numbers)."""
-
+    (the README quotes these files, so its prose is the notebooks' own numbers), its list items
+    separated by blank lines (:func:`~htnetlib.study.tables.loose_lists`)."""
     path = Path(results_dir) / "findings" / f"{name}.md"
-    atomic_write(path, lambda p: p.write_text(text.strip() + "\n"))
+    atomic_write(path, lambda p: p.write_text(loose_lists(text.strip()) + "\n"))
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..io import ROOT, write_text
 from .experiments import ABLATIONS
-from .tables import bullets, markdown
+from .tables import bullets, loose_lists, markdown
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -446,7 +446,7 @@ def update_readme(readme: Path = ROOT / "README.md", results: Path = ROOT / "res
         if body is not None and readme.parent.name == "docs":  # links from docs/ to notebooks
             body = body.replace("](notebooks/", "](../notebooks/")
         if body is not None:
-            text = _fill(text, start, end, body) or text
+            text = _fill(text, start, end, loose_lists(body)) or text
     if text == original:
         return False
     write_text(readme, text)

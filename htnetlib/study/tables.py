@@ -3,6 +3,8 @@ under every training variant, and notebook 13's leave-one-dataset-out table."""
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +211,13 @@ def bullets(*items) -> str:
     for item in items:
         flat += [item] if isinstance(item, str) else list(item)
     return "\n".join(f"- {' '.join(str(i).split())}" for i in flat if str(i).strip()) + "\n"
+
+
+def loose_lists(text: str) -> str:
+    """``text`` with a blank line before every list item that follows another line: each item
+    a paragraph of its own, so a long list is never one block of prose (a Markdown "loose"
+    list renders as the same list)."""
+    return re.sub(r"(?m)(?<=\S)\n(?=[ ]*[-*] )", "\n\n", text)
 
 
 # --------------------------------------------------------------------------- notebook 12

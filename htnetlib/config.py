@@ -8,7 +8,8 @@ imports only :mod:`htnetlib.errors` of the package.
   :func:`parse_value` reads a command-line ``KEY=VALUE`` by the field's type, so a bad value is
   one clear line before any run folder exists.
 * ``PROFILES`` holds the paper's settings (``paper``), a scaled model for 2 CPU cores (``cpu``)
-  and a tiny one for tests (``smoke``); ``BASELINES`` the Table 2 baselines per profile.
+  and a tiny one for tests (``smoke``); ``BASELINES`` the Table 2 baselines and notebook 16's
+  shallow networks per profile.
 * :class:`FoldResult` is what training one held-out subject returns.
 * A user's own network is a ``model`` of the form ``package.module:factory``
   (:func:`is_user_model`); it trains with the profile's HTNet schedule, and
@@ -26,7 +27,9 @@ import numpy as np
 
 from .errors import ConfigError, TrainingError  # noqa: F401 (re-exported)
 
-MODELS = ("htnet", "ststnet", "logreg")
+MODELS = ("htnet", "ststnet", "logreg", "rcn", "twostream")
+# The models whose input adds the apex face in grey as a fourth channel (htnetlib.data.regions)
+APEX_FACE_MODELS = ("twostream",)
 # A user's model: ``package.module:factory``, a callable returning an nn.Module that maps the
 # network input (N, 3, S, S) to (N, 3) logits (htnetlib.model.build.build_model).
 USER_MODEL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -138,8 +141,8 @@ class Config:
         if any(r < 1 for r in self.block_repeats):
             out.append(f"block_repeats={list(self.block_repeats)}: every level needs at least "
                        "one layer")
-        if self.readouts and self.model != "htnet":
-            out.append(f"readouts=true is for model=htnet only (not {self.model})")
+        if self.readouts and is_user_model(self.model):
+            out.append(f"readouts=true is for the built-in models only (not {self.model})")
         if out or self.model != "htnet":
             return out
         if self.heads > self.dim:
@@ -180,8 +183,9 @@ USED_FIELDS = {
     "ststnet": {"model", "regions", "image_size", "dropout", "epochs", "lr", "batch_size",
                 "shuffle", "input_scale", "max_folds", "permute_labels", *LATER_FIELDS},
     "logreg": {"model", "regions", "image_size", "epochs", "input_scale", "max_folds",
-               "permute_labels"},
+               "permute_labels", "readouts"},
 }
+USED_FIELDS["rcn"] = USED_FIELDS["twostream"] = USED_FIELDS["ststnet"]
 
 
 def _is_int(v) -> bool:
@@ -283,6 +287,14 @@ BASELINES: dict[str, dict[str, Config]] = {
     "logreg": {p: Config(model="logreg", regions="whole", epochs=1,
                          max_folds=3 if p == "smoke" else None) for p in PROFILES},
 }
+# Notebook 16's shallow networks (htnetlib.model.shallow) on the whole map scaled to 0..1, trained
+# with the honest choices notebook 12 made for HTNet (balanced class weights, mirrored training
+# faces, a cosine schedule) and every readout stored; the cpu profile's 100 epochs at Adam 1e-3.
+for _name in ("rcn", "twostream"):
+    _shallow = Config(model=_name, regions="whole", epochs=100, lr=1e-3, input_scale=1 / 255,
+                      class_weights="balanced", mirror=True, lr_schedule="cosine", readouts=True)
+    BASELINES[_name] = {"paper": _shallow, "cpu": _shallow,
+                        "smoke": dataclasses.replace(_shallow, epochs=3, max_folds=3)}
 
 
 def is_user_model(model) -> bool:

@@ -22,11 +22,12 @@ TINY = Config(dim=8, heads=1, block_repeats=(1, 1, 1), epochs=8, lr=1e-3, max_fo
               regions="whole")
 
 
-def test_readouts_keep_old_run_ids_and_are_for_htnet_only():
+def test_readouts_keep_old_run_ids_and_are_for_built_in_models_only():
     assert "readouts" not in TINY.to_dict()  # the default leaves every stored id unchanged
     assert dataclasses.replace(TINY, readouts=True).to_dict()["readouts"] is True
-    with pytest.raises(ConfigError, match="readouts=true is for model=htnet only"):
-        Config(model="ststnet", regions="whole", readouts=True).check()
+    Config(model="ststnet", regions="whole", readouts=True).check()
+    with pytest.raises(ConfigError, match="readouts=true is for the built-in models only"):
+        Config(model="mypkg.nets:build", regions="whole", readouts=True).check()
 
 
 def test_the_readouts_are_the_mirror_and_the_weight_average_of_the_same_training(synthetic):

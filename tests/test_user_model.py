@@ -46,7 +46,7 @@ def test_model_strings():
         assert not is_user_model(bad), bad
     assert Config(model=TINY).problems() == []
     assert Config(model="a.b").problems() == [
-        "model='a.b' is not one of htnet, ststnet, logreg, nor a factory package.module:callable"]
+        "model='a.b' is not one of htnet, ststnet, logreg, rcn, twostream, nor a factory package.module:callable"]
 
 
 def test_profile_config_is_the_profiles_htnet_schedule_with_the_model_replaced():
@@ -136,7 +136,7 @@ def test_htnet_train_with_a_user_model(synthetic_root, tmp_path, capsys):
                                          "floating-point ones"),
     ("tests.user_models:detached", "the backward pass through the network fails: "
                                    "RuntimeError: element 0 of tensors does not require grad"),
-    ("nosuch", "is not one of htnet, ststnet, logreg, nor a factory package.module:callable"),
+    ("nosuch", "is not one of htnet, ststnet, logreg, rcn, twostream, nor a factory package.module:callable"),
 ])
 def test_htnet_train_with_a_bad_model_is_one_line_and_exit_2(model, reason, synthetic_root,
                                                             tmp_path, capsys):

@@ -4,7 +4,7 @@
     htnet data fetch [--dest DIR]           download and verify the official release
     htnet train --profile {smoke,cpu,paper} [--seed N] [--out DIR] [--data DIR]
                 [--protocol loso|nested|lodo]   a LOSO run; its nested inner fits; or LODO
-                [--model htnet|ststnet|logreg|package.module:factory]   also your own network
+                [--model htnet|ststnet|logreg|rcn|twostream|package.module:factory]   also your own
     htnet evaluate RUN_DIR                  Table 2 row of a run, both protocols, paper beside
     htnet preprocess --dataset D --root RAW --out DIR   flow maps from raw frames
     htnet grid --profile P [--launcher local|slurm] [--dry-run]   missing runs as scheduler jobs
@@ -313,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILE_ORDER, default="cpu",
                    help="model size and schedule (default cpu)")
     p.add_argument("--model", type=model_name, default="htnet",
-                   metavar="{htnet,ststnet,logreg,package.module:factory}",
-                   help="HTNet (default), a Table 2 baseline trained on the same folds, or "
+                   metavar="{htnet,ststnet,logreg,rcn,twostream,package.module:factory}",
+                   help="HTNet (default), a Table 2 baseline trained on the same folds, "
+                        "notebook 16's RCN-style or two-stream (flow + apex face) network, or "
                         "your own network: a callable returning an nn.Module from (N, 3, S, S) inputs "
                         "to (N, 3) logits, called with the Config if it takes one argument; "
                         "it trains with the profile's HTNet schedule")

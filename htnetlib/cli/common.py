@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import EXIT_RUNTIME, EXIT_USAGE, UsageError
+from ..config import MODELS
 
 def whole_number(minimum: int):
     """An argparse type: a whole number of at least ``minimum`` (``--workers``, ``--threads``,
@@ -27,7 +28,7 @@ def whole_number(minimum: int):
     return parse
 
 
-BUILT_IN_MODELS = ("htnet", "ststnet", "logreg")  # htnetlib.config.MODELS
+BUILT_IN_MODELS = MODELS
 
 
 def model_name(text: str) -> str:

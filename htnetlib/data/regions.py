@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import APEX_FACE_MODELS
 from .release import Composite, DataError, read_image
 
 MODES = ("official", "corrected", "whole")
@@ -263,10 +264,26 @@ def region_inputs(data: Composite, mode: str = "official", *, size: int = 28,
     return mosaic(flows, crop_centres(landmarks, mode, size))
 
 
+def apex_faces(data: Composite, size: int = 28, *, mirror: bool = False) -> np.ndarray:
+    """(N, size, size, 1) uint8: every sample's apex face in grey, shrunk to the flow map's
+    size with ``INTER_AREA`` (the second stream of notebook 16's two-stream model);
+    ``mirror`` flips its columns, as :func:`region_inputs` flips the flow map's."""
+    faces = []
+    for p in data.table["apex_path"]:
+        grey = cv2.cvtColor(read_image(data.root / p), cv2.COLOR_BGR2GRAY)
+        faces.append(cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA))
+    out = np.stack(faces)[..., None]
+    return out[:, :, ::-1].copy() if mirror else out
+
+
 def network_inputs(data: Composite, config, *, mirror: bool = False) -> np.ndarray:
-    """(N, 3, S, S) float32 network inputs of every sample for a
+    """(N, C, S, S) float32 network inputs of every sample for a
     :class:`~htnetlib.config.Config`: its regions mode and image size, times its input scale;
-    ``mirror`` gives the mirrored faces (:func:`region_inputs`). The one function that turns
-    flow maps and landmarks into what the network reads."""
+    ``mirror`` gives the mirrored faces (:func:`region_inputs`). C is 3, the flow map's
+    channels, or 4 for a model of :data:`~htnetlib.config.APEX_FACE_MODELS`, whose fourth
+    channel is the apex face in grey (:func:`apex_faces`). The one function that turns flow
+    maps, apex faces and landmarks into what the network reads."""
     x = region_inputs(data, config.regions, size=config.image_size, mirror=mirror)
+    if config.model in APEX_FACE_MODELS:
+        x = np.concatenate([x, apex_faces(data, config.image_size, mirror=mirror)], axis=-1)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) * config.input_scale

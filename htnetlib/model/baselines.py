@@ -45,8 +45,10 @@ class STSTNet(nn.Module):
 
 
 def logreg_fold(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                y_test: np.ndarray, *, seed: int):
-    """Fit a balanced logistic regression on one fold; the result has one 'epoch'."""
+                y_test: np.ndarray, *, seed: int, x_test_mirror: np.ndarray | None = None):
+    """Fit a balanced logistic regression on one fold; the result has one 'epoch'. With
+    ``x_test_mirror`` (``Config.readouts``) the probabilities of the mirrored test faces are
+    stored too, and the one fit stands for its own weight average."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -61,8 +63,14 @@ def logreg_fold(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     proba = model.predict_proba(xt)
     loss = float(-np.mean(np.log(model.predict_proba(x_train.reshape(len(x_train), -1))
                                  [np.arange(len(y_train)), y_train] + 1e-12)))
+    extra = {}
+    if x_test_mirror is not None:
+        mirror = model.predict_proba(x_test_mirror.reshape(len(x_test_mirror), -1))
+        extra = {"prob_mirror": mirror[None].astype(np.float16),
+                 "prob_swa": proba[None].astype(np.float16),
+                 "prob_swa_mirror": mirror[None].astype(np.float16)}
     return FoldResult(pred=pred[None], train_loss=np.array([loss]),
                       train_acc=np.array([(train_pred == y_train).mean()]),
                       test_acc=np.array([(pred == y_test).mean()]),
                       seconds=time.perf_counter() - start, logits=np.log(proba + 1e-12),
-                      prob=proba[None].astype(np.float16))
+                      prob=proba[None].astype(np.float16), **extra)

@@ -2,7 +2,8 @@
 
 :func:`build_model` maps a :class:`htnetlib.config.Config` to its network: HTNet (sections 3.2
 and 3.3, :mod:`htnetlib.model.htnet`), STSTNet (a Table 2 baseline,
-:mod:`htnetlib.model.baselines`), or a user's own model named ``package.module:factory``.
+:mod:`htnetlib.model.baselines`), notebook 16's RCN-style and two-stream networks
+(:mod:`htnetlib.model.shallow`), or a user's own model named ``package.module:factory``.
 :func:`architecture` reads HTNet level by level (notebook 03); :func:`parameter_count` counts
 a configuration's parameters without allocating its weights (Table 5, the plan's estimates).
 """
@@ -19,6 +20,7 @@ from ..config import Config, is_user_model
 from ..errors import ConfigError
 from .baselines import STSTNet
 from .htnet import HTNet
+from .shallow import RCN, TwoStream
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -127,7 +129,12 @@ def build_model(config) -> nn.Module:
                      dropout=config.dropout)
     if config.model == "ststnet":
         return STSTNet(dropout=0.5 if config.dropout == 0 else config.dropout)
-    raise ValueError(f"unknown model {config.model!r} (htnet or ststnet; logreg has no network)")
+    if config.model == "rcn":
+        return RCN(dropout=0.5 if config.dropout == 0 else config.dropout)
+    if config.model == "twostream":
+        return TwoStream(dropout=0.5 if config.dropout == 0 else config.dropout)
+    raise ValueError(f"unknown model {config.model!r} (htnet, ststnet, rcn or twostream; logreg "
+                     "has no network)")
 
 
 def architecture(model: HTNet, image_size: int) -> list[dict]:

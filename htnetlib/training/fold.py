@@ -143,11 +143,20 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
     :data:`~htnetlib.config.SWA_FRACTION` of epochs on; before that, the model itself) on the
     faces and on their mirror. The average is a copy beside the trained network, so training
     and ``pred``/``prob`` are those of the same run without readouts. HTNet normalises with
-    LayerNorm only, so the average needs no batch-norm update.
+    LayerNorm only, so its average needs no batch-norm update; a network with BatchNorm
+    (STSTNet, notebook 16's shallow networks) recomputes the average's batch statistics on the
+    training inputs after each update (``swa_utils.update_bn``, in the average's own copy).
+    Logistic regression stores its one fit's probabilities of the mirrored faces, and its
+    "weight average" is the fit itself.
     """
     if config.model == "logreg":
         from ..model import logreg_fold
-        return logreg_fold(x_train, y_train, x_test, y_test, seed=seed)
+        if config.readouts and (x_test_mirror is None or x_test_mirror.shape != x_test.shape):
+            raise ValueError(f"{name}: readouts=true needs x_test_mirror of shape "
+                             f"{x_test.shape}")
+        return logreg_fold(x_train, y_train, x_test, y_test, seed=seed,
+                           x_test_mirror=x_test_mirror if config.readouts else None)
+    device = torch.device(device)
     xte = torch.from_numpy(x_test).to(device)
     yte = np.asarray(y_test)
     pred = np.empty((config.epochs, len(xte)), dtype=np.int8)
@@ -161,7 +170,14 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
         xtm = torch.from_numpy(x_test_mirror).to(device)
         extra = {k: np.empty_like(prob) for k in ("prob_mirror", "prob_swa", "prob_swa_mirror")}
         swa_from = config.epochs - fraction_of_epochs(config.epochs, SWA_FRACTION)
-    average = None  # the AveragedModel, once the last quarter begins
+    average = None
+    if config.readouts:
+        with torch.device("meta"):
+            has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                 for m in build_model(config).modules())
+    else:
+        has_batch_norm = False
+    xtr_train = torch.from_numpy(x_train).to(device) if has_batch_norm else None  # the AveragedModel, once the last quarter begins
 
     def softmax(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(x).float(), 1)
@@ -179,6 +195,13 @@ def train_fold(config: Config, x_train: np.ndarray, y_train: np.ndarray, x_test:
                     if average is None:
                         average = swa_utils.AveragedModel(model)
                     average.update_parameters(model)  # the first call copies
+                    if has_batch_norm:  # the average's own batch statistics, on the training
+                        # set; its dropout draws from a forked generator, so training is untouched
+                        with torch.random.fork_rng(devices=[device] if device.type == "cuda"
+                                                   else []):
+                            swa_utils.update_bn([xtr_train[lo:lo + config.batch_size] for lo in
+                                                 range(0, len(xtr_train), config.batch_size)],
+                                                average)
                     average.eval()
                     extra["prob_swa"][epoch] = softmax(average, xte).cpu().numpy()
                     extra["prob_swa_mirror"][epoch] = softmax(average, xtm).cpu().numpy()

@@ -17,7 +17,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..evaluation import metrics
+from ..evaluation.selection import seed_epochs_vote
 from ..io import ROOT, write_text
+from ..config import Config
+from ..training.loso import run_loso
+from ..training.store import Run, load_run
+from .experiments import (READOUT_VARIANTS, SHALLOW_MODELS, readout_config, shallow_config,
+                          shallow_seeds)
+from .readouts import MODELS as READOUT_MODELS
+from .readouts import READOUTS, RULES
+from .tables import common_samples
 
 SPLIT_SEED = 16  # the generator seed of the subject split (notebook 16)
 HALVES = ("A", "B")
@@ -73,3 +83,149 @@ def read_split(path=SPLIT_FILE) -> pd.DataFrame:
 def half_of(halves: pd.DataFrame) -> dict[str, str]:
     """subject -> half."""
     return dict(zip(halves["subject"].astype(str), halves["half"]))
+
+
+# --------------------------------------------------------------------------- the candidates
+
+# the run groups: name -> the configuration of its runs (htnetlib.study.experiments)
+GROUPS = ("whole map", "regions", *SHALLOW_MODELS)
+HTNET_GROUPS = dict(zip(("whole map", "regions"), READOUT_VARIANTS))
+
+# the models: notebook 15's three (htnetlib.study.readouts.MODELS, by group), each shallow
+# network alone, and ensembles across architectures (the runs of their groups pooled in one
+# vote on the same folds)
+MODELS = {
+    "whole map": ("whole map",), "regions": ("regions",),
+    "whole map + regions": ("whole map", "regions"),
+    "RCN": ("RCN",), "two-stream": ("two-stream",), "STSTNet": ("STSTNet",),
+    "logistic regression": ("logistic regression",),
+    "whole map + regions + RCN": ("whole map", "regions", "RCN"),
+    "whole map + regions + two-stream": ("whole map", "regions", "two-stream"),
+    "whole map + regions + STSTNet": ("whole map", "regions", "STSTNet"),
+    "RCN + two-stream + STSTNet": ("RCN", "two-stream", "STSTNet"),
+    "every model": GROUPS,
+}
+NEW_MODELS = tuple(m for m in MODELS if m not in READOUT_MODELS)
+
+
+def group_config(group: str, profile: str) -> Config:
+    """The configuration of the runs of ``group``."""
+    if group in HTNET_GROUPS:
+        return readout_config(HTNET_GROUPS[group], profile)
+    return shallow_config(group, profile)
+
+
+def group_seeds(group: str, seeds) -> list[int]:
+    """The seeds of ``group``'s runs: every seed, the first alone for logistic regression."""
+    return shallow_seeds(group, seeds) if group in SHALLOW_MODELS else list(seeds)
+
+
+def group_runs(data, profile: str, seeds, *, runs_dir, groups=GROUPS, retrain: bool = False,
+               workers: int = 1) -> dict[str, list[Run]]:
+    """Per group of ``groups``, its runs with ``seeds`` (:func:`group_seeds`), read back or
+    trained."""
+    return {g: [load_run(run_loso(data, group_config(g, profile), seed=s, runs_dir=runs_dir,
+                                  profile=profile, retrain=retrain, workers=workers,
+                                  progress=False)) for s in group_seeds(g, seeds)]
+            for g in groups}
+
+
+def _epochs(a: np.ndarray, n: int) -> np.ndarray:
+    """A run's per-epoch array with ``n`` epochs: a one-fit model (logistic regression) has the
+    same prediction at every epoch, so each run weighs the same in a vote over epochs."""
+    a = np.asarray(a)
+    return np.repeat(a, n, axis=0) if len(a) == 1 and n > 1 else a
+
+
+def members_of(runs: dict[str, list[Run]], model: str) -> list[Run]:
+    """The runs a model pools (every run of each of its groups)."""
+    return [r for g in MODELS[model] for r in runs[g]]
+
+
+def predictions(members: list[Run], readout: str, rule: str) -> pd.DataFrame:
+    """One predictions table (column ``pred``) of ``rule`` over the ``readout`` of ``members``,
+    as :func:`htnetlib.study.readouts.row_tables` makes it: the runs' own stored classes for
+    the model readout under a hard vote, else the readout's probabilities."""
+    samples = common_samples(members)
+    n = max(len(r.epochs["pred"]) for r in members)
+    if readout == "model" and not rule.startswith("soft"):
+        pred = seed_epochs_vote([_epochs(r.epochs["pred"], n) for r in members],
+                                0.25 if "25%" in rule else None)
+    else:
+        pred = RULES[rule]([_epochs(READOUTS[readout](r.epochs), n) for r in members])
+    return samples.assign(pred=pred)
+
+
+def candidate_rows(runs: dict[str, list[Run]], models=None) -> list[dict]:
+    """Every model x readout x rule whose groups ``runs`` holds, unscored, in the order of
+    :data:`MODELS`, ``READOUTS`` and ``RULES``: ``{"variant", "model", "readout", "rule",
+    "honest", "runs", "tables"}``."""
+    rows = []
+    for model in models or MODELS:
+        if not all(runs.get(g) for g in MODELS[model]):
+            continue
+        members = members_of(runs, model)
+        for readout in READOUTS:
+            for rule in RULES:
+                rows.append({"variant": f"{model}, {readout}", "model": model,
+                             "readout": readout, "rule": rule, "honest": True, "runs": members,
+                             "tables": [predictions(members, readout, rule)]})
+    return rows
+
+
+def spec(row) -> dict:
+    return {k: row[k] for k in ("model", "readout", "rule")}
+
+
+def same(row, spec_: dict | None) -> bool:
+    return spec_ is not None and all(row[k] == spec_[k] for k in ("model", "readout", "rule"))
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def in_half(table: pd.DataFrame, split: pd.DataFrame, half: str) -> pd.DataFrame:
+    """The rows of a predictions table whose subject is in ``half`` of ``split``."""
+    halves = half_of(split)
+    return table[table["subject"].astype(str).map(halves) == half]
+
+
+def half_uf1(tables: list[pd.DataFrame], split: pd.DataFrame, half: str) -> float:
+    """Composite UF1 (eq. 8) of ``half``'s samples, the mean over ``tables``."""
+    return float(np.mean([metrics.uf1(t["label"], t["pred"]) for t in
+                          (in_half(t, split, half) for t in tables)]))
+
+
+def half_table(rows: list[dict], split: pd.DataFrame) -> pd.DataFrame:
+    """Every candidate's composite UF1 on half A, on half B and on all samples, in the order of
+    ``rows``."""
+    out = []
+    for r in rows:
+        out.append({**spec(r), "UF1 on A": half_uf1(r["tables"], split, "A"),
+                    "UF1 on B": half_uf1(r["tables"], split, "B"),
+                    "UF1 on all": float(np.mean([metrics.uf1(t["label"], t["pred"])
+                                                 for t in r["tables"]]))})
+    return pd.DataFrame(out)
+
+
+def choose(scores: pd.DataFrame) -> dict[str, dict]:
+    """The cross-fitted choice: per half, the candidate with the largest composite UF1 on that
+    half's samples (the first in candidate order on a tie). It predicts the *other* half."""
+    return {h: spec(scores.iloc[int(np.argmax(scores[f"UF1 on {h}"].to_numpy()))])
+            for h in HALVES}
+
+
+def other(half: str) -> str:
+    return "B" if half == "A" else "A"
+
+
+def crossfit_predictions(runs: dict[str, list[Run]], chosen: dict[str, dict],
+                         split: pd.DataFrame) -> pd.DataFrame:
+    """One predictions table of every sample: each half predicted by the candidate chosen on
+    the other half (:func:`choose`), on ``runs`` (the fresh seeds), in the runs' sample order."""
+    parts, order = [], None
+    for h, c in chosen.items():
+        table = predictions(members_of(runs, c["model"]), c["readout"], c["rule"])
+        order = table.index if order is None else order
+        parts.append(in_half(table, split, other(h)))
+    return pd.concat(parts).loc[order]

@@ -11,6 +11,8 @@ rendered and recomputed everywhere.
   :data:`NESTED_VARIANTS` get the nested rule's inner fits; :data:`HEADLINE` and
   :data:`CONFIRM_SEEDS`: the pre-registered confirmation on fresh seeds.
 * :data:`LODO_MODELS`: notebook 13's leave-one-dataset-out models.
+* :data:`SHALLOW_MODELS`: notebook 16's shallow networks beside HTNet, and
+  :data:`CROSSFIT_CONFIRM_SEEDS`, the seeds of its cross-fitted confirmation.
 * :data:`CROP_MODES`: notebook 05's crop modes, official (the profile's default) and corrected,
   each trained with every seed so their accuracy can be compared.
 * :func:`experiments`: every job the notebooks of a profile need (LOSO runs, nested inner fits,
@@ -108,6 +110,27 @@ CONFIRM_VARIANTS = ("plain", HEADLINE["variant"])
 # second pre-registration, on fresh seeds (htnetlib.study.readouts)
 READOUT_VARIANTS = ("all three, whole map", "all three")
 READOUT_CONFIRM_SEEDS = (6, 7, 8)
+
+
+# Notebook 16: shallow networks beside notebook 15's readout runs, every readout stored
+# (htnetlib.study.crossfit): name -> (model, changes to the profile's configuration). Logistic
+# regression is one fit per fold whatever the seed, so it is trained with the first seed only.
+SHALLOW_MODELS = {"RCN": ("rcn", {}), "two-stream": ("twostream", {}),
+                  "STSTNet": ("ststnet", {"readouts": True}),
+                  "logistic regression": ("logreg", {"readouts": True})}
+# the cross-fitted confirmation's fresh seeds (results/preregistration)
+CROSSFIT_CONFIRM_SEEDS = (9, 10, 11)
+
+
+def shallow_config(name: str, profile: str) -> Config:
+    """Notebook 16's shallow model ``name`` (:data:`SHALLOW_MODELS`) in ``profile``."""
+    model, changes = SHALLOW_MODELS[name]
+    return dataclasses.replace(profile_config(profile, model), **changes)
+
+
+def shallow_seeds(name: str, seeds) -> list[int]:
+    """The seeds model ``name`` is trained with: the first alone for logistic regression."""
+    return list(seeds)[:1] if SHALLOW_MODELS[name][0] == "logreg" else list(seeds)
 
 
 def readout_config(name: str, profile: str) -> Config:
@@ -311,6 +334,9 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS,
             need("loso", readout_config(name, profile), s, f"15 readouts: {name}")
         for s in readout_confirm_seeds:
             need("loso", readout_config(name, profile), s, f"15 second confirmation: {name}")
+    for name in SHALLOW_MODELS:
+        for s in shallow_seeds(name, seeds):
+            need("loso", shallow_config(name, profile), s, f"16 candidates: {name}")
     for name in NESTED_VARIANTS:
         for s in nested_seeds(name, seeds):
             need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")

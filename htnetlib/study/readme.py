@@ -151,8 +151,10 @@ def headline_block(results: Path, profile: str) -> str | None:
     if third and third["better"]:
         lead = (f"**Headline honest result, cross-fitted and confirmed on fresh seeds** "
                 f"([16_crossfit](notebooks/16_crossfit.ipynb), **{profile}** profile):")
-        items = third["items"] + [f"It replaced the headline {current:.3f}: " + items[0]] + \
-            items[1:]
+        was = ("notebook 15's headline ([15_toward_076](notebooks/15_toward_076.ipynb))"
+               if replaced else
+               "notebook 12's headline ([12_honest_selection](notebooks/12_honest_selection.ipynb))")
+        items = third["items"] + [f"It replaced {was}, {current:.3f}: " + items[0]] + items[1:]
     elif third:
         items += third["items"]
     if third:

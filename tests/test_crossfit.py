@@ -187,3 +187,22 @@ def test_the_readme_headline_follows_the_third_confirmation(tmp_path, low):
     else:
         assert block.index("15_toward_076") < block.index("16_crossfit")
         assert "so the headline stays; the headline honest score, 0.733, stays 0.027" in block
+
+
+def test_the_leak_test_passes_the_cross_fitted_choice_and_fails_a_leaky_one():
+    runs, split = fake_groups()
+    rows = crossfit.candidate_rows(runs)
+    leaks = crossfit.leak_check(rows, split, perfect=3)
+    assert len(leaks) == 2 * (2 + 3)
+    assert not leaks["cross-fitted choice moved"].any()
+    assert leaks["leaky reference moved"].any()
+    assert "moved 0 times" in crossfit.leak_bullet(leaks)
+
+
+def test_many_uf1_at_once_is_uf1_of_each():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 60)
+    y[y == 2] = 1  # a class absent from the labels is left out, as in metrics.uf1
+    preds = rng.integers(0, 3, (7, 60))
+    preds[0] = 0  # a row that never predicts class 1
+    np.testing.assert_allclose(metrics.uf1_rows(y, preds), [metrics.uf1(y, p) for p in preds])

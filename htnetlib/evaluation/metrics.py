@@ -29,6 +29,19 @@ def uf1(y_true, y_pred) -> float:
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
+def uf1_rows(y_true, preds) -> np.ndarray:
+    """:func:`uf1` of each row of ``preds`` (R, N) against ``y_true`` (N,) at once: per class
+    present in ``y_true``, F1 = 2 TP / (2 TP + FP + FN) (0 where that is 0 / 0), their mean."""
+    y, p = np.asarray(y_true), np.asarray(preds)
+    f1 = []
+    for c in np.unique(y):
+        hit, truth = p == c, y == c
+        tp = (hit & truth).sum(1)
+        denom = hit.sum(1) + truth.sum()  # 2 TP + FP + FN
+        f1.append(np.divide(2 * tp, denom, out=np.zeros(len(p)), where=denom > 0))
+    return np.mean(f1, axis=0)
+
+
 def uar(y_true, y_pred) -> float:
     """Unweighted average recall over the classes present in ``y_true`` (eq. 9)."""
     labels = np.unique(y_true)

@@ -204,21 +204,26 @@ def half_uf1(tables: list[pd.DataFrame], split: pd.DataFrame, half: str) -> floa
 
 def half_table(rows: list[dict], split: pd.DataFrame) -> pd.DataFrame:
     """Every candidate's composite UF1 on half A, on half B and on all samples, in the order of
-    ``rows``."""
-    out = []
-    for r in rows:
-        out.append({**spec(r), "UF1 on A": half_uf1(r["tables"], split, "A"),
-                    "UF1 on B": half_uf1(r["tables"], split, "B"),
-                    "UF1 on all": float(np.mean([metrics.uf1(t["label"], t["pred"])
-                                                 for t in r["tables"]]))})
-    return pd.DataFrame(out)
+    ``rows`` (each row one predictions table of the same samples, as
+    :func:`candidate_rows` makes them; a half without samples scores NaN)."""
+    first = rows[0]["tables"][0]
+    y = first["label"].to_numpy()
+    preds = np.stack([r["tables"][0]["pred"].to_numpy() for r in rows])
+    halves = first["subject"].astype(str).map(half_of(split)).to_numpy()
+    out = pd.DataFrame([spec(r) for r in rows])
+    for h in HALVES:
+        m = halves == h
+        out[f"UF1 on {h}"] = metrics.uf1_rows(y[m], preds[:, m]) if m.any() else np.nan
+    out["UF1 on all"] = metrics.uf1_rows(y, preds)
+    return out
 
 
 def choose(scores: pd.DataFrame) -> dict[str, dict]:
     """The cross-fitted choice: per half, the candidate with the largest composite UF1 on that
-    half's samples (the first in candidate order on a tie). It predicts the *other* half."""
-    return {h: spec(scores.iloc[int(np.argmax(scores[f"UF1 on {h}"].to_numpy()))])
-            for h in HALVES}
+    half's samples (the first in candidate order on a tie; the first candidate where the half
+    has no samples). It predicts the *other* half."""
+    return {h: spec(scores.iloc[int(np.argmax(np.nan_to_num(
+        scores[f"UF1 on {h}"].to_numpy(), nan=-1.0)))]) for h in HALVES}
 
 
 def other(half: str) -> str:
@@ -574,3 +579,63 @@ def halves_figure(scores: pd.DataFrame, chosen: dict[str, dict], title: str):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+# --------------------------------------------------------------------------- the leak test
+
+
+def relabelled(rows: list[dict], labels: pd.Series) -> list[dict]:
+    """``rows`` with every table's labels replaced by ``labels`` (indexed like the tables)."""
+    return [{**r, "tables": [t.assign(label=labels.loc[t.index].to_numpy()) for t in
+                             r["tables"]]} for r in rows]
+
+
+def choose_on_all(scores: pd.DataFrame) -> dict[str, dict]:
+    """A leaky reference: both halves predicted by the candidate best on *all* samples, its
+    own half's labels included."""
+    best = spec(scores.iloc[int(np.argmax(scores["UF1 on all"].to_numpy()))])
+    return {h: best for h in HALVES}
+
+
+def leak_check(rows: list[dict], split: pd.DataFrame, *, perfect: int = 5) -> pd.DataFrame:
+    """Does the choice that predicts half h move when only h's labels change? For each half h:
+    h's labels shifted by one class and by two, and set to the predictions of each of the
+    ``perfect`` candidates best on h (other than the one chosen), which makes that candidate
+    perfect on h. The cross-fitted choice (:func:`choose`) must never move; the leaky
+    reference (:func:`choose_on_all`) is shown moving, so the test can fail."""
+    base = rows[0]["tables"][0]
+    labels = base["label"].astype(np.int64)
+    halves = base["subject"].astype(str).map(half_of(split))
+    scores = half_table(rows, split)
+    honest, leaky = choose(scores), choose_on_all(scores)
+    out = []
+    for h in HALVES:
+        mask = (halves == h).to_numpy()
+        if not mask.any():
+            continue
+        predictor = other(h)  # the half whose choice predicts h
+        changes = [(f"labels shifted by {k}", labels.where(~mask, (labels + k) % 3))
+                   for k in (1, 2)]
+        ranked = scores.sort_values(f"UF1 on {h}", ascending=False, kind="stable")
+        picks = [i for i in ranked.index if not same(scores.loc[i], honest[predictor])]
+        for i in picks[:perfect]:
+            pred = rows[i]["tables"][0]["pred"].astype(np.int64)
+            changes.append((f"labels = {rows[i]['model']}, {rows[i]['readout']}, "
+                            f"{rows[i]['rule']}", labels.where(~mask, pred)))
+        for what, new in changes:
+            again = half_table(relabelled(rows, new), split)
+            out.append({"half relabelled": h, "change": what,
+                        "cross-fitted choice moved": choose(again)[predictor] != honest[predictor],
+                        "leaky reference moved": choose_on_all(again)[predictor]
+                        != leaky[predictor]})
+    return pd.DataFrame(out)
+
+
+def leak_bullet(leaks: pd.DataFrame) -> str:
+    """The leak test in one bullet."""
+    n = len(leaks)
+    return (f"**Leak test**: over {n} changes of one half's labels only (shifts, and labels "
+            f"that make one of the other candidates perfect there), the candidate predicting "
+            f"that half moved {int(leaks['cross-fitted choice moved'].sum())} times; the leaky "
+            f"reference (chosen on all samples) moved {int(leaks['leaky reference moved'].sum())}"
+            " times.")

@@ -399,9 +399,10 @@ def first_headline(data, profile: str, *, runs_dir, retrain: bool = False,
 
 
 def not_tried_note(data, profile: str, runs_dir) -> str:
-    """What the exploration left out, with the cost that kept it out: STSTNet's stored runs'
-    CPU-minutes per seed (a soft vote with it needs them trained again, with probabilities),
-    and the apex faces as a second input (not built)."""
+    """What this exploration left out, and where it was tried since: soft votes with STSTNet
+    and logistic regression, and the release's apex faces as a second input, are notebook 16's
+    (their stored runs of Table 2 keep no probabilities; STSTNet's cost per seed is read from
+    them)."""
     from .experiments import SEEDS, table2_config
     from .tables import stored_run
 
@@ -409,9 +410,10 @@ def not_tried_note(data, profile: str, runs_dir) -> str:
                                                      profile, runs_dir)) is not None]
     cost = (f"; STSTNet costs {cost_minutes(ststnet) / len(ststnet):.0f} CPU-minutes a seed, "
             f"by its stored {profile} runs" if ststnet else "")
-    return ("Not tried here: soft votes with STSTNet and logistic regression (their stored "
-            f"runs keep no probabilities{cost}), and the release's apex faces "
-            "as a second, appearance input (no such model is built yet).")
+    return ("Not tried here: soft votes with STSTNet and logistic regression (their Table 2 "
+            f"runs keep no probabilities{cost}), and the release's apex faces as a second, "
+            "appearance input. Notebook 16 trains both, and an RCN-style network, with "
+            "probabilities, and chooses among them by cross-fitting.")
 
 
 # --------------------------------------------------------------------------- pre-registration

@@ -330,6 +330,40 @@ def confirmation2(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     return readouts.confirmation_table(readout_runs(seeds, profile, find), n_boot=N_BOOT)
 
 
+def crossfit_runs(seeds, profile: str, find, groups=None) -> dict:
+    """Notebook 16's runs of ``groups`` (every group by default) with ``seeds``."""
+    from htnetlib.study import crossfit
+
+    return {g: [find(crossfit.group_config(g, profile), profile, seed=int(s))[0]
+                for s in crossfit.group_seeds(g, seeds)] for g in (groups or crossfit.GROUPS)}
+
+
+def crossfit_candidates(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 16: every candidate's composite UF1 on each half of the committed split, on
+    the choosing seeds."""
+    from htnetlib.study import crossfit
+
+    rows = crossfit.candidate_rows(crossfit_runs(experiments.SEEDS, profile, find))
+    return crossfit.half_table(rows, crossfit.read_split())
+
+
+def confirmation3(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
+    """Notebook 16: the cross-fitted confirmation of the registered choice
+    (experiments.CROSSFIT_CHOSEN) on the fresh seeds, with the compute-matched headline."""
+    from htnetlib.study import crossfit, readouts
+
+    chosen, seeds = experiments.CROSSFIT_CHOSEN, experiments.CROSSFIT_CONFIRM_SEEDS
+    assert chosen is not None, "confirmation3 is stored but no choice is registered"
+    confirm = crossfit_runs(seeds, profile, find, crossfit.needed_groups(chosen,
+                                                                         readouts.PRIMARY))
+    n = max(crossfit.runs_used(c["model"], seeds) for c in chosen.values())
+    matched = {(g, s): find(crossfit.group_config(g, profile), profile, seed=s)[0]
+               for g, s in crossfit.matched_members(n, seeds)}
+    rows = crossfit.confirmation_rows(confirm, matched, chosen, crossfit.read_split(),
+                                      readouts.PRIMARY, seeds)
+    return crossfit.confirmation_table(rows, n_boot=N_BOOT)
+
+
 def lodo(stored: pd.DataFrame, profile: str, find) -> pd.DataFrame:
     """Notebook 13: tables.lodo_table of the stored leave-one-dataset-out results
     (results/tables/lodo/) beside the same models' stored LOSO runs."""
@@ -358,7 +392,8 @@ ABLATION_TABLES = {"table4_block_size": "block_size", "fig5_dim": "dim", "fig6_h
 RECOMPUTE = {"table1": table1, "table2": table2, "protocol_audit": protocol_audit,
              "table5_costs": table5_costs, "honest_selection": honest_selection, "lodo": lodo,
              "confirmation": confirmation_table, "readout_candidates": readout_candidates,
-             "confirmation2": confirmation2,
+             "confirmation2": confirmation2, "crossfit_candidates": crossfit_candidates,
+             "confirmation3": confirmation3,
              **{name: ablation_table(key) for name, key in ABLATION_TABLES.items()}}
 
 

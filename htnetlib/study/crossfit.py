@@ -343,6 +343,17 @@ def matched_runs(data, profile: str, chosen: dict[str, dict], seeds, *, runs_dir
             for g, s in matched_members(n, seeds)}
 
 
+def confirm_members(chosen: dict[str, dict], seeds) -> list[tuple[str, int]]:
+    """Every (group, seed) the fresh seeds train for ``chosen``: the groups of both chosen
+    candidates and of the headline (:func:`needed_groups`), then the compute-matched
+    headline's HTNet runs not among them (:func:`matched_members`)."""
+    from .readouts import PRIMARY
+
+    out = [(g, s) for g in needed_groups(chosen, PRIMARY) for s in group_seeds(g, seeds)]
+    n = max(runs_used(c["model"], seeds) for c in chosen.values())
+    return out + [m for m in matched_members(n, seeds) if m not in out]
+
+
 # --------------------------------------------------------------------------- the confirmation
 
 

@@ -120,6 +120,10 @@ SHALLOW_MODELS = {"RCN": ("rcn", {}), "two-stream": ("twostream", {}),
                   "logistic regression": ("logreg", {"readouts": True})}
 # the cross-fitted confirmation's fresh seeds (results/preregistration)
 CROSSFIT_CONFIRM_SEEDS = (9, 10, 11)
+# the cpu profile's cross-fitted choice on SEEDS (htnetlib.study.crossfit.choose on the
+# committed split), made by the pre-registered rule before any run of CROSSFIT_CONFIRM_SEEDS:
+# half -> the candidate chosen on it; notebook 16 checks it against the choice it computes
+CROSSFIT_CHOSEN: dict | None = None
 
 
 def shallow_config(name: str, profile: str) -> Config:
@@ -337,6 +341,11 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS,
     for name in SHALLOW_MODELS:
         for s in shallow_seeds(name, seeds):
             need("loso", shallow_config(name, profile), s, f"16 candidates: {name}")
+    if CROSSFIT_CHOSEN is not None:
+        from . import crossfit  # the models' groups; crossfit imports this module
+
+        for g, s in crossfit.confirm_members(CROSSFIT_CHOSEN, CROSSFIT_CONFIRM_SEEDS):
+            need("loso", crossfit.group_config(g, profile), s, f"16 cross-fitted confirmation: {g}")
     for name in NESTED_VARIANTS:
         for s in nested_seeds(name, seeds):
             need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")

@@ -206,3 +206,12 @@ def test_many_uf1_at_once_is_uf1_of_each():
     preds = rng.integers(0, 3, (7, 60))
     preds[0] = 0  # a row that never predicts class 1
     np.testing.assert_allclose(metrics.uf1_rows(y, preds), [metrics.uf1(y, p) for p in preds])
+
+
+def test_the_registry_names_the_same_groups_and_headline_as_notebook_15():
+    from htnetlib.study import experiments
+
+    assert tuple(experiments.CROSSFIT_HTNET.values()) == experiments.READOUT_VARIANTS
+    assert experiments.CROSSFIT_HEADLINE == readouts.PRIMARY["model"]
+    for model, groups in readouts.MODELS.items():  # notebook 15's models, by group
+        assert tuple(experiments.CROSSFIT_HTNET[g] for g in crossfit.MODELS[model]) == groups

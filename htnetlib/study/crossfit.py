@@ -20,11 +20,13 @@ import pandas as pd
 from ..evaluation import metrics
 from ..evaluation.selection import seed_epochs_vote
 from ..io import ROOT, write_text
-from ..config import Config
 from ..training.loso import run_loso
 from ..training.store import Run, load_run
-from .experiments import (READOUT_VARIANTS, SHALLOW_MODELS, readout_config, shallow_config,
-                          shallow_seeds)
+from .experiments import CROSSFIT_GROUPS as GROUPS
+from .experiments import CROSSFIT_HTNET as HTNET_GROUPS
+from .experiments import CROSSFIT_MODELS as MODELS
+from .experiments import (SHALLOW_MODELS, confirm_members, group_config, group_seeds,
+                          matched_members, needed_groups, runs_used)
 from .readouts import MODELS as READOUT_MODELS
 from .readouts import READOUTS, RULES, ci_bounds
 from .tables import common_samples, score_row
@@ -93,37 +95,7 @@ def half_of(halves: pd.DataFrame) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the candidates
 
-# the run groups: name -> the configuration of its runs (htnetlib.study.experiments)
-GROUPS = ("whole map", "regions", *SHALLOW_MODELS)
-HTNET_GROUPS = dict(zip(("whole map", "regions"), READOUT_VARIANTS))
-
-# the models: notebook 15's three (htnetlib.study.readouts.MODELS, by group), each shallow
-# network alone, and ensembles across architectures (the runs of their groups pooled in one
-# vote on the same folds)
-MODELS = {
-    "whole map": ("whole map",), "regions": ("regions",),
-    "whole map + regions": ("whole map", "regions"),
-    "RCN": ("RCN",), "two-stream": ("two-stream",), "STSTNet": ("STSTNet",),
-    "logistic regression": ("logistic regression",),
-    "whole map + regions + RCN": ("whole map", "regions", "RCN"),
-    "whole map + regions + two-stream": ("whole map", "regions", "two-stream"),
-    "whole map + regions + STSTNet": ("whole map", "regions", "STSTNet"),
-    "RCN + two-stream + STSTNet": ("RCN", "two-stream", "STSTNet"),
-    "every model": GROUPS,
-}
 NEW_MODELS = tuple(m for m in MODELS if m not in READOUT_MODELS)
-
-
-def group_config(group: str, profile: str) -> Config:
-    """The configuration of the runs of ``group``."""
-    if group in HTNET_GROUPS:
-        return readout_config(HTNET_GROUPS[group], profile)
-    return shallow_config(group, profile)
-
-
-def group_seeds(group: str, seeds) -> list[int]:
-    """The seeds of ``group``'s runs: every seed, the first alone for logistic regression."""
-    return shallow_seeds(group, seeds) if group in SHALLOW_MODELS else list(seeds)
 
 
 def group_runs(data, profile: str, seeds, *, runs_dir, groups=GROUPS, retrain: bool = False,
@@ -312,26 +284,6 @@ def new_model_table(scores: pd.DataFrame) -> pd.DataFrame:
     return best[["model", "readout", "rule", "UF1 on all", "UF1 on A", "UF1 on B"]]
 
 
-def runs_used(model: str, seeds) -> int:
-    """How many runs a model pools with ``seeds``."""
-    return sum(len(group_seeds(g, seeds)) for g in MODELS[model])
-
-
-def needed_groups(chosen: dict[str, dict], baseline: dict) -> tuple[str, ...]:
-    """The groups the fresh seeds train: those of both chosen candidates and of the baseline,
-    in :data:`GROUPS` order."""
-    wanted = {g for c in (*chosen.values(), baseline) for g in MODELS[c["model"]]}
-    return tuple(g for g in GROUPS if g in wanted)
-
-
-def matched_members(n: int, seeds) -> list[tuple[str, int]]:
-    """The compute-matched baseline's first ``n`` HTNet runs: whole map and regions of the
-    first seed, then of the next, and so on past ``seeds``' last (``seeds`` must be
-    consecutive)."""
-    first = list(seeds)[0]
-    return [(("whole map", "regions")[k % 2], first + k // 2) for k in range(n)]
-
-
 def matched_runs(data, profile: str, chosen: dict[str, dict], seeds, *, runs_dir,
                  retrain: bool = False, workers: int = 1) -> dict[tuple[str, int], Run]:
     """Every run of the compute-matched baseline (:func:`matched_members` of the larger
@@ -341,17 +293,6 @@ def matched_runs(data, profile: str, chosen: dict[str, dict], seeds, *, runs_dir
                                       profile=profile, retrain=retrain, workers=workers,
                                       progress=False))
             for g, s in matched_members(n, seeds)}
-
-
-def confirm_members(chosen: dict[str, dict], seeds) -> list[tuple[str, int]]:
-    """Every (group, seed) the fresh seeds train for ``chosen``: the groups of both chosen
-    candidates and of the headline (:func:`needed_groups`), then the compute-matched
-    headline's HTNet runs not among them (:func:`matched_members`)."""
-    from .readouts import PRIMARY
-
-    out = [(g, s) for g in needed_groups(chosen, PRIMARY) for s in group_seeds(g, seeds)]
-    n = max(runs_used(c["model"], seeds) for c in chosen.values())
-    return out + [m for m in matched_members(n, seeds) if m not in out]
 
 
 # --------------------------------------------------------------------------- the confirmation

@@ -137,6 +137,68 @@ def shallow_seeds(name: str, seeds) -> list[int]:
     return list(seeds)[:1] if SHALLOW_MODELS[name][0] == "logreg" else list(seeds)
 
 
+# Notebook 16's groups of runs (htnetlib.study.crossfit): notebook 15's two HTNet variants with
+# readouts and the shallow models; its models pool one or more groups (notebook 15's three
+# models, each shallow network alone, and ensembles across architectures)
+CROSSFIT_HTNET = {"whole map": "all three, whole map", "regions": "all three"}
+CROSSFIT_GROUPS = (*CROSSFIT_HTNET, *SHALLOW_MODELS)
+CROSSFIT_MODELS = {
+    "whole map": ("whole map",), "regions": ("regions",),
+    "whole map + regions": ("whole map", "regions"),
+    "RCN": ("RCN",), "two-stream": ("two-stream",), "STSTNet": ("STSTNet",),
+    "logistic regression": ("logistic regression",),
+    "whole map + regions + RCN": ("whole map", "regions", "RCN"),
+    "whole map + regions + two-stream": ("whole map", "regions", "two-stream"),
+    "whole map + regions + STSTNet": ("whole map", "regions", "STSTNet"),
+    "RCN + two-stream + STSTNet": ("RCN", "two-stream", "STSTNet"),
+    "every model": CROSSFIT_GROUPS,
+}
+# the current headline's model (htnetlib.study.readouts.PRIMARY), the cross-fitted baseline
+CROSSFIT_HEADLINE = "whole map + regions"
+
+
+def group_config(group: str, profile: str) -> Config:
+    """The configuration of notebook 16's runs of ``group``."""
+    if group in CROSSFIT_HTNET:
+        return readout_config(CROSSFIT_HTNET[group], profile)
+    return shallow_config(group, profile)
+
+
+def group_seeds(group: str, seeds) -> list[int]:
+    """The seeds of ``group``'s runs: every seed, the first alone for logistic regression."""
+    return shallow_seeds(group, seeds) if group in SHALLOW_MODELS else list(seeds)
+
+
+def runs_used(model: str, seeds) -> int:
+    """How many runs notebook 16's ``model`` pools with ``seeds``."""
+    return sum(len(group_seeds(g, seeds)) for g in CROSSFIT_MODELS[model])
+
+
+def needed_groups(chosen: dict[str, dict], baseline: dict) -> tuple[str, ...]:
+    """The groups the fresh seeds train: those of both chosen candidates and of the baseline,
+    in :data:`CROSSFIT_GROUPS` order."""
+    wanted = {g for c in (*chosen.values(), baseline) for g in CROSSFIT_MODELS[c["model"]]}
+    return tuple(g for g in CROSSFIT_GROUPS if g in wanted)
+
+
+def matched_members(n: int, seeds) -> list[tuple[str, int]]:
+    """The compute-matched baseline's first ``n`` HTNet runs: whole map and regions of the
+    first seed, then of the next, and so on past ``seeds``' last (``seeds`` must be
+    consecutive)."""
+    first = list(seeds)[0]
+    return [(("whole map", "regions")[k % 2], first + k // 2) for k in range(n)]
+
+
+def confirm_members(chosen: dict[str, dict], seeds) -> list[tuple[str, int]]:
+    """Every (group, seed) the fresh seeds train for ``chosen``: the groups of both chosen
+    candidates and of the headline (:func:`needed_groups`), then the compute-matched
+    headline's HTNet runs not among them (:func:`matched_members`)."""
+    out = [(g, s) for g in needed_groups(chosen, {"model": CROSSFIT_HEADLINE})
+           for s in group_seeds(g, seeds)]
+    n = max(runs_used(c["model"], seeds) for c in chosen.values())
+    return out + [m for m in matched_members(n, seeds) if m not in out]
+
+
 def readout_config(name: str, profile: str) -> Config:
     """Notebook 12's variant ``name`` in ``profile`` with readouts on."""
     return dataclasses.replace(selection_config(name, profile), readouts=True)
@@ -342,10 +404,8 @@ def experiments(profile: str, seeds=SEEDS, confirm_seeds=CONFIRM_SEEDS,
         for s in shallow_seeds(name, seeds):
             need("loso", shallow_config(name, profile), s, f"16 candidates: {name}")
     if CROSSFIT_CHOSEN is not None:
-        from . import crossfit  # the models' groups; crossfit imports this module
-
-        for g, s in crossfit.confirm_members(CROSSFIT_CHOSEN, CROSSFIT_CONFIRM_SEEDS):
-            need("loso", crossfit.group_config(g, profile), s, f"16 cross-fitted confirmation: {g}")
+        for g, s in confirm_members(CROSSFIT_CHOSEN, CROSSFIT_CONFIRM_SEEDS):
+            need("loso", group_config(g, profile), s, f"16 cross-fitted confirmation: {g}")
     for name in NESTED_VARIANTS:
         for s in nested_seeds(name, seeds):
             need("nested", selection_config(name, profile), s, f"12 nested rule: {name}")

@@ -123,7 +123,12 @@ CROSSFIT_CONFIRM_SEEDS = (9, 10, 11)
 # the cpu profile's cross-fitted choice on SEEDS (htnetlib.study.crossfit.choose on the
 # committed split), made by the pre-registered rule before any run of CROSSFIT_CONFIRM_SEEDS:
 # half -> the candidate chosen on it; notebook 16 checks it against the choice it computes
-CROSSFIT_CHOSEN: dict | None = None
+CROSSFIT_CHOSEN: dict | None = {
+    "A": {"model": "every model", "readout": "SWA + mirror",
+          "rule": "vote of seeds x last 25% of epochs"},
+    "B": {"model": "whole map + regions", "readout": "SWA + mirror",
+          "rule": "vote of seeds x last 25% of epochs"},
+}
 
 
 def shallow_config(name: str, profile: str) -> Config:

@@ -137,14 +137,14 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
     assert grid.run(parse("--profile", "smoke", "--data", str(synthetic_root), "--out",
                           str(runs), "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert ("77 jobs needed by the notebooks (61 LOSO runs, 6 nested inner fits, 10 "
+    assert ("113 jobs needed by the notebooks (97 LOSO runs, 6 nested inner fits, 10 "
             "leave-one-dataset-out results), 1 stored") in out
     jobs = [line for line in out.splitlines() if re.match(r"  \S+-smoke-s\d-", line)]
-    assert len(jobs) == 76 and not any(f"{first.run_id} " in line for line in jobs)
+    assert len(jobs) == 112 and not any(f"{first.run_id} " in line for line in jobs)
     assert any(re.search(r"\d+\.\d CPU-min  05 Table 2: HTNet", line) for line in jobs)
     assert any("no timing" in line and line.split()[0].startswith("logreg") for line in jobs)
     assert any(line.split()[:2] == [f"{first.run_id}/inner", "nested"] for line in jobs)
-    assert re.search(r"total: 76 jobs \(60 loso, 6 nested, 10 lodo\), at least \d+\.\d+ "
+    assert re.search(r"total: 112 jobs \(96 loso, 6 nested, 10 lodo\), at least \d+\.\d+ "
                      r"CPU-hours", out)
     assert "nothing submitted" in out
 
@@ -159,11 +159,11 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
 def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
     assert grid.run(parse("--profile", "paper", "--data", str(real_root), "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert ("paper: 77 jobs needed by the notebooks (61 LOSO runs, 6 nested inner fits, "
+    assert ("paper: 113 jobs needed by the notebooks (97 LOSO runs, 6 nested inner fits, "
             "10 leave-one-dataset-out results)") in out
     jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d-", line)]
     stored = int(re.search(r"(\d+) stored", out).group(1))
-    assert len(jobs) == 77 - stored
+    assert len(jobs) == 113 - stored
     assert re.search(r"total: \d+ jobs \(\d+ loso, \d+ nested, \d+ lodo\), (at least )?"
                      r"\d+\.\d+ GPU-hours", out)
     assert any("GPU-min" in line for line in jobs)
@@ -183,7 +183,7 @@ def test_dry_run_lists_nested_inner_fits_and_lodo_results(synthetic_root, tmp_pa
     lodo = [line for line in lines if re.match(r"  lodo-\w+-paper-s\d-\w+ +lodo ", line)]
     assert len(lodo) == 10
     assert sum("13 leave one dataset out: Logistic regression" in line for line in lodo) == 1
-    assert re.search(r"total: 77 jobs \(61 loso, 6 nested, 10 lodo\)", out)
+    assert re.search(r"total: 113 jobs \(97 loso, 6 nested, 10 lodo\)", out)
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 

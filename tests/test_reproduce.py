@@ -58,21 +58,27 @@ def test_the_plan_of_each_profile():
     for profile in ("cpu", "paper", "smoke"):
         needs = plan.needed_runs(profile)
         models = {n.config.model for n in needs}
-        assert models == {"htnet", "ststnet", "logreg"}
+        assert models == {"htnet", "ststnet", "logreg", "rcn", "twostream"}
         # the default with every seed, the null model once, one logistic regression
         default = config_mod.profile_config(profile)
         assert sorted(n.seed for n in needs if n.config == default) == list(plan.SEEDS) + list(
             experiments.CONFIRM_SEEDS)  # notebook 12's confirmation adds fresh seeds
         assert sum(n.config.permute_labels for n in needs) == 1
-        assert sum(n.config.model == "logreg" for n in needs) == 1
+        # Table 2's logistic regression, and notebook 16's with readouts on seeds 0 and 9
+        assert sum(n.config.model == "logreg" for n in needs) == 3
         # 24 grid points, of which the default is one per grid (4), and 2 more seeds of it,
         # 3 x 3 whole-map and STSTNet runs, logreg, null: 31 distinct runs; notebook 12 adds
         # its three single changes (first seed) and two combinations with every seed: 9 more;
         # notebook 05 the corrected crop mode with every seed: 3 more; notebook 12's
         # pre-registered confirmation: plain and the chosen variant on three fresh seeds, 6 more;
-        # notebook 15: its two variants with readouts on seeds 0-2 and on 6-8, 12 more
-        assert len(needs) == 31 + 9 + 3 + 6 + 12, profile
+        # notebook 15: its two variants with readouts on seeds 0-2 and on 6-8, 12 more;
+        # notebook 16: RCN, two-stream and STSTNet on seeds 0-2 and logistic regression on 0,
+        # 10 more, and its confirmation on seeds 9-11 (6 HTNet runs, 10 shallow ones) with the
+        # compute-matched headline's 10 further HTNet runs (seeds 12-16), 26 more
+        assert len(needs) == 31 + 9 + 3 + 6 + 12 + 10 + 26, profile
         assert sum(any(w.startswith("15 ") for w in n.why) for n in needs) == 12
+        assert sum(any(w.startswith("16 candidates") for w in n.why) for n in needs) == 10
+        assert sum(any(w.startswith("16 cross-fitted") for w in n.why) for n in needs) == 26
         # (the plain model is the default: its three seeds are needed by 12 too)
         assert sum(any(w.startswith("12 ") for w in n.why) for n in needs) == 3 + 3 + 6 + 6
         assert all(n.why for n in needs)

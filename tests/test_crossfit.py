@@ -215,3 +215,18 @@ def test_the_registry_names_the_same_groups_and_headline_as_notebook_15():
     assert experiments.CROSSFIT_HEADLINE == readouts.PRIMARY["model"]
     for model, groups in readouts.MODELS.items():  # notebook 15's models, by group
         assert tuple(experiments.CROSSFIT_HTNET[g] for g in crossfit.MODELS[model]) == groups
+
+
+def test_the_registered_choice_is_named_and_a_different_one_is_flagged():
+    from htnetlib.study import experiments
+
+    registered = experiments.CROSSFIT_CHOSEN
+    assert registered is not None and set(registered) == set(crossfit.HALVES)
+    split = crossfit.read_split()
+    assert "is the one registered" in crossfit.registered_note(registered, "cpu", split)
+    other = {**registered, "A": {**registered["A"], "rule": "soft vote of seeds, final epoch"}}
+    assert "differs from the registered one" in crossfit.registered_note(other, "cpu", split)
+    swapped = split.assign(half=split["half"].map({"A": "B", "B": "A"}))
+    for profile, halves in (("smoke", split), ("cpu", swapped)):
+        assert "No choice is registered" in crossfit.registered_note(registered, profile,
+                                                                       halves)

@@ -198,6 +198,27 @@ def choose(scores: pd.DataFrame) -> dict[str, dict]:
         scores[f"UF1 on {h}"].to_numpy(), nan=-1.0)))]) for h in HALVES}
 
 
+def registered_note(chosen: dict[str, dict], profile: str, split: pd.DataFrame) -> str:
+    """Whether ``chosen`` (made on ``split``) is the choice registered in the registry
+    (:data:`htnetlib.study.experiments.CROSSFIT_CHOSEN`: the ``cpu`` profile's, on the
+    committed split) before the confirming runs of a chosen candidate were trained."""
+    from . import experiments
+
+    committed = SPLIT_FILE.is_file() and split.reset_index(drop=True).equals(read_split())
+    registered = experiments.CROSSFIT_CHOSEN if profile == "cpu" and committed else None
+    if registered is None:
+        return ("No choice is registered for these runs (the registry holds the **cpu** "
+                "profile's, on the release): the fresh seeds train what the choice made here "
+                "needs.")
+    if chosen == registered:
+        return ("The choice made here is the one registered in "
+                "`htnetlib.study.experiments.CROSSFIT_CHOSEN`, committed before any confirming "
+                "run of a chosen candidate was trained.")
+    return ("**The choice made here differs from the registered one** "
+            "(`htnetlib.study.experiments.CROSSFIT_CHOSEN`): the stored runs of seeds 0-2 are "
+            "not the ones the choice was made on.")
+
+
 def other(half: str) -> str:
     return "B" if half == "A" else "A"
 

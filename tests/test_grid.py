@@ -139,7 +139,7 @@ def test_smoke_grid_runs_as_local_jobs_like_htnet_train(synthetic, synthetic_roo
     out = capsys.readouterr().out
     assert ("113 jobs needed by the notebooks (97 LOSO runs, 6 nested inner fits, 10 "
             "leave-one-dataset-out results), 1 stored") in out
-    jobs = [line for line in out.splitlines() if re.match(r"  \S+-smoke-s\d-", line)]
+    jobs = [line for line in out.splitlines() if re.match(r"  \S+-smoke-s\d+-", line)]
     assert len(jobs) == 112 and not any(f"{first.run_id} " in line for line in jobs)
     assert any(re.search(r"\d+\.\d CPU-min  05 Table 2: HTNet", line) for line in jobs)
     assert any("no timing" in line and line.split()[0].startswith("logreg") for line in jobs)
@@ -161,7 +161,7 @@ def test_paper_dry_run_lists_the_full_grid_in_gpu_hours(real_root, capsys):
     out = capsys.readouterr().out
     assert ("paper: 113 jobs needed by the notebooks (97 LOSO runs, 6 nested inner fits, "
             "10 leave-one-dataset-out results)") in out
-    jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d-", line)]
+    jobs = [line for line in out.splitlines() if re.match(r"  \S+-paper-s\d+-", line)]
     stored = int(re.search(r"(\d+) stored", out).group(1))
     assert len(jobs) == 113 - stored
     assert re.search(r"total: \d+ jobs \(\d+ loso, \d+ nested, \d+ lodo\), (at least )?"

@@ -35,3 +35,24 @@ def real(real_root):
     from htnetlib.data import load_composite
 
     return load_composite(real_root)
+
+
+@pytest.fixture
+def first_confirmation():
+    """Writes notebook 12's confirmation and choosing tables (results/tables, ``cpu``) into a
+    folder's ``tables``, as a README headline block reads them; returns that ``tables``."""
+    import pandas as pd
+
+    def write(root: Path) -> Path:
+        tables = root / "tables"
+        tables.mkdir()
+        row = {"role": "x", "variant": "all three, whole map", "rule": "vote",
+               "seeds": "3,4,5", "Full UF1": 0.716, "Full UF1 95% CI": "0.657-0.769",
+               "UF1 - plain honest": 0.054, "difference 95% CI": "+0.015 to +0.093"}
+        pd.DataFrame([row, dict(row, **{"Full UF1": 0.663})]).to_csv(
+            tables / "confirmation_cpu.csv", index=False)
+        pd.DataFrame([dict(row, honest=True, seeds="0,1,2", **{"Full UF1": 0.735})]).to_csv(
+            tables / "honest_selection_cpu.csv", index=False)
+        return tables
+
+    return write

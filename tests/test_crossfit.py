@@ -159,16 +159,9 @@ def test_the_confirmation_table_pairs_each_row_with_the_headline_on_the_same_sam
 
 
 @pytest.mark.parametrize("low", ["+0.010", "-0.020"])
-def test_the_readme_headline_follows_the_third_confirmation(tmp_path, low):
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    row = {"role": "x", "variant": "all three, whole map", "rule": "vote", "seeds": "3,4,5",
-           "Full UF1": 0.716, "Full UF1 95% CI": "0.657-0.769", "UF1 - plain honest": 0.054,
-           "difference 95% CI": "+0.015 to +0.093"}
-    pd.DataFrame([row, dict(row, **{"Full UF1": 0.663})]).to_csv(
-        tables / "confirmation_cpu.csv", index=False)
-    pd.DataFrame([dict(row, honest=True, seeds="0,1,2", **{"Full UF1": 0.735})]).to_csv(
-        tables / "honest_selection_cpu.csv", index=False)
+def test_the_readme_headline_follows_the_third_confirmation(tmp_path, low,
+                                                            first_confirmation):
+    tables = first_confirmation(tmp_path)
     second = {"model": "whole map", "readout": "mirror (TTA)", "rule": "soft vote",
               "seeds": "6,7,8", "Full UF1": 0.733, "Full UF1 95% CI": "0.670-0.792",
               "UF1 - headline": 0.03, "difference 95% CI": "+0.008 to +0.060"}

@@ -163,16 +163,8 @@ def test_the_preregistration_check_reads_the_order_from_git(monkeypatch):
 
 
 @pytest.mark.parametrize("low", ["+0.010", "-0.020"])
-def test_the_readme_headline_is_the_better_confirmed_row(tmp_path, low):
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    row = {"role": "x", "variant": "all three, whole map", "rule": "vote", "seeds": "3,4,5",
-           "Full UF1": 0.716, "Full UF1 95% CI": "0.657-0.769", "UF1 - plain honest": 0.054,
-           "difference 95% CI": "+0.015 to +0.093"}
-    pd.DataFrame([row, dict(row, **{"Full UF1": 0.663})]).to_csv(
-        tables / "confirmation_cpu.csv", index=False)
-    pd.DataFrame([dict(row, honest=True, seeds="0,1,2", **{"Full UF1": 0.735})]).to_csv(
-        tables / "honest_selection_cpu.csv", index=False)
+def test_the_readme_headline_is_the_better_confirmed_row(tmp_path, low, first_confirmation):
+    tables = first_confirmation(tmp_path)
     assert "15_toward_076" not in readme.headline_block(tmp_path, "cpu")  # not made yet
     second = {"model": "whole map", "readout": "mirror (TTA)", "rule": "soft vote",
               "seeds": "6,7,8", "Full UF1": 0.741, "Full UF1 95% CI": "0.690-0.790",

@@ -165,27 +165,36 @@ def headline_block(results: Path, profile: str) -> str | None:
             f"{profile} -->\n{lead}\n\n{bullets(items)}")
 
 
+def _confirmed(path: Path, current: float):
+    """A confirmation table's primary row ``p`` and baseline row ``h``, whether the primary
+    meets its pre-registered criterion (paired interval above 0), the headline score that
+    follows (``current`` where it does not), the primary's score in bold where it does, and
+    that headline against the goal of 0.76."""
+    import pandas as pd
+
+    conf = pd.read_csv(path, keep_default_na=False)
+    p, h = conf.iloc[0], conf.iloc[1]
+    better = float(str(p["difference 95% CI"]).split(" to ")[0]) > 0
+    best = float(p["Full UF1"]) if better else current
+    score = f"**{float(p['Full UF1']):.3f}**" if better else f"{float(p['Full UF1']):.3f}"
+    gap = (f"the headline honest score, {best:.3f}, stays {0.76 - best:.3f} below the goal "
+           "of 0.76" if best < 0.76 else f"the headline honest score, {best:.3f}, reaches 0.76")
+    return p, h, better, best, score, gap
+
+
 def second_confirmation(results: Path, profile: str, first: float) -> dict | None:
     """Notebook 15's second confirmation (results/tables/confirmation2_PROFILE.csv) in a
     sentence: ``{"better", "text"}``, ``better`` by its pre-registered criterion (the primary's
     paired interval against the headline above 0); None where it has not been made."""
-    import pandas as pd
-
     path = results / "tables" / f"confirmation2_{profile}.csv"
     if not path.is_file():
         return None
-    conf = pd.read_csv(path, keep_default_na=False)
-    p, h = conf.iloc[0], conf.iloc[1]
-    better = float(str(p["difference 95% CI"]).split(" to ")[0]) > 0
-    best = float(p["Full UF1"]) if better else first
-    score = f"**{float(p['Full UF1']):.3f}**" if better else f"{float(p['Full UF1']):.3f}"
+    p, h, better, best, score, gap = _confirmed(path, first)
     row = (f"*{p['model']}, {p['readout']}* with *{p['rule']}* scored "
            f"{score} (95 % CI {p['Full UF1 95% CI']}) on fresh seeds "
            f"{p['seeds']}, against {float(h['Full UF1']):.3f} for notebook 12's headline row on "
            f"the same seeds: paired difference {float(p['UF1 - headline']):+.3f} (95 % CI "
            f"{p['difference 95% CI']})")
-    gap = (f"the headline honest score, {best:.3f}, stays {0.76 - best:.3f} below the goal "
-           "of 0.76" if best < 0.76 else f"the headline honest score, {best:.3f}, reaches 0.76")
     if better:
         items = [f"{row}, above 0 as the pre-registration required (second pre-registered "
                  "confirmation; *vote of seeds x last 25% of epochs* is a hard majority vote "
@@ -205,24 +214,16 @@ def third_confirmation(results: Path, profile: str, current: float) -> dict | No
     README items: ``{"better", "items", "uf1", "ci"}``, ``better`` by its pre-registered
     criterion (the primary's paired interval against the current headline above 0); None
     where it has not been made. ``current`` is the headline it is judged against."""
-    import pandas as pd
-
     path = results / "tables" / f"confirmation3_{profile}.csv"
     if not path.is_file():
         return None
-    conf = pd.read_csv(path, keep_default_na=False)
-    p, h = conf.iloc[0], conf.iloc[1]
-    better = float(str(p["difference 95% CI"]).split(" to ")[0]) > 0
-    best = float(p["Full UF1"]) if better else current
-    score = f"**{float(p['Full UF1']):.3f}**" if better else f"{float(p['Full UF1']):.3f}"
+    p, h, better, best, score, gap = _confirmed(path, current)
     row = (f"a choice cross-fitted over two halves of the subjects among 192 label-free "
            f"candidates (HTNet, an RCN-style network, STSTNet, logistic regression, a "
            f"flow + apex-face network, and their ensembles) scored {score} (95 % CI "
            f"{p['Full UF1 95% CI']}, UAR {float(p['Full UAR']):.3f}) on fresh seeds, against "
            f"{float(h['Full UF1']):.3f} for the headline's row on the same runs: paired "
            f"difference {float(p['UF1 - headline']):+.3f} (95 % CI {p['difference 95% CI']})")
-    gap = (f"the headline honest score, {best:.3f}, stays {0.76 - best:.3f} below the goal "
-           "of 0.76" if best < 0.76 else f"the headline honest score, {best:.3f}, reaches 0.76")
     link = "([16_crossfit](notebooks/16_crossfit.ipynb))"
     if better:
         items = [f"In a third pre-registered confirmation {link}, {row}, above 0 as the "

@@ -25,7 +25,7 @@ def test_the_walkthrough_is_there():
                      "09_table5_layers.ipynb", "10_table3_casme3.ipynb",
                      "11_protocol_audit.ipynb", "12_honest_selection.ipynb",
                      "13_cross_dataset.ipynb", "14_from_frames_to_prediction.ipynb",
-                     "15_toward_076.ipynb"):
+                     "15_toward_076.ipynb", "16_crossfit.ipynb"):
         assert expected in names
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from htnetlib.study.experiments import ABLATIONS
-from htnetlib.config import BASELINES, PROFILES
+from htnetlib.config import APEX_FACE_MODELS, BASELINES, PROFILES
 from htnetlib.model import build_model
 
 
@@ -74,7 +74,8 @@ def test_variant_forward_backward(profile, config):
     config = small(config, profile).check()
     torch.manual_seed(0)
     model = build_model(config).train()
-    x = torch.rand(2, 3, config.image_size, config.image_size) * 255 * config.input_scale
+    channels = 4 if config.model in APEX_FACE_MODELS else 3  # flow, strain (+ the apex face)
+    x = torch.rand(2, channels, config.image_size, config.image_size) * 255 * config.input_scale
     out = model(x)
     assert out.shape == (2, 3), f"logits of shape {tuple(out.shape)}, expected (2, 3)"
     assert torch.isfinite(out).all(), f"non-finite logits {out}"
@@ -87,12 +88,14 @@ def test_variant_forward_backward(profile, config):
 
 
 def test_variant_list_is_complete():
-    """Every profile, STSTNet under each, every ablation grid point under cpu and paper
-    (today 3 + 3 + 4 x 6 x 2 = 54 cases)."""
+    """Every profile, each baseline network (STSTNet, RCN, two-stream) under each, every
+    ablation grid point under cpu and paper (today 3 + 3 x 3 + 4 x 6 x 2 = 60 cases)."""
     ids = [p.id for p in variants()]
     assert len(ids) == len(set(ids))
     n_ablation = sum(len(ab.values) for ab in ABLATIONS.values()) * 2
-    assert len(ids) == len(PROFILES) + len(BASELINES["ststnet"]) + n_ablation
+    networks = sum(len(by_profile) for m, by_profile in BASELINES.items() if m != "logreg")
+    assert networks == 3 * len(PROFILES)
+    assert len(ids) == len(PROFILES) + networks + n_ablation
 
 
 @pytest.mark.parametrize("profile", list(BASELINES["logreg"]))

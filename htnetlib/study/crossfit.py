@@ -25,7 +25,7 @@ from ..training.store import Run, load_run
 from .experiments import CROSSFIT_GROUPS as GROUPS
 from .experiments import CROSSFIT_HTNET as HTNET_GROUPS
 from .experiments import CROSSFIT_MODELS as MODELS
-from .experiments import (SHALLOW_MODELS, confirm_members, group_config, group_seeds,
+from .experiments import (SHALLOW_MODELS, chosen_note, confirm_members, group_config, group_seeds,
                           matched_members, needed_groups, runs_used)
 from .readouts import MODELS as READOUT_MODELS
 from .readouts import READOUTS, RULES, ci_bounds
@@ -199,24 +199,9 @@ def choose(scores: pd.DataFrame) -> dict[str, dict]:
 
 
 def registered_note(chosen: dict[str, dict], profile: str, split: pd.DataFrame) -> str:
-    """Whether ``chosen`` (made on ``split``) is the choice registered in the registry
-    (:data:`htnetlib.study.experiments.CROSSFIT_CHOSEN`: the ``cpu`` profile's, on the
-    committed split) before the confirming runs of a chosen candidate were trained."""
-    from . import experiments
-
+    """:func:`htnetlib.study.experiments.chosen_note` for a choice made on ``split``."""
     committed = SPLIT_FILE.is_file() and split.reset_index(drop=True).equals(read_split())
-    registered = experiments.CROSSFIT_CHOSEN if profile == "cpu" and committed else None
-    if registered is None:
-        return ("No choice is registered for these runs (the registry holds the **cpu** "
-                "profile's, on the release): the fresh seeds train what the choice made here "
-                "needs.")
-    if chosen == registered:
-        return ("The choice made here is the one registered in "
-                "`htnetlib.study.experiments.CROSSFIT_CHOSEN`, committed before any confirming "
-                "run of a chosen candidate was trained.")
-    return ("**The choice made here differs from the registered one** "
-            "(`htnetlib.study.experiments.CROSSFIT_CHOSEN`): the stored runs of seeds 0-2 are "
-            "not the ones the choice was made on.")
+    return chosen_note(chosen, profile, committed)
 
 
 def other(half: str) -> str:

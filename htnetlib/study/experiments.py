@@ -204,6 +204,24 @@ def confirm_members(chosen: dict[str, dict], seeds) -> list[tuple[str, int]]:
     return out + [m for m in matched_members(n, seeds) if m not in out]
 
 
+def chosen_note(chosen: dict[str, dict], profile: str, committed: bool) -> str:
+    """Whether ``chosen`` (made on the committed split or not) is the choice registered in
+    :data:`CROSSFIT_CHOSEN` (the ``cpu`` profile's, on the committed split) before the
+    confirming runs of a chosen candidate were trained."""
+    registered = CROSSFIT_CHOSEN if profile == "cpu" and committed else None
+    if registered is None:
+        return ("No choice is registered for these runs (the registry holds the **cpu** "
+                "profile's, on the release): the fresh seeds train what the choice made here "
+                "needs.")
+    if chosen == registered:
+        return ("The choice made here is the one registered in "
+                "`htnetlib.study.experiments.CROSSFIT_CHOSEN`, committed before any confirming "
+                "run of a chosen candidate was trained.")
+    return ("**The choice made here differs from the registered one** "
+            "(`htnetlib.study.experiments.CROSSFIT_CHOSEN`): the stored runs of seeds 0-2 are "
+            "not the ones the choice was made on.")
+
+
 def readout_config(name: str, profile: str) -> Config:
     """Notebook 12's variant ``name`` in ``profile`` with readouts on."""
     return dataclasses.replace(selection_config(name, profile), readouts=True)

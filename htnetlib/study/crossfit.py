@@ -25,9 +25,8 @@ from ..training.store import Run, load_run
 from .experiments import CROSSFIT_GROUPS as GROUPS
 from .experiments import CROSSFIT_HTNET as HTNET_GROUPS
 from .experiments import CROSSFIT_MODELS as MODELS
-from .experiments import (SHALLOW_MODELS, chosen_note, confirm_members, group_config, group_seeds,
+from .experiments import (SHALLOW_MODELS, chosen_note, group_config, group_seeds,
                           matched_members, needed_groups, runs_used)
-from .readouts import MODELS as READOUT_MODELS
 from .readouts import READOUTS, RULES, ci_bounds
 from .tables import common_samples, score_row
 
@@ -94,9 +93,6 @@ def half_of(halves: pd.DataFrame) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- the candidates
-
-NEW_MODELS = tuple(m for m in MODELS if m not in READOUT_MODELS)
-
 
 def group_runs(data, profile: str, seeds, *, runs_dir, groups=GROUPS, retrain: bool = False,
                workers: int = 1) -> dict[str, list[Run]]:
